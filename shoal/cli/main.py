@@ -1,0 +1,37 @@
+"""The `shoal` command: one entry point, sub-commands registered from small modules."""
+
+from __future__ import annotations
+
+import typer
+
+from shoal import __version__
+
+app = typer.Typer(
+    name="shoal",
+    help="Self-healing replicated databases on Docker Swarm, without volumes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def _register() -> None:
+    # Each module adds its own commands; imported here so `shoal --help` lists them all.
+    from shoal.cli import chaos, images
+
+    app.add_typer(images.app, name="images")
+    app.add_typer(chaos.app, name="chaos")
+
+
+def main() -> None:
+    _register()
+    app()

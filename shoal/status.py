@@ -1,0 +1,98 @@
+"""What the operator writes back to Swarm and everybody else reads: the CLI (`shoal get`,
+`shoal status --json`), the metrics, the status page and the chaos suite.
+
+The JSON form of `DatabaseStatus` is the `shoal status NAME --json` contract (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatabaseState(StrEnum):
+    CREATING = "Creating"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    FAILING_OVER = "FailingOver"
+    UNAVAILABLE = "Unavailable"
+    LOST = "Lost"
+    DELETING = "Deleting"
+
+
+class MemberRole(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    SYNCING = "syncing"
+    CONFIG = "config"
+    ROUTER = "router"
+    UNKNOWN = "unknown"
+
+
+class MemberState(StrEnum):
+    STARTING = "starting"  # task scheduled or container up, engine not answering yet
+    EMPTY = "empty"  # fresh container waiting to be seeded
+    SEEDING = "seeding"  # cloning from a peer
+    RUNNING = "running"
+    UNREACHABLE = "unreachable"  # task running per Swarm, engine does not answer
+    DEAD = "dead"  # Swarm reports the task dead
+    FAILED = "failed"
+    FENCED = "fenced"
+
+
+class MemberStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    role: MemberRole = MemberRole.UNKNOWN
+    state: MemberState = MemberState.STARTING
+    node: str | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    timeline: int | None = None
+    task_id: str | None = None
+    up: bool = False
+
+
+class Event(BaseModel):
+    """Something a person watching the database wants to know happened."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    at: float  # unix time
+    kind: str  # failover, switchover, reseed, fence, bootstrap, lost, ...
+    member: str | None = None
+    message: str = ""
+
+
+class DatabaseStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    engine: str
+    state: DatabaseState = DatabaseState.CREATING
+    primary: str | None = None
+    network: str = ""
+    connection: str = ""
+    members: list[MemberStatus] = Field(default_factory=list)
+    members_desired: int = 0
+    members_ready: int = 0
+    writable: bool = False
+    generation: int = 0  # the declaration generation this status was computed for
+    observed_at: float = 0.0
+    message: str = ""
+    # Cluster identity recorded at bootstrap (PostgreSQL system identifier, MongoDB
+    # replica set id). Once set it is never cleared except by an explicit data-loss command.
+    identity: str | None = None
+    timeline: int | None = None
+    failovers: int = 0
+    reseeds: int = 0
+    events: list[Event] = Field(default_factory=list)
+    # Engine plugins keep their multi-step progress here (a failover or switchover in
+    # flight) so that a new operator resumes it; opaque to everybody else.
+    progress: dict[str, str] = Field(default_factory=dict)
+    fence_token: int = 0
+
+    def add_event(self, event: Event, keep: int = 30) -> None:
+        self.events = [*self.events, event][-keep:]
