@@ -1,0 +1,1 @@
+"""Status page assets (HTML, CSS, JS), shipped as package data."""
