@@ -1,19 +1,53 @@
 """The `Database` declaration (DESIGN.md §1): a pydantic model and a loader that reports
-every problem at once, one line per field, and never raises anything but `DeclarationError`.
+every problem at once, one line per problem, and never raises anything but `DeclarationError`.
+
+Every problem line starts with the dotted path of the field it is about
+(`spec.members: must be between 1 and 7, got 0`), or with `declaration:` when it is about the
+document as a whole (not YAML, not a mapping, two documents, too large).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
+from collections.abc import Callable, Hashable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from yaml.error import Mark, MarkedYAMLError
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
-MEMORY_RE = re.compile(r"^[1-9][0-9]*[KMG]$")
+MAX_NAME_LENGTH = 30
+MEMORY_RE = re.compile(r"^[1-9][0-9]{0,12}[KMG]$")
+MIN_MEMORY_BYTES = 64 * 1024**2
+MAX_MEMORY_BYTES = 1024**4
 MAX_MEMBERS = 7
+MAX_CPUS = 64
+OPERATOR_METRICS_PORT = 9650  # shoal.names.OPERATOR_PORT, published on the ingress
+POSTGRES_VERSIONS = ("15",)
+DEFAULT_VERSION = {"postgres": "15", "mongodb": "7.0"}
+# Names a database may not take: `shoal-control` is the shared control network.
+RESERVED_NAMES = frozenset({"control"})
+# Limits of the loader: a declaration is a small hand-written file. These bound the work
+# (and memory) spent on hostile input: no YAML aliases, so no "billion laughs".
+MAX_DOCUMENT_CHARS = 64 * 1024
+MAX_NESTING = 32
+MAX_LINE_CHARS = 300
 # PostgreSQL parameters the member entrypoint owns: setting them would break replication
 # or the safety rules, so a declaration may not override them.
 RESERVED_PG_PARAMETERS = frozenset(
@@ -22,19 +56,88 @@ RESERVED_PG_PARAMETERS = frozenset(
         "synchronous_commit",
         "primary_conninfo",
         "primary_slot_name",
+        "promote_trigger_file",
         "hba_file",
+        "ident_file",
+        "config_file",
         "data_directory",
+        "external_pid_file",
         "listen_addresses",
         "port",
+        "unix_socket_directories",
         "wal_level",
         "hot_standby",
+        "max_wal_senders",
+        "max_replication_slots",
         "archive_mode",
+        "archive_command",
         "restore_command",
         "recovery_target_timeline",
         "password_encryption",
         "ssl",
     }
 )
+PG_PARAMETER_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
+MAX_PG_VALUE_CHARS = 1024
+# Swarm node attributes usable in constraints and as the spread key.
+SWARM_ATTRIBUTE_RE = re.compile(
+    r"^(node\.(id|hostname|role|platform\.os|platform\.arch)"
+    r"|(node|engine)\.labels\.[A-Za-z0-9_.\-]+)$"
+)
+SWARM_ATTRIBUTES = (
+    "node.id, node.hostname, node.role, node.platform.os, node.platform.arch, "
+    "node.labels.NAME or engine.labels.NAME"
+)
+CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(==|!=)\s*([^\s=!][^\s]*)\s*$")
+
+
+def _show(value: object) -> str:
+    """A short, single-line rendering of a value a user gave, for `got ...`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if -(10**30) < value < 10**30:
+            return str(value)
+        return "a number with more than 30 digits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        if len(value) > 40:
+            return repr(value[:40]) + "..."
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a value of type {type(value).__name__}"
+
+
+def _between(low: int, high: int) -> Callable[[int], int]:
+    def check(v: int) -> int:
+        if not low <= v <= high:
+            raise ValueError(f"must be between {low} and {high}, got {_show(v)}")
+        return v
+
+    return check
+
+
+MemberCount = Annotated[int, Strict(), AfterValidator(_between(1, MAX_MEMBERS))]
+Seconds = Annotated[int, Strict(), AfterValidator(_between(1, 3600))]
+ShardCount = Annotated[int, Strict(), AfterValidator(_between(0, 16))]
+ConfigServerCount = Annotated[int, Strict(), AfterValidator(_between(1, 7))]
+RouterCount = Annotated[int, Strict(), AfterValidator(_between(1, 16))]
+
+
+def _port(v: int) -> int:
+    _between(1024, 65535)(v)
+    if v == OPERATOR_METRICS_PORT:
+        raise ValueError(f"{v} is published by the shoal operator, choose another port")
+    return v
+
+
+Port = Annotated[int, Strict(), AfterValidator(_port)]
 
 
 class Engine(StrEnum):
@@ -48,80 +151,119 @@ class Durability(StrEnum):
 
 
 class _Strict(BaseModel):
+    # populate_by_name lets Python code build models by field name; documents are validated
+    # by alias only (see `validate_document`), so `unreachable_seconds:` in YAML is unknown.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Resources(_Strict):
-    memory: str = "512M"
-    cpus: float = Field(default=1.0, gt=0, le=64)
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, v: str) -> str:
-        if not MEMORY_RE.match(v):
-            raise ValueError(f"must look like 512M, 2G or 65536K, got {v!r}")
-        if memory_bytes(v) < 64 * 1024 * 1024:
-            raise ValueError(f"must be at least 64M, got {v!r}")
-        return v
-
-    @property
-    def memory_bytes(self) -> int:
-        return memory_bytes(self.memory)
 
 
 def memory_bytes(v: str) -> int:
     return int(v[:-1]) * {"K": 1024, "M": 1024**2, "G": 1024**3}[v[-1]]
 
 
-class Placement(_Strict):
-    spread: str | None = "node.id"
-    constraints: list[str] = Field(default_factory=list)
+def _memory_type(v: object) -> object:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        raise ValueError(f"must be a size with a unit, like 512M or 2G, got {_show(v)}")
+    return v
 
-    @field_validator("constraints")
-    @classmethod
-    def _constraints(cls, v: list[str]) -> list[str]:
-        for c in v:
-            if not re.match(r"^\s*[A-Za-z0-9_.\-]+\s*(==|!=)\s*\S.*$", c):
-                raise ValueError(f"{c!r} is not a Swarm constraint like 'node.role==worker'")
-        return v
+
+def _memory(v: str) -> str:
+    if not MEMORY_RE.match(v):
+        raise ValueError(f"must be a size like 512M, 2G or 65536K, got {_show(v)}")
+    if memory_bytes(v) < MIN_MEMORY_BYTES:
+        raise ValueError(f"must be at least 64M, got {_show(v)}")
+    if memory_bytes(v) > MAX_MEMORY_BYTES:
+        raise ValueError(f"must be at most 1024G, got {_show(v)}")
+    return v
+
+
+def _cpus(v: float) -> float:
+    if not 0 < v <= MAX_CPUS:
+        raise ValueError(f"must be more than 0 and at most {MAX_CPUS}, got {_show(v)}")
+    return v
+
+
+class Resources(_Strict):
+    memory: Annotated[str, BeforeValidator(_memory_type), AfterValidator(_memory)] = "512M"
+    cpus: Annotated[float, Strict(), Field(allow_inf_nan=False), AfterValidator(_cpus)] = 1.0
+
+    @property
+    def memory_bytes(self) -> int:
+        return memory_bytes(self.memory)
+
+
+def _swarm_attribute(v: str) -> str:
+    if not SWARM_ATTRIBUTE_RE.match(v):
+        raise ValueError(f"must be one of {SWARM_ATTRIBUTES}, got {_show(v)}")
+    return v
+
+
+def _constraint(v: str) -> str:
+    m = CONSTRAINT_RE.match(v)
+    if not m:
+        raise ValueError(f"must be a Swarm constraint like 'node.role==worker', got {_show(v)}")
+    if not SWARM_ATTRIBUTE_RE.match(m.group(1)):
+        raise ValueError(f"{_show(m.group(1))} is not a Swarm node attribute ({SWARM_ATTRIBUTES})")
+    return v
+
+
+class Placement(_Strict):
+    spread: Annotated[str, AfterValidator(_swarm_attribute)] | None = "node.id"
+    constraints: list[Annotated[str, AfterValidator(_constraint)]] = Field(default_factory=list)
 
 
 class Failover(_Strict):
-    unreachable_seconds: int = Field(default=10, ge=1, le=3600, alias="unreachableSeconds")
+    unreachable_seconds: Seconds = Field(default=10, alias="unreachableSeconds")
+
+
+def _pg_parameter_name(v: str) -> str:
+    if v in RESERVED_PG_PARAMETERS:
+        raise ValueError("is managed by shoal and cannot be set")
+    if not PG_PARAMETER_RE.match(v):
+        raise ValueError(
+            "is not a PostgreSQL parameter name (lowercase letters, digits and '_', "
+            "optionally prefixed by 'extension.')"
+        )
+    return v
+
+
+def _pg_parameter_value(v: object) -> object:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"must be a finite number, got {_show(v)}")
+    if isinstance(v, str):
+        if len(v) > MAX_PG_VALUE_CHARS:
+            raise ValueError(f"must be at most {MAX_PG_VALUE_CHARS} characters")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+            raise ValueError(f"must not contain control characters or newlines, got {_show(v)}")
+        return v
+    if isinstance(v, bool | int | float):
+        return v
+    raise ValueError(f"must be a string, number or boolean, got {_show(v)}")
+
+
+PgParameterValue = Annotated[str | int | float | bool, BeforeValidator(_pg_parameter_value)]
 
 
 class PostgresSection(_Strict):
-    parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
-
-    @field_validator("parameters")
-    @classmethod
-    def _parameters(
-        cls, v: dict[str, str | int | float | bool]
-    ) -> dict[str, str | int | float | bool]:
-        bad = sorted(k for k in v if k in RESERVED_PG_PARAMETERS)
-        if bad:
-            raise ValueError(f"managed by shoal and cannot be set: {', '.join(bad)}")
-        for k in v:
-            if not re.match(r"^[a-z][a-z0-9_.]*$", k):
-                raise ValueError(f"{k!r} is not a PostgreSQL parameter name")
-        return v
+    parameters: dict[Annotated[str, AfterValidator(_pg_parameter_name)], PgParameterValue] = Field(
+        default_factory=dict
+    )
 
 
 class MongoSection(_Strict):
-    shards: int = Field(default=0, ge=0, le=16)
-    config_servers: int = Field(default=3, ge=1, le=7, alias="configServers")
-    routers: int = Field(default=2, ge=1, le=16)
+    shards: ShardCount = 0
+    config_servers: ConfigServerCount = Field(default=3, alias="configServers")
+    routers: RouterCount = 2
 
 
 class Expose(_Strict):
-    port: int | None = Field(default=None, ge=1024, le=65535)
+    port: Port | None = None
 
 
 class Spec(_Strict):
     engine: Engine
-    version: str = "15"
-    members: int = 3
-    durability: Durability = Durability.SYNC
+    version: str = DEFAULT_VERSION["postgres"]
+    members: MemberCount = 3
+    durability: Durability = Field(default=Durability.SYNC, validate_default=True)
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
     failover: Failover = Field(default_factory=Failover)
@@ -129,37 +271,83 @@ class Spec(_Strict):
     mongodb: MongoSection = Field(default_factory=MongoSection)
     expose: Expose = Field(default_factory=Expose)
 
-    @field_validator("members")
+    # Cross-field rules are field validators reading the fields validated before them
+    # (`info.data`), so that they are reported together with every other problem; a rule
+    # whose other field is itself invalid is skipped (that field has its own line).
+
+    @model_validator(mode="before")
     @classmethod
-    def _members(cls, v: int) -> int:
-        if not 1 <= v <= MAX_MEMBERS:
-            raise ValueError(f"must be between 1 and {MAX_MEMBERS}, got {v}")
+    def _engine_default_version(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "version" not in data:
+            engine = data.get("engine")
+            for name, version in DEFAULT_VERSION.items():
+                if engine == name:
+                    return {**data, "version": version}
+        return data
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_type(cls, v: object) -> object:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1000:
+            return str(v)  # `version: 15` means "15"
+        if isinstance(v, float):
+            raise ValueError(f'must be a quoted string like "15" or "7.0", got {_show(v)}')
         return v
 
-    @model_validator(mode="after")
-    def _coherent(self) -> Spec:
-        if self.engine is Engine.POSTGRES and self.version != "15":
-            raise ValueError("spec.version: only PostgreSQL 15 is available, got " + self.version)
-        if self.durability is Durability.SYNC and self.members < 2:
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str, info: ValidationInfo) -> str:
+        engine = info.data.get("engine")
+        if engine is Engine.POSTGRES and v not in POSTGRES_VERSIONS:
+            raise ValueError(f"only PostgreSQL 15 is available, got {_show(v)}")
+        if engine is Engine.MONGODB and not re.fullmatch(r"[1-9][0-9]?\.[0-9]{1,2}", v):
+            raise ValueError(f'must be a MongoDB release like "7.0", got {_show(v)}')
+        return v
+
+    @field_validator("durability")
+    @classmethod
+    def _durability(cls, v: Durability, info: ValidationInfo) -> Durability:
+        members = info.data.get("members")
+        if v is Durability.SYNC and isinstance(members, int) and members < 2:
             raise ValueError(
-                "spec.durability: sync needs at least 2 members (a write must reach 2), "
-                f"got members={self.members}"
+                f"sync needs at least 2 members (a write must reach 2), got members: {members}"
             )
-        return self
+        return v
+
+    @field_validator("postgres")
+    @classmethod
+    def _postgres_only(cls, v: PostgresSection, info: ValidationInfo) -> PostgresSection:
+        engine = info.data.get("engine")
+        if engine is not None and engine is not Engine.POSTGRES and v != PostgresSection():
+            raise ValueError(f"only applies to engine postgres, this database is {engine.value}")
+        return v
+
+    @field_validator("mongodb")
+    @classmethod
+    def _mongodb_only(cls, v: MongoSection, info: ValidationInfo) -> MongoSection:
+        engine = info.data.get("engine")
+        if engine is not None and engine is not Engine.MONGODB and v != MongoSection():
+            raise ValueError(f"only applies to engine mongodb, this database is {engine.value}")
+        return v
+
+
+def _name(v: str) -> str:
+    if not v:
+        raise ValueError("must not be empty")
+    if len(v) > MAX_NAME_LENGTH:
+        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(v)} ({_show(v)})")
+    if not NAME_RE.match(v) or v.endswith("-"):
+        raise ValueError(
+            "must be a DNS label: a lowercase letter, then lowercase letters, digits "
+            f"or '-', not ending in '-', got {_show(v)}"
+        )
+    if v in RESERVED_NAMES:
+        raise ValueError(f"{_show(v)} is reserved by shoal, choose another name")
+    return v
 
 
 class Metadata(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=30)]
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v) or v.endswith("-"):
-            raise ValueError(
-                f"must be a DNS label: a lowercase letter, then lowercase letters, digits "
-                f"or '-', not ending in '-', got {v!r}"
-            )
-        return v
+    name: Annotated[str, AfterValidator(_name)]
 
 
 class Database(_Strict):
@@ -185,68 +373,225 @@ class DeclarationError(ValueError):
         self.problems = problems
 
 
+# ---------------------------------------------------------------------------------------
+# Turning pydantic errors into problem lines
+
+
+_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-after", "function-before")):
+        elif part == "[key]" or part.startswith(("function-", "lax-or-strict")):
             continue
         else:
-            out += ("." if out else "") + part
+            text = part if _PLAIN_KEY_RE.match(part) else _show(part)
+            out += ("." if out else "") + text
     return out
 
 
+def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names (as written in a document) of the model at `loc`, if it is one."""
+    model: type[BaseModel] = Database
+    for part in loc:
+        for name, field in model.model_fields.items():
+            if part in (name, field.alias):
+                break
+        else:
+            return []
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _unknown_field(loc: tuple[int | str, ...]) -> str:
+    known = _known_fields(loc[:-1])
+    key = str(loc[-1]) if loc else ""
+    squash = key.replace("_", "").replace("-", "").lower()
+    for candidate in known:
+        if candidate.lower() == squash:
+            return f"unknown field, did you mean {candidate!r}?"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if close:
+        return f"unknown field, did you mean {close[0]!r}?"
+    if known:
+        return f"unknown field (known: {', '.join(known)})"
+    return "unknown field"
+
+
 def _message(err: Any) -> str:
-    loc = _loc(tuple(err["loc"]))
+    loc: tuple[int | str, ...] = tuple(err["loc"])
+    kind: str = err["type"]
+    ctx: dict[str, Any] = err.get("ctx") or {}
+    got = f", got {_show(err['input'])}" if "input" in err else ""
     msg: str = err["msg"]
-    kind = err["type"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if kind == "extra_forbidden":
-        msg = "unknown field"
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif kind == "extra_forbidden":
+        msg = _unknown_field(loc)
     elif kind == "missing":
         msg = "is required"
-    elif kind == "literal_error" and "input" in err:
-        msg = f"{msg}, got {err['input']!r}"
-    elif kind == "enum" and "input" in err:
-        msg = f"{msg}, got {err['input']!r}"
-    if not loc and msg.startswith("spec."):
-        return msg
-    return f"{loc}: {msg}" if loc else msg
+    elif kind in ("literal_error", "enum"):
+        msg = f"must be {ctx.get('expected', 'one of the allowed values')}{got}"
+    elif kind in ("int_type", "int_parsing", "int_from_float"):
+        msg = f"must be an integer{got}"
+    elif kind in ("float_type", "float_parsing"):
+        msg = f"must be a number{got}"
+    elif kind == "finite_number":
+        msg = f"must be a finite number{got}"
+    elif kind in ("string_type", "string_unicode"):
+        msg = f"must be a string{got}"
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
+        msg = f"must be a mapping{got}"
+    elif kind == "list_type":
+        msg = f"must be a list{got}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        words = {
+            "greater_than": f"must be greater than {ctx.get('gt')}",
+            "greater_than_equal": f"must be at least {ctx.get('ge')}",
+            "less_than": f"must be less than {ctx.get('lt')}",
+            "less_than_equal": f"must be at most {ctx.get('le')}",
+        }
+        msg = words[kind] + got
+    else:
+        msg = f"{msg}{got}"
+    return f"{_loc(loc) or 'declaration'}: {msg}"
+
+
+def _clean(line: str) -> str:
+    """One line, printable, bounded: safe to show on a terminal and in logs."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    if len(line) > MAX_LINE_CHARS:
+        line = line[: MAX_LINE_CHARS - 3] + "..."
+    return line
+
+
+def _problems(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        cleaned = _clean(line)
+        if cleaned not in out:
+            out.append(cleaned)
+    return out
 
 
 def validate_document(doc: object) -> Database:
     """Validate an already-parsed document; raise `DeclarationError` listing every problem."""
     if not isinstance(doc, dict):
-        raise DeclarationError([f"declaration: must be a mapping, got {type(doc).__name__}"])
+        raise DeclarationError(_problems([f"declaration: must be a mapping, got {_show(doc)}"]))
     try:
-        db = Database.model_validate(doc)
+        return Database.model_validate(doc, by_alias=True, by_name=False)
     except ValidationError as e:
-        problems: list[str] = []
-        for err in e.errors():
-            line = _message(err)
-            if line.startswith("spec: spec."):
-                line = line[len("spec: ") :]
-            if line not in problems:
-                problems.append(line)
-        raise DeclarationError(problems) from None
-    return db
+        raise DeclarationError(_problems([_message(err) for err in e.errors()])) from None
+    except (RecursionError, MemoryError) as e:  # pragma: no cover - bounded by the loader
+        raise DeclarationError([f"declaration: cannot be validated: {type(e).__name__}"]) from None
+
+
+# ---------------------------------------------------------------------------------------
+# YAML loading
+
+
+class _Refused(MarkedYAMLError):
+    """YAML that is valid but that a declaration may not use."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without aliases (no "billion laughs"), with a nesting limit, with
+    duplicate keys refused, with every mapping key read as a string and with dates left as
+    strings (`version: 2024-01-01` is a string to validate, not a date)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def _mark(self) -> Mark | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: Mark | None = getattr(event, "start_mark", None)
+        return mark
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused(None, None, "YAML aliases (*name) are not accepted", self._mark())
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _Refused(
+                    None, None, f"nested more than {MAX_NESTING} levels deep", self._mark()
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        if not isinstance(node, MappingNode):
+            raise _Refused(None, None, f"expected a mapping, found {node.id}", node.start_mark)
+        mapping: dict[Hashable, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise _Refused(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                )
+            key = key_node.value
+            if key in mapping:
+                raise _Refused(None, None, f"duplicate key {_show(key)}", key_node.start_mark)
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    if isinstance(e, yaml.reader.ReaderError):
+        line = text.count("\n", 0, e.position) + 1
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        return f"declaration: not valid YAML at line {line}: unacceptable character {char}"
+    if isinstance(e, MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = e.problem or e.context or "invalid YAML"
+        if isinstance(e, _Refused):
+            return f"declaration: {where}: {problem}" if where else f"declaration: {problem}"
+        return (
+            f"declaration: not valid YAML at {where}: {problem}"
+            if where
+            else (f"declaration: not valid YAML: {problem}")
+        )
+    return f"declaration: not valid YAML: {e}"
 
 
 def load_declaration(text: str) -> Database:
     """Parse YAML text holding exactly one Database declaration."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise DeclarationError([f"declaration: not valid YAML{where}: {problem}"]) from None
-    except (ValueError, RecursionError, TypeError, OverflowError) as e:
-        raise DeclarationError([f"declaration: cannot be read: {e}"]) from None
-    if len(docs) != 1:
+    if isinstance(text, bytes):  # be lenient with callers that read bytes
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DeclarationError([f"declaration: not UTF-8 text ({e.reason})"]) from None
+    if not isinstance(text, str):
+        raise DeclarationError([f"declaration: must be text, got {_show(text)}"])
+    if len(text) > MAX_DOCUMENT_CHARS:
         raise DeclarationError(
-            [f"declaration: expected exactly one YAML document, found {len(docs)}"]
+            [f"declaration: too large ({len(text)} characters, at most {MAX_DOCUMENT_CHARS})"]
+        )
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+    except yaml.YAMLError as e:
+        raise DeclarationError(_problems([_yaml_problem(e, text)])) from None
+    except Exception as e:  # a constructor on odd input (`!!int x`, a 5000-digit number)
+        raise DeclarationError(
+            _problems([f"declaration: cannot be read: {type(e).__name__}: {e}"])
+        ) from None
+    if not docs:
+        raise DeclarationError(["declaration: is empty"])
+    if len(docs) > 1:
+        raise DeclarationError(
+            [f"declaration: holds {len(docs)} YAML documents, expected exactly one"]
         )
     return validate_document(docs[0])
