@@ -1,5 +1,69 @@
-"""`shoal images ...` (placeholder until the platform work lands)."""
+"""`shoal images ...`: build the operator and member images locally (no registry)."""
+
+from __future__ import annotations
+
+import json
 
 import typer
+from rich.console import Console
+
+from shoal.platform.engine import PlatformError, ensure_engine
+from shoal.platform.images import build_all, resolve_images
 
 app = typer.Typer(help="Build the operator and member images locally.", no_args_is_help=True)
+
+_err = Console(stderr=True)
+
+
+@app.command("build")
+def build(
+    force: bool = typer.Option(
+        False, "--force", help="Rebuild the operator and member images without the layer cache."
+    ),
+    rebuild_base: bool = typer.Option(
+        False, "--rebuild-base", help="Re-create the base image (debootstrap) as well."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the image tags as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the build output."),
+) -> None:
+    """Build the base, operator and PostgreSQL member images (a no-op when up to date)."""
+
+    def progress(message: str) -> None:
+        _err.print(f"[bold]images:[/bold] {message}", highlight=False)
+
+    def output(line: str) -> None:
+        _err.print(line, markup=False, highlight=False)
+
+    try:
+        ensure_engine(progress)
+        images = build_all(
+            force=force,
+            progress=progress,
+            rebuild_base=rebuild_base,
+            output=output if verbose else None,
+        )
+    except PlatformError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(images.as_dict(), indent=2))
+    else:
+        typer.echo(f"base      {images.base}")
+        typer.echo(f"operator  {images.operator}  (alias {images.operator_alias})")
+        typer.echo(f"postgres  {images.postgres}  (alias {images.postgres_alias})")
+        typer.echo("built     " + (", ".join(images.built) or "nothing (up to date)"))
+
+
+@app.command("show")
+def show(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Print the tags the current source tree builds, without building."""
+    try:
+        images = resolve_images()
+    except PlatformError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(images.as_dict(), indent=2))
+    else:
+        for key in ("base", "operator", "postgres"):
+            typer.echo(f"{key:<9} {getattr(images, key)}")

@@ -1,0 +1,93 @@
+"""Database credentials, derived rather than stored.
+
+One random operator key lives in a Docker secret mounted only into the operator. Every
+password is an HMAC of that key over the database's unique id and the credential's purpose,
+so a restarted operator re-derives exactly the passwords the members were given (Docker
+never returns a secret's data) and no plaintext is stored anywhere but in the members'
+secret files. A database deleted and declared again gets a new uid, hence new passwords.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from shoal import names
+
+KEY_PATHS = (Path("/run/secrets") / names.OPERATOR_KEY_SECRET,)
+PURPOSES = ("superuser", "replication", "app", "agent-token")
+
+
+class MissingKey(RuntimeError):
+    pass
+
+
+def new_operator_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def load_operator_key() -> bytes:
+    explicit = os.environ.get("SHOAL_OPERATOR_KEY_FILE")
+    for path in ([Path(explicit)] if explicit else []) + list(KEY_PATHS):
+        if path.is_file():
+            data = path.read_bytes().strip()
+            if len(data) >= 16:
+                return data
+    raise MissingKey(
+        f"the operator key secret {names.OPERATOR_KEY_SECRET!r} is not mounted; "
+        "deploy the operator with `shoal operator deploy`"
+    )
+
+
+def derive(key: bytes, db_uid: str, purpose: str) -> str:
+    """A password: 32 URL-safe characters, stable for (key, database uid, purpose)."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown credential purpose {purpose!r}")
+    mac = hmac.new(key, f"shoal/v1/{db_uid}/{purpose}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")[:32]
+
+
+@dataclass(frozen=True)
+class DatabaseCredentials:
+    superuser: str
+    replication: str
+    app: str
+    agent_token: str
+
+    @staticmethod
+    def derive(key: bytes, db_uid: str) -> DatabaseCredentials:
+        return DatabaseCredentials(
+            superuser=derive(key, db_uid, "superuser"),
+            replication=derive(key, db_uid, "replication"),
+            app=derive(key, db_uid, "app"),
+            agent_token=derive(key, db_uid, "agent-token"),
+        )
+
+    def by_purpose(self) -> dict[str, str]:
+        return {
+            "superuser": self.superuser,
+            "replication": self.replication,
+            "app": self.app,
+            "agent-token": self.agent_token,
+        }
+
+
+def secret_payload(value: str) -> str:
+    """Docker's secrets API takes base64 data."""
+    return base64.b64encode(value.encode()).decode()
+
+
+def postgres_uri(hosts: list[str], password: str | None = None) -> str:
+    """A libpq multi-host URI that always reaches the writable primary."""
+    auth = names.APP_USER + (f":{quote(password, safe='')}" if password else "")
+    hostlist = ",".join(f"{h}:{names.POSTGRES_PORT}" for h in hosts)
+    return (
+        f"postgresql://{auth}@{hostlist}/{names.APP_DATABASE}"
+        "?target_session_attrs=read-write&connect_timeout=3"
+    )

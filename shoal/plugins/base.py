@@ -1,0 +1,177 @@
+"""The engine plugin interface (DESIGN.md §3: plugins by capability).
+
+Each reconcile cycle hands a plugin an `Observation` (Swarm's view of every member plus the
+plugin's own probe of each) and gets back a `Plan`: the database's status and an ordered list
+of actions. Planning is a pure function; applying is separate and goes one action at a time,
+then the operator observes again. Generic actions (create, remove, replace a member's
+service) are applied by the operator; engine actions (bootstrap, re-seed, promote, fence ...)
+by the plugin. MongoDB elects its own primary and will plan no `Promote`; PostgreSQL needs the
+operator to choose, so both fit the same loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import aiohttp
+
+from shoal.credentials import DatabaseCredentials
+from shoal.declaration import Database, Engine
+from shoal.status import DatabaseState, DatabaseStatus, Event, MemberStatus
+from shoal.swarm.client import SwarmClient
+
+DEAD_TASK_STATES = frozenset({"failed", "shutdown", "rejected", "complete", "orphaned", "remove"})
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """The member's newest Swarm task."""
+
+    task_id: str
+    state: str  # Swarm's Status.State: new, pending, assigned, preparing, starting, running, ...
+    desired_state: str
+    node_id: str
+    node: str | None
+    container_id: str | None
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def dead(self) -> bool:
+        return self.state in DEAD_TASK_STATES
+
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True)
+class MemberObservation(Generic[P]):
+    index: int
+    name: str
+    service_exists: bool
+    task: TaskInfo | None
+    probe: P | None  # None when the member's engine did not answer
+    unreachable_for: float = 0.0  # seconds without an answer while Swarm says it runs
+
+    @property
+    def swarm_dead(self) -> bool:
+        """Swarm itself reports that no container of this member is running: certain."""
+        return self.task is None or not self.task.running
+
+
+@dataclass(frozen=True)
+class Observation(Generic[P]):
+    database: Database
+    uid: str
+    generation: int
+    status: DatabaseStatus  # as last written
+    members: list[MemberObservation[P]]  # declared members first, then extra services
+    request: dict[str, Any] | None
+    infrastructure_ready: bool
+    now: float
+
+    def member(self, name: str | None) -> MemberObservation[P] | None:
+        return next((m for m in self.members if m.name == name), None)
+
+
+# --- actions ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Action:
+    def describe(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+@dataclass(frozen=True)
+class EnsureInfrastructure(Action):
+    """Networks and secrets of the database."""
+
+
+@dataclass(frozen=True)
+class CreateMember(Action):
+    index: int
+
+
+@dataclass(frozen=True)
+class RemoveMember(Action):
+    index: int
+
+
+@dataclass(frozen=True)
+class ReplaceMember(Action):
+    """Fence or re-seed: Swarm replaces the member's task, its data dies with it."""
+
+    member: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClearRequest(Action):
+    request_id: str
+
+
+GENERIC_ACTIONS = (EnsureInfrastructure, CreateMember, RemoveMember, ReplaceMember, ClearRequest)
+
+
+@dataclass
+class Plan:
+    status: DatabaseStatus
+    actions: list[Action] = field(default_factory=list)
+    requeue_after: float = 5.0
+
+    @property
+    def state(self) -> DatabaseState:
+        return self.status.state
+
+    def add(self, *actions: Action) -> None:
+        self.actions.extend(actions)
+
+    def event(self, at: float, kind: str, member: str | None, message: str) -> None:
+        self.status.add_event(Event(at=at, kind=kind, member=member, message=message))
+
+
+@dataclass
+class ApplyContext:
+    swarm: SwarmClient
+    http: aiohttp.ClientSession
+    credentials: DatabaseCredentials
+    fence_token: int
+    database: Database
+
+
+class EnginePlugin(ABC, Generic[P]):
+    engine: ClassVar[Engine]
+
+    @abstractmethod
+    def member_image(self) -> str:
+        """The image tag of a data-bearing member."""
+
+    @abstractmethod
+    def member_ports(self) -> tuple[int, ...]:
+        """Ports a member serves on its networks (for documentation and the proxy)."""
+
+    @abstractmethod
+    async def probe(
+        self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
+    ) -> P | None:
+        """Ask a member's engine about itself; None when it does not answer in time."""
+
+    @abstractmethod
+    def plan(self, observation: Observation[P]) -> Plan:
+        """Pure: decide from an observation. Must not perform I/O."""
+
+    @abstractmethod
+    async def apply(self, action: Action, ctx: ApplyContext) -> None:
+        """Carry out one engine action (the generic ones are the operator's)."""
+
+    @abstractmethod
+    def connection(self, database: Database, password: str | None = None) -> str:
+        """The client connection URI, always reaching the writable primary."""
+
+    def member_statuses(self, observation: Observation[P]) -> list[MemberStatus]:
+        return [MemberStatus(name=m.name) for m in observation.members]

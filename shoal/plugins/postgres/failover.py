@@ -1,0 +1,214 @@
+"""Failover and switchover planning for PostgreSQL.
+
+Failover (DESIGN.md safety rules): every reachable standby first stops following the old
+primary, so that a primary that was only paused or cut off cannot have a write acknowledged
+by a standby that is about to be promoted past it; then the standby with the most WAL is
+promoted; the old primary is fenced by replacing its task and comes back empty to re-seed.
+With `synchronous_standby_names = ANY 1 (...)` every acknowledged commit was flushed on at
+least one standby, so the standby with the most received WAL holds it whenever one that had
+it is reachable.
+
+Switchover: the primary is shut down cleanly (`pg_ctl stop -m fast` makes the walsenders send
+everything up to the shutdown checkpoint before exiting) and restarted as a standby; once the
+target has received up to that point it is promoted and the old primary follows it on the
+new timeline, no re-seed needed (https://www.postgresql.org/docs/15/app-pg-ctl.html,
+"fast" mode; https://www.postgresql.org/docs/15/warm-standby.html#STANDBY-SERVER-OPERATION).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal import names
+from shoal.plugins.base import ClearRequest, Plan, ReplaceMember
+from shoal.plugins.postgres.model import Demote, Follow, Promote
+from shoal.plugins.postgres.view import Cluster, PgMember, member_statuses
+from shoal.status import DatabaseState
+
+SWITCHOVER_TIMEOUT = 30.0
+
+
+def _adopt(cluster: Cluster, p: Plan) -> PgMember | None:
+    """A primary we promoted (possibly by an operator that died before writing it down)."""
+    s = p.status
+    promoted = [
+        m
+        for m in cluster.declared
+        if cluster.ours(m)
+        and m.probe is not None
+        and m.probe.is_primary
+        and (m.probe.timeline or 0) > (s.timeline or 0)
+        and m.name != s.primary
+    ]
+    if not promoted:
+        return None
+    best = max(promoted, key=lambda m: (m.probe.timeline if m.probe else 0) or 0)
+    assert best.probe is not None
+    planned = s.progress.pop("promoting_kind", "failover")
+    old = s.primary
+    s.primary = best.name
+    s.timeline = best.probe.timeline
+    s.progress.pop("promoting", None)
+    s.progress.pop("failover_from", None)
+    cluster.remember_data_task(p, best)
+    if planned == "switchover":
+        p.event(cluster.obs.now, "switchover", best.name, f"switched over from {old}")
+    else:
+        s.failovers += 1
+        p.event(cluster.obs.now, "failover", best.name, f"promoted after {old} was lost")
+    return best
+
+
+def plan_failover(cluster: Cluster, p: Plan) -> Plan:
+    obs = cluster.obs
+    s = p.status
+    spec = obs.database.spec
+    p.requeue_after = 0.2
+    if _adopt(cluster, p) is not None:
+        s.state = DatabaseState.FAILING_OVER
+        p.requeue_after = 0.05
+        s.members = member_statuses(cluster, None)
+        return p
+    old = obs.member(s.primary)
+    old_alive = old is not None and not old.swarm_dead and not cluster.task_changed(old)
+    if old is not None and old_alive and old.probe is None:
+        # Swarm says it runs but it does not answer: paused, partitioned, or overloaded.
+        waited = old.unreachable_for
+        if waited < spec.failover.unreachable_seconds:
+            s.state = DatabaseState.UNAVAILABLE
+            s.message = (
+                f"primary {old.name} unreachable for {waited:.1f}s; failover after "
+                f"{spec.failover.unreachable_seconds}s"
+            )
+            s.members = member_statuses(cluster, None)
+            p.requeue_after = 0.5
+            return p
+
+    candidates = [
+        m
+        for m in cluster.declared
+        if m is not old and cluster.ours(m) and m.probe is not None and m.probe.is_standby
+    ]
+    s.members = member_statuses(cluster, None)
+    if not candidates:
+        if not any(cluster.may_hold_data(m) for m in obs.members):
+            if s.state != DatabaseState.LOST:
+                p.event(obs.now, "lost", None, "every copy of the data is gone")
+            s.state = DatabaseState.LOST
+            s.message = (
+                "every member lost its data; nothing will be initialised over it. "
+                f"Run `shoal reinit {obs.database.name} --accept-data-loss` to start empty"
+            )
+            p.requeue_after = 2.0
+            return p
+        s.state = DatabaseState.UNAVAILABLE
+        s.message = "no standby can take over yet"
+        p.requeue_after = 0.5
+        return p
+
+    s.state = DatabaseState.FAILING_OVER
+    if old is not None:
+        s.progress["failover_from"] = old.name
+    following = [c for c in candidates if c.probe is not None and (c.probe.receiving or c.probe.upstream)]
+    if following:
+        p.add(*(Follow(c.name, None, names.slot_name(c.name)) for c in following))
+        s.message = "stopping standbys from following the old primary"
+        p.requeue_after = 0.05
+        return p
+
+    best = max(candidates, key=lambda m: ((m.probe.wal_lsn if m.probe else 0) or 0, -m.index))
+    if old is not None and old.service_exists and old_alive:
+        p.add(ReplaceMember(old.name, "fence the old primary"))
+        p.event(obs.now, "fence", old.name, "old primary fenced: its task is replaced")
+    p.add(Promote(best.name))
+    s.progress["promoting"] = best.name
+    s.progress["promoting_kind"] = "failover"
+    s.message = f"promoting {best.name}"
+    p.requeue_after = 0.05
+    return p
+
+
+def plan_switchover(
+    cluster: Cluster, p: Plan, request: dict[str, Any] | None = None
+) -> Plan | None:
+    """Start a requested switchover (returns None when refused) or carry one on."""
+    obs = cluster.obs
+    s = p.status
+    if request is not None:
+        return _start_switchover(cluster, p, request)
+    old = obs.member(s.progress.get("switchover_from"))
+    target = obs.member(s.progress.get("switchover_to"))
+    started = float(s.progress.get("switchover_started", obs.now))
+    s.state = DatabaseState.FAILING_OVER
+    s.members = member_statuses(cluster, None)
+    p.requeue_after = 0.1
+    if old is None or target is None or old.probe is None:
+        s.message = "switchover: waiting for the old primary to answer"
+        if obs.now - started > SWITCHOVER_TIMEOUT:
+            _end_switchover(s)  # the failover logic takes it from here
+        return p
+    if old.probe.is_primary:
+        p.add(Demote(old.name))
+        return p
+    final = old.probe.wal_lsn or 0
+    if target.probe is not None and target.probe.is_standby and (target.probe.wal_lsn or 0) >= final:
+        p.add(Promote(target.name))
+        s.progress["promoting"] = target.name
+        s.progress["promoting_kind"] = "switchover"
+        _end_switchover(s)
+        s.message = f"switchover: promoting {target.name}"
+        return p
+    if obs.now - started > SWITCHOVER_TIMEOUT and old.probe.is_standby:
+        # The target never caught up: give the role back to the old primary, which holds
+        # every write it ever acknowledged.
+        p.add(Promote(old.name))
+        s.progress["promoting"] = old.name
+        s.progress["promoting_kind"] = "switchover"
+        _end_switchover(s)
+        p.event(obs.now, "switchover", old.name, "switchover aborted: target did not catch up")
+        return p
+    s.message = f"switchover: waiting for {target.name} to receive all WAL"
+    return p
+
+
+def _end_switchover(s: Any) -> None:
+    for k in ("switchover_from", "switchover_to", "switchover_started"):
+        s.progress.pop(k, None)
+
+
+def _start_switchover(cluster: Cluster, p: Plan, request: dict[str, Any]) -> Plan | None:
+    obs = cluster.obs
+    s = p.status
+    primary = cluster.current_primary()
+    request_id = str(request.get("id", ""))
+    p.add(ClearRequest(request_id))
+    if primary is None:
+        return None
+    streaming = [m for m in cluster.ready_members(primary) if m is not primary]
+    wanted = request.get("to")
+    if wanted:
+        target = next((m for m in streaming if m.name == wanted), None)
+        if wanted == primary.name:
+            s.message = f"switchover: {wanted} is already the primary"
+            return None
+        if target is None:
+            s.message = f"switchover refused: {wanted} is not a streaming standby"
+            p.event(obs.now, "switchover", wanted, s.message)
+            return None
+    else:
+        if not streaming:
+            s.message = "switchover refused: no streaming standby"
+            p.event(obs.now, "switchover", None, s.message)
+            return None
+        target = max(streaming, key=lambda m: ((m.probe.wal_lsn if m.probe else 0) or 0, -m.index))
+    p.add(Demote(primary.name))
+    s.progress.update(
+        switchover_from=primary.name,
+        switchover_to=target.name,
+        switchover_started=str(obs.now),
+    )
+    s.state = DatabaseState.FAILING_OVER
+    s.message = f"switchover: {primary.name} -> {target.name}"
+    s.members = member_statuses(cluster, primary)
+    p.requeue_after = 0.1
+    return p

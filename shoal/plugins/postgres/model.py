@@ -1,0 +1,132 @@
+"""What the PostgreSQL plugin observes of a member and the engine actions it can plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.plugins.base import Action
+
+
+@dataclass(frozen=True)
+class Replication:
+    application_name: str
+    state: str
+    sync_state: str
+    flush_lsn: int | None
+
+
+@dataclass(frozen=True)
+class PgProbe:
+    """A member agent's `GET /state`, typed. LSNs are byte positions."""
+
+    state: str  # empty | bootstrapping | cloning | running | stopped | failed
+    role: str | None = None  # primary | standby
+    system_identifier: str | None = None
+    timeline: int | None = None
+    wal_lsn: int | None = None
+    replay_lsn: int | None = None
+    receiving: bool = False
+    upstream: str | None = None
+    replication: tuple[Replication, ...] = ()
+    slots: tuple[str, ...] = ()
+    synchronous_standby_names: str = ""
+    lag_seconds: float | None = None
+    fence_token: int = 0
+    parameters: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.state == "running" and self.system_identifier is not None
+
+    @property
+    def is_primary(self) -> bool:
+        return self.has_data and self.role == "primary"
+
+    @property
+    def is_standby(self) -> bool:
+        return self.has_data and self.role == "standby"
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> PgProbe:
+        def opt_int(v: Any) -> int | None:
+            return int(v) if v is not None else None
+
+        slots = d.get("slots") or []
+        return PgProbe(
+            state=str(d.get("state", "failed")),
+            role=d.get("role"),
+            system_identifier=(
+                str(d["system_identifier"]) if d.get("system_identifier") is not None else None
+            ),
+            timeline=opt_int(d.get("timeline")),
+            wal_lsn=opt_int(d.get("wal_lsn")),
+            replay_lsn=opt_int(d.get("replay_lsn")),
+            receiving=bool(d.get("receiving", False)),
+            upstream=d.get("upstream") or None,
+            replication=tuple(
+                Replication(
+                    application_name=str(r.get("application_name", "")),
+                    state=str(r.get("state", "")),
+                    sync_state=str(r.get("sync_state", "")),
+                    flush_lsn=opt_int(r.get("flush_lsn")),
+                )
+                for r in d.get("replication") or []
+            ),
+            slots=tuple(sorted(str(s["name"]) if isinstance(s, dict) else str(s) for s in slots)),
+            synchronous_standby_names=str(d.get("synchronous_standby_names") or ""),
+            lag_seconds=float(d["lag_seconds"]) if d.get("lag_seconds") is not None else None,
+            fence_token=int(d.get("fence_token") or 0),
+            parameters={str(k): str(v) for k, v in (d.get("parameters") or {}).items()},
+            error=d.get("error"),
+        )
+
+
+# --- engine actions ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bootstrap(Action):
+    member: str
+
+
+@dataclass(frozen=True)
+class Clone(Action):
+    """Seed an empty member from the primary (a re-seed when `reseed`)."""
+
+    member: str
+    source: str
+    system_identifier: str
+    slot: str
+    reseed: bool
+
+
+@dataclass(frozen=True)
+class Follow(Action):
+    """Point a standby at `upstream`; None stops it following anyone."""
+
+    member: str
+    upstream: str | None
+    slot: str
+
+
+@dataclass(frozen=True)
+class Promote(Action):
+    member: str
+
+
+@dataclass(frozen=True)
+class Demote(Action):
+    member: str
+
+
+@dataclass(frozen=True)
+class EnsureSlots(Action):
+    member: str
+    slots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Configure(Action):
+    member: str
+    parameters: tuple[tuple[str, str], ...]
+    synchronous_standby_names: str

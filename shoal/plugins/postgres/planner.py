@@ -1,0 +1,208 @@
+"""The PostgreSQL planner: a pure function from an observation to a status and actions.
+
+Order of concerns in one cycle (only the first unsettled one acts when it must):
+1. infrastructure and member services;
+2. identity: bootstrap exactly once, record the system identifier, refuse foreign members;
+3. the primary: keep it, or fail over (`failover.py`), or switch over on request;
+4. the standbys: seed, follow, slots, synchronous standby list, parameters.
+"""
+
+from __future__ import annotations
+
+from shoal import names
+from shoal.declaration import Durability
+from shoal.plugins.base import (
+    ClearRequest,
+    CreateMember,
+    EnsureInfrastructure,
+    MemberObservation,
+    Observation,
+    Plan,
+    RemoveMember,
+    ReplaceMember,
+)
+from shoal.plugins.postgres.failover import plan_failover, plan_switchover
+from shoal.plugins.postgres.model import (
+    Bootstrap,
+    Clone,
+    Configure,
+    EnsureSlots,
+    Follow,
+    PgProbe,
+)
+from shoal.plugins.postgres.view import Cluster, member_statuses
+from shoal.status import DatabaseState
+
+PgObservation = Observation[PgProbe]
+PgMember = MemberObservation[PgProbe]
+
+
+def sync_standby_names(standbys: list[str], durability: Durability) -> str:
+    """`ANY 1 (...)`: quorum commit, a commit waits for any one listed standby to flush.
+
+    The list names every declared standby, streaming or not, and never shrinks to nothing:
+    with no standby connected a commit waits rather than being acknowledged by one copy
+    (https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES).
+    """
+    if durability is Durability.ASYNC or not standbys:
+        return ""
+    quoted = ", ".join(f'"{names.slot_name(s)}"' for s in sorted(standbys))
+    return f"ANY 1 ({quoted})"
+
+
+def plan(obs: PgObservation) -> Plan:
+    cluster = Cluster(obs)
+    p = cluster.new_plan()
+    spec = obs.database.spec
+
+    if not obs.infrastructure_ready:
+        p.add(EnsureInfrastructure())
+        p.status.message = "creating networks and secrets"
+        p.requeue_after = 0.2
+        return p
+    missing = [m.index for m in cluster.declared if not m.service_exists]
+    p.add(*(CreateMember(i) for i in missing))
+
+    request = obs.request or {}
+    if request.get("kind") == "reinit":
+        return _reinit(cluster, p, str(request.get("id", "")))
+
+    # Identity: recorded once, never replaced by a fresh empty cluster.
+    if p.status.identity is None:
+        return _creating(cluster, p)
+    for m in cluster.foreign():
+        p.add(ReplaceMember(m.name, "foreign system identifier"))
+        p.event(obs.now, "fence", m.name, "member holds a different cluster; replaced")
+
+    if cluster.switchover_in_progress():
+        return plan_switchover(cluster, p)
+    primary = cluster.current_primary()
+    if primary is None:
+        return plan_failover(cluster, p)
+
+    # A second primary of our cluster is an old one (a paused or partitioned primary that
+    # came back after a failover): fence it, its data is behind and its timeline is over.
+    for other in cluster.other_primaries(primary):
+        p.add(ReplaceMember(other.name, "stale primary after failover"))
+        p.event(obs.now, "fence", other.name, f"old primary fenced; {primary.name} is primary")
+
+    if request.get("kind") == "switchover":
+        started = plan_switchover(cluster, p, request=request)
+        if started is not None:
+            return started
+    if primary.index >= spec.members:
+        # Scaling down never removes the primary: hand its role to a declared member first.
+        started = plan_switchover(cluster, p, request={"kind": "switchover", "id": ""})
+        if started is not None:
+            return started
+
+    _standbys(cluster, p, primary)
+    _scale_down(cluster, p, primary)
+    desired_sync = sync_standby_names(
+        [m.name for m in cluster.declared if m.name != primary.name], spec.durability
+    )
+    params = tuple(sorted((k, _pg_value(v)) for k, v in spec.postgres.parameters.items()))
+    assert primary.probe is not None
+    if (
+        primary.probe.synchronous_standby_names != desired_sync
+        or dict(params) != primary.probe.parameters
+    ):
+        p.add(Configure(primary.name, params, desired_sync))
+    for m in cluster.declared:
+        if m.probe is not None and m.probe.is_standby and m.probe.parameters != dict(params):
+            p.add(Configure(m.name, params, desired_sync))
+
+    ready = cluster.ready_members(primary)
+    p.status.members_ready = len(ready)
+    p.status.writable = True
+    healthy = len(ready) == spec.members and not p.actions
+    p.status.state = DatabaseState.HEALTHY if healthy else DatabaseState.DEGRADED
+    if healthy:
+        p.status.progress["ever_healthy"] = "1"
+    p.status.message = "" if healthy else f"{len(ready)}/{spec.members} members ready"
+    p.status.members = member_statuses(cluster, primary)
+    p.requeue_after = 5.0 if healthy else 1.0
+    return p
+
+
+def _pg_value(v: str | int | float | bool) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+def _creating(cluster: Cluster, p: Plan) -> Plan:
+    obs = cluster.obs
+    p.status.state = DatabaseState.CREATING
+    p.requeue_after = 1.0
+    # An operator that died between bootstrap and recording finds the primary it made.
+    primaries = [m for m in cluster.declared if m.probe is not None and m.probe.is_primary]
+    if primaries:
+        first = min(primaries, key=lambda m: m.index)
+        assert first.probe is not None
+        p.status.identity = first.probe.system_identifier
+        p.status.primary = first.name
+        p.status.timeline = first.probe.timeline
+        cluster.remember_data_task(p, first)
+        p.event(obs.now, "bootstrap", first.name, f"cluster {p.status.identity} created")
+        p.requeue_after = 0.1
+        return p
+    seed = cluster.declared[0] if cluster.declared else None
+    if seed is None or seed.probe is None:
+        p.status.message = "waiting for the first member to start"
+    elif seed.probe.state == "empty":
+        p.add(Bootstrap(seed.name))
+        p.status.message = f"initialising the cluster on {seed.name}"
+    else:
+        p.status.message = f"waiting for {seed.name} ({seed.probe.state})"
+    p.status.members = member_statuses(cluster, None)
+    return p
+
+
+def _standbys(cluster: Cluster, p: Plan, primary: PgMember) -> None:
+    obs = cluster.obs
+    assert primary.probe is not None and primary.probe.system_identifier is not None
+    wanted_slots = tuple(sorted(names.slot_name(m.name) for m in cluster.declared if m != primary))
+    if tuple(sorted(primary.probe.slots)) != wanted_slots:
+        # Slots first: a member being seeded or following needs its slot to keep WAL for
+        # it; slots of members that no longer exist are dropped so WAL cannot pile up.
+        p.add(EnsureSlots(primary.name, wanted_slots))
+    ever_healthy = p.status.progress.get("ever_healthy") == "1"
+    for m in cluster.declared:
+        if m is primary or m.probe is None:
+            continue
+        slot = names.slot_name(m.name)
+        if m.probe.state in ("empty", "failed"):
+            p.add(Clone(m.name, primary.name, primary.probe.system_identifier, slot, ever_healthy))
+            if ever_healthy:
+                p.status.reseeds += 1
+                p.event(obs.now, "reseed", m.name, f"re-seeding from {primary.name}")
+        elif m.probe.is_standby and m.probe.upstream != primary.name:
+            p.add(Follow(m.name, primary.name, slot))
+        elif m.probe.state == "stopped":
+            p.add(ReplaceMember(m.name, "stopped member"))
+
+
+def _scale_down(cluster: Cluster, p: Plan, primary: PgMember) -> None:
+    for m in cluster.extra:
+        if m is primary:
+            continue  # the switchover planned for it comes first (see failover.py)
+        p.add(RemoveMember(m.index))
+
+
+def _reinit(cluster: Cluster, p: Plan, request_id: str) -> Plan:
+    """The user accepted data loss: forget the identity; the next cycles bootstrap anew."""
+    obs = cluster.obs
+    if p.status.state != DatabaseState.LOST:
+        p.add(ClearRequest(request_id))
+        p.status.message = "re-initialisation refused: the database is not Lost"
+        return p
+    p.status.identity = None
+    p.status.primary = None
+    p.status.timeline = None
+    p.status.progress = {}
+    p.status.state = DatabaseState.CREATING
+    p.event(obs.now, "reinit", None, "data loss accepted; initialising an empty database")
+    p.add(ClearRequest(request_id))
+    p.requeue_after = 0.1
+    return p

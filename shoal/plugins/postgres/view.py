@@ -1,0 +1,142 @@
+"""Read-only questions the PostgreSQL planner asks about one observation."""
+
+from __future__ import annotations
+
+from shoal.plugins.base import MemberObservation, Observation, Plan
+from shoal.plugins.postgres.model import PgProbe
+from shoal.status import MemberRole, MemberState, MemberStatus
+
+PgMember = MemberObservation[PgProbe]
+TASK_KEY = "task:"
+
+
+class Cluster:
+    """One observation plus the status being planned (a copy the plan may change)."""
+
+    def __init__(self, obs: Observation[PgProbe]) -> None:
+        self.obs = obs
+        n = obs.database.spec.members
+        self.declared = sorted((m for m in obs.members if m.index < n), key=lambda m: m.index)
+        self.extra = sorted((m for m in obs.members if m.index >= n), key=lambda m: m.index)
+        self.status = obs.status.model_copy(deep=True)
+
+    def new_plan(self) -> Plan:
+        s = self.status
+        s.members_desired = self.obs.database.spec.members
+        s.generation = self.obs.generation
+        s.observed_at = self.obs.now
+        s.writable = False
+        s.members_ready = 0
+        s.message = ""
+        # Remember which container holds data: a member whose task changed since is empty,
+        # whatever else it says (its data died with the old container).
+        for m in self.obs.members:
+            if m.probe is not None and m.probe.has_data and m.task is not None:
+                if s.identity is None or m.probe.system_identifier == s.identity:
+                    s.progress[TASK_KEY + m.name] = m.task.task_id
+        return Plan(status=s)
+
+    def remember_data_task(self, p: Plan, m: PgMember) -> None:
+        if m.task is not None:
+            p.status.progress[TASK_KEY + m.name] = m.task.task_id
+
+    def task_changed(self, m: PgMember) -> bool:
+        remembered = self.status.progress.get(TASK_KEY + m.name)
+        return remembered is not None and m.task is not None and m.task.task_id != remembered
+
+    def ours(self, m: PgMember) -> bool:
+        return (
+            m.probe is not None
+            and m.probe.has_data
+            and m.probe.system_identifier == self.status.identity
+        )
+
+    def foreign(self) -> list[PgMember]:
+        return [
+            m
+            for m in self.obs.members
+            if m.probe is not None
+            and m.probe.has_data
+            and self.status.identity is not None
+            and m.probe.system_identifier != self.status.identity
+        ]
+
+    def may_hold_data(self, m: PgMember) -> bool:
+        """False only when the member's data is certainly gone."""
+        if m.probe is not None:
+            return self.ours(m) or m.probe.state in ("bootstrapping", "stopped")
+        if m.task is None or not m.task.running:
+            return False
+        return not self.task_changed(m) and (TASK_KEY + m.name) in self.status.progress
+
+    def current_primary(self) -> PgMember | None:
+        m = self.obs.member(self.status.primary)
+        if m is None or m.probe is None or not self.ours(m) or not m.probe.is_primary:
+            return None
+        if self.task_changed(m):
+            return None
+        return m
+
+    def other_primaries(self, primary: PgMember) -> list[PgMember]:
+        return [
+            m
+            for m in self.obs.members
+            if m is not primary and self.ours(m) and m.probe is not None and m.probe.is_primary
+        ]
+
+    def switchover_in_progress(self) -> bool:
+        return "switchover_to" in self.status.progress
+
+    def ready_members(self, primary: PgMember) -> list[PgMember]:
+        return [primary] + [
+            m
+            for m in self.declared
+            if m is not primary
+            and self.ours(m)
+            and m.probe is not None
+            and m.probe.is_standby
+            and m.probe.receiving
+            and m.probe.upstream == primary.name
+        ]
+
+
+def member_statuses(cluster: Cluster, primary: PgMember | None) -> list[MemberStatus]:
+    primary_lsn = primary.probe.wal_lsn if primary is not None and primary.probe else None
+    out = []
+    for m in cluster.declared + cluster.extra:
+        st = MemberStatus(
+            name=m.name,
+            node=m.task.node if m.task else None,
+            task_id=m.task.task_id if m.task else None,
+        )
+        pr = m.probe
+        if pr is None:
+            st.state = (
+                MemberState.DEAD
+                if m.task is None or m.task.dead
+                else MemberState.UNREACHABLE
+                if m.task.running
+                else MemberState.STARTING
+            )
+        elif pr.state == "running" and cluster.ours(m):
+            st.state = MemberState.RUNNING
+            st.up = True
+            st.timeline = pr.timeline
+            if pr.role == "primary":
+                st.role = MemberRole.PRIMARY
+                st.lag_bytes, st.lag_seconds = 0, 0.0
+            else:
+                st.role = MemberRole.REPLICA if pr.receiving else MemberRole.UNKNOWN
+                position = pr.replay_lsn if pr.replay_lsn is not None else pr.wal_lsn
+                if primary_lsn is not None and position is not None:
+                    st.lag_bytes = max(0, primary_lsn - position)
+                st.lag_seconds = pr.lag_seconds
+        elif pr.state in ("empty", "cloning", "bootstrapping"):
+            st.state = MemberState.EMPTY if pr.state == "empty" else MemberState.SEEDING
+            st.role = MemberRole.SYNCING
+        elif pr.state == "stopped":
+            st.state = MemberState.FENCED
+        else:
+            st.state = MemberState.FAILED
+        out.append(st)
+    return out

@@ -1,0 +1,231 @@
+"""A thin, typed layer over the Docker Engine API for what shoal needs from Swarm.
+
+aiodocker's `services.update` only changes an image, so service specs are written with the
+raw `POST /services/{id}/update?version=N` call: that version is Swarm's compare-and-swap,
+which the declaration store and the operator lease both stand on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+from shoal import names
+
+JSON = dict[str, Any]
+
+
+class SwarmError(RuntimeError):
+    """The Docker API refused or failed a call; the message is Docker's own."""
+
+
+class VersionConflict(SwarmError):
+    """A compare-and-swap lost: the object changed since it was read."""
+
+
+class NotFound(SwarmError):
+    pass
+
+
+def _wrap(e: DockerError) -> SwarmError:
+    msg = str(e.message) if hasattr(e, "message") else str(e)
+    if e.status == 404:
+        return NotFound(msg)
+    if "out of sequence" in msg or "version" in msg.lower() and e.status in (409, 500):
+        return VersionConflict(msg)
+    return SwarmError(f"Docker API error {e.status}: {msg}")
+
+
+def _filters(**kv: str | list[str]) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    for k, v in kv.items():
+        out[k] = v if isinstance(v, list) else [v]
+    return {"filters": json.dumps(out)}
+
+
+class SwarmClient:
+    """One connection to a Docker engine that is a Swarm manager. Honours DOCKER_HOST."""
+
+    def __init__(self, docker: aiodocker.Docker | None = None) -> None:
+        self._docker = docker
+        self._owned = docker is None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker()
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None and self._owned:
+            await self._docker.close()
+            self._docker = None
+
+    async def __aenter__(self) -> SwarmClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(
+        self,
+        path: str,
+        method: str = "GET",
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        timeout: float | None = 30.0,
+    ) -> Any:
+        try:
+            return await self.docker._query_json(
+                path,
+                method,
+                params=dict(params) if params else None,
+                data=json.dumps(data) if data is not None else None,
+                headers={"Content-Type": "application/json"} if data is not None else None,
+                timeout=timeout,
+            )
+        except DockerError as e:
+            raise _wrap(e) from None
+
+    # --- engine ---------------------------------------------------------------------------
+    async def info(self) -> JSON:
+        result: JSON = await self.call("info")
+        return result
+
+    # --- services -------------------------------------------------------------------------
+    async def services(self, **labels: str) -> list[JSON]:
+        label_filters = [f"{k}={v}" if v else k for k, v in labels.items()]
+        params = _filters(label=label_filters) if label_filters else None
+        result: list[JSON] = await self.call("services", params=params)
+        return result
+
+    async def services_of(self, db: str) -> list[JSON]:
+        return await self.services_with_label(names.LABEL_DATABASE, db)
+
+    async def services_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        label = f"{key}={value}" if value is not None else key
+        result: list[JSON] = await self.call("services", params=_filters(label=label))
+        return result
+
+    async def service(self, name_or_id: str) -> JSON | None:
+        try:
+            result: JSON = await self.call(f"services/{name_or_id}")
+        except NotFound:
+            return None
+        return result
+
+    async def create_service(self, spec: JSON) -> str:
+        result: JSON = await self.call("services/create", "POST", data=spec)
+        return str(result["ID"])
+
+    async def update_service(self, service_id: str, version: int, spec: JSON) -> None:
+        """Compare-and-swap: fails with `VersionConflict` if the service changed since read."""
+        await self.call(
+            f"services/{service_id}/update", "POST", params={"version": str(version)}, data=spec
+        )
+
+    async def remove_service(self, name_or_id: str) -> bool:
+        try:
+            await self.call(f"services/{name_or_id}", "DELETE")
+        except NotFound:
+            return False
+        return True
+
+    # --- tasks and nodes -----------------------------------------------------------------
+    async def tasks(self, **filters: str | list[str]) -> list[JSON]:
+        result: list[JSON] = await self.call("tasks", params=_filters(**filters))
+        return result
+
+    async def nodes(self) -> list[JSON]:
+        result: list[JSON] = await self.call("nodes")
+        return result
+
+    # --- networks ------------------------------------------------------------------------
+    async def network(self, name: str) -> JSON | None:
+        for net in await self.call("networks", params=_filters(name=name)):
+            if net.get("Name") == name:
+                return dict(net)
+        return None
+
+    async def ensure_overlay(self, name: str, labels: Mapping[str, str]) -> str:
+        existing = await self.network(name)
+        if existing is not None:
+            return str(existing["Id"])
+        try:
+            result: JSON = await self.call(
+                "networks/create",
+                "POST",
+                data={
+                    "Name": name,
+                    "Driver": "overlay",
+                    "Attachable": True,
+                    "CheckDuplicate": True,
+                    "Labels": dict(labels),
+                },
+            )
+        except SwarmError:
+            again = await self.network(name)  # created concurrently
+            if again is None:
+                raise
+            return str(again["Id"])
+        return str(result["Id"])
+
+    async def remove_network(self, name_or_id: str) -> bool:
+        try:
+            await self.call(f"networks/{name_or_id}", "DELETE")
+        except NotFound:
+            return False
+        return True
+
+    async def networks_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        label = f"{key}={value}" if value is not None else key
+        result: list[JSON] = await self.call("networks", params=_filters(label=label))
+        return result
+
+    # --- secrets -------------------------------------------------------------------------
+    async def secret(self, name: str) -> JSON | None:
+        for s in await self.call("secrets", params=_filters(name=name)):
+            if s["Spec"]["Name"] == name:
+                return dict(s)
+        return None
+
+    async def ensure_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
+        existing = await self.secret(name)
+        if existing is not None:
+            return str(existing["ID"])
+        try:
+            result: JSON = await self.call(
+                "secrets/create",
+                "POST",
+                data={"Name": name, "Data": data_b64, "Labels": dict(labels)},
+            )
+        except SwarmError:
+            again = await self.secret(name)
+            if again is None:
+                raise
+            return str(again["ID"])
+        return str(result["ID"])
+
+    async def secrets_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        label = f"{key}={value}" if value is not None else key
+        result: list[JSON] = await self.call("secrets", params=_filters(label=label))
+        return result
+
+    async def remove_secret(self, name_or_id: str) -> bool:
+        try:
+            await self.call(f"secrets/{name_or_id}", "DELETE")
+        except NotFound:
+            return False
+        return True
+
+    # --- containers (the local node only) -------------------------------------------------
+    async def containers(self, **filters: str | list[str]) -> list[JSON]:
+        result: list[JSON] = await self.call(
+            "containers/json", params={"all": "1", **_filters(**filters)}
+        )
+        return result

@@ -1,0 +1,156 @@
+"""The operator lease: at most one operator acts at a time.
+
+The lease is a zero-replica service whose label holds `{holder, token, beat}`; every change
+is a compare-and-swap on the service version. Expiry is judged like Kubernetes' leader
+election: a candidate watches the record and takes over only after it has seen no change for
+`duration` seconds of its *own* monotonic clock, so no clock agreement between nodes is
+needed. Each take-over increments `token`, the fencing token: members' agents and the status
+store refuse requests carrying a token older than the newest they have seen, so a deposed
+operator that wakes up late can change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shoal import names
+from shoal.swarm.client import JSON, SwarmClient, SwarmError, VersionConflict
+
+log = logging.getLogger("shoal.lease")
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    duration: float = 10.0  # a silent holder is presumed gone after this long
+    renew_every: float = 2.0
+    # A holder stops acting this long before others may take over, to absorb scheduling
+    # delays between its last successful renewal and the action it is about to take.
+    safety_margin: float = 3.0
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    holder: str
+    token: int
+    beat: int
+
+    def to_label(self) -> str:
+        return json.dumps({"holder": self.holder, "token": self.token, "beat": self.beat})
+
+    @staticmethod
+    def from_label(raw: str | None) -> LeaseRecord:
+        try:
+            d = json.loads(raw or "{}")
+            return LeaseRecord(str(d.get("holder", "")), int(d.get("token", 0)), int(d.get("beat", 0)))
+        except (ValueError, TypeError, AttributeError):
+            return LeaseRecord("", 0, 0)
+
+
+def lease_spec(record: LeaseRecord) -> JSON:
+    return {
+        "Name": names.LEASE_SERVICE,
+        "Labels": {
+            names.LABEL_MANAGED: "true",
+            names.LABEL_ROLE: "lease",
+            names.LABEL_LEASE: record.to_label(),
+        },
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": names.IMAGE_BASE, "Command": ["true"]},
+            "RestartPolicy": {"Condition": "none"},
+        },
+        "Mode": {"Replicated": {"Replicas": 0}},
+    }
+
+
+@dataclass
+class Lease:
+    client: SwarmClient
+    identity: str
+    settings: LeaseSettings = field(default_factory=LeaseSettings)
+    clock: Callable[[], float] = time.monotonic
+    token: int = 0
+    _valid_until: float = 0.0
+    _seen: tuple[int, float] | None = None  # (service version, when first seen unchanged)
+    holder: str = ""
+
+    @property
+    def held(self) -> bool:
+        """True while this process may act: it renewed recently enough."""
+        return self.token > 0 and self.clock() < self._valid_until
+
+    async def step(self) -> bool:
+        """One renew or acquire attempt. Returns whether the lease is held afterwards."""
+        started = self.clock()
+        try:
+            service = await self.client.service(names.LEASE_SERVICE)
+            if service is None:
+                record = LeaseRecord(self.identity, 1, 0)
+                await self.client.create_service(lease_spec(record))
+                self._won(record, started)
+                return True
+            version = int(service["Version"]["Index"])
+            record = LeaseRecord.from_label(service["Spec"].get("Labels", {}).get(names.LABEL_LEASE))
+            self.holder = record.holder
+            if record.holder == self.identity and record.token == self.token and self.token:
+                renewed = LeaseRecord(self.identity, record.token, record.beat + 1)
+                await self.client.update_service(service["ID"], version, lease_spec(renewed))
+                self._valid_until = started + self.settings.duration - self.settings.safety_margin
+                return self.held
+            # Someone else's (or a previous incarnation's) record: wait until it goes quiet.
+            if self._seen is None or self._seen[0] != version:
+                self._seen = (version, started)
+            quiet_for = started - self._seen[1]
+            if record.holder and quiet_for < self.settings.duration:
+                self._lost()
+                return False
+            taken = LeaseRecord(self.identity, record.token + 1, 0)
+            await self.client.update_service(service["ID"], version, lease_spec(taken))
+            self._won(taken, started)
+            return True
+        except VersionConflict:
+            self._lost()
+            return False
+        except SwarmError as e:
+            log.warning("lease step failed: %s", e, extra={"event": "lease-error"})
+            return self.held
+
+    async def release(self) -> None:
+        """Hand the lease back at shutdown so a standby takes over at once."""
+        if not self.token:
+            return
+        try:
+            service = await self.client.service(names.LEASE_SERVICE)
+            if service is None:
+                return
+            record = LeaseRecord.from_label(service["Spec"]["Labels"].get(names.LABEL_LEASE))
+            if record.holder != self.identity:
+                return
+            await self.client.update_service(
+                service["ID"],
+                int(service["Version"]["Index"]),
+                lease_spec(LeaseRecord("", record.token, record.beat + 1)),
+            )
+        except SwarmError:
+            pass
+        finally:
+            self._lost()
+
+    def _won(self, record: LeaseRecord, started: float) -> None:
+        if self.token != record.token:
+            log.info(
+                "lease acquired with fencing token %d", record.token, extra={"event": "lease-acquired"}
+            )
+        self.token = record.token
+        self.holder = record.holder
+        self._valid_until = started + self.settings.duration - self.settings.safety_margin
+        self._seen = None
+
+    def _lost(self) -> None:
+        if self.token:
+            log.warning("lease lost (token %d)", self.token, extra={"event": "lease-lost"})
+        self.token = 0
+        self._valid_until = 0.0

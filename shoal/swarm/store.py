@@ -1,0 +1,228 @@
+"""Desired state and status live in Swarm's Raft store, as labels of a zero-replica "anchor"
+service per database (DESIGN.md §3). Every write is a compare-and-swap on the service
+version, so the CLI (declaration, requests) and the operator (status) never overwrite each
+other, and the operator itself stays stateless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from shoal import names
+from shoal.declaration import Database, DeclarationError, validate_document
+from shoal.status import DatabaseState, DatabaseStatus
+from shoal.swarm.client import JSON, SwarmClient, SwarmError, VersionConflict
+
+LABEL_UID = "shoal.uid"
+LABEL_DELETING = "shoal.deleting"
+CAS_ATTEMPTS = 20
+
+
+class StaleFencingToken(RuntimeError):
+    """A status write from an operator whose lease token is older than one already written."""
+
+
+class ApplyOutcome(StrEnum):
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class StoredDatabase:
+    name: str
+    uid: str
+    declaration: Database
+    generation: int
+    status: DatabaseStatus
+    request: dict[str, Any] | None
+    deleting: bool
+    service_id: str
+    version: int
+    labels: dict[str, str]
+
+
+def anchor_spec(name: str, labels: dict[str, str]) -> JSON:
+    return {
+        "Name": names.anchor_service(name),
+        "Labels": labels,
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": names.IMAGE_BASE, "Command": ["true"]},
+            "RestartPolicy": {"Condition": "none"},
+        },
+        "Mode": {"Replicated": {"Replicas": 0}},
+    }
+
+
+def parse_anchor(service: JSON) -> StoredDatabase:
+    spec = service["Spec"]
+    labels: dict[str, str] = dict(spec.get("Labels") or {})
+    name = labels[names.LABEL_DATABASE]
+    try:
+        declaration = validate_document(json.loads(labels[names.LABEL_SPEC]))
+    except (DeclarationError, KeyError, json.JSONDecodeError) as e:
+        raise RuntimeError(f"anchor of {name!r} holds an unreadable declaration: {e}") from e
+    try:
+        status = DatabaseStatus.model_validate_json(labels.get(names.LABEL_STATUS, "{}"))
+    except ValidationError:
+        status = DatabaseStatus(name=name, engine=declaration.spec.engine.value)
+    raw_request = labels.get(names.LABEL_REQUEST)
+    request = json.loads(raw_request) if raw_request else None
+    return StoredDatabase(
+        name=name,
+        uid=labels.get(LABEL_UID, ""),
+        declaration=declaration,
+        generation=int(labels.get(names.LABEL_GENERATION, "1")),
+        status=status,
+        request=request if isinstance(request, dict) else None,
+        deleting=labels.get(LABEL_DELETING) == "true",
+        service_id=str(service["ID"]),
+        version=int(service["Version"]["Index"]),
+        labels=labels,
+    )
+
+
+class DatabaseStore:
+    def __init__(self, client: SwarmClient) -> None:
+        self.client = client
+
+    async def get(self, name: str) -> StoredDatabase | None:
+        service = await self.client.service(names.anchor_service(name))
+        if service is None:
+            return None
+        return parse_anchor(service)
+
+    async def list(self) -> list[StoredDatabase]:
+        services = await self.client.services_with_label(names.LABEL_ROLE, "anchor")
+        out = []
+        for s in services:
+            try:
+                out.append(parse_anchor(s))
+            except (RuntimeError, KeyError):
+                continue
+        return sorted(out, key=lambda d: d.name)
+
+    async def apply(self, db: Database) -> tuple[ApplyOutcome, int]:
+        """Create or change the declaration; returns the outcome and the generation."""
+        document = json.dumps(db.to_document(), sort_keys=True)
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.get(db.name)
+            if current is None:
+                status = DatabaseStatus(
+                    name=db.name,
+                    engine=db.spec.engine.value,
+                    network=names.database_network(db.name),
+                    members_desired=db.spec.members,
+                    generation=1,
+                )
+                labels = {
+                    names.LABEL_MANAGED: "true",
+                    names.LABEL_ROLE: "anchor",
+                    names.LABEL_DATABASE: db.name,
+                    LABEL_UID: uuid.uuid4().hex[:16],
+                    names.LABEL_SPEC: document,
+                    names.LABEL_GENERATION: "1",
+                    names.LABEL_STATUS: status.model_dump_json(),
+                }
+                try:
+                    await self.client.create_service(anchor_spec(db.name, labels))
+                except SwarmError:  # lost a race with a concurrent create
+                    if await self.get(db.name) is None:
+                        raise
+                    continue
+                return ApplyOutcome.CREATED, 1
+            if current.deleting:
+                raise DeclarationError([f"metadata.name: {db.name!r} is being deleted; retry later"])
+            if current.declaration.spec.engine != db.spec.engine:
+                raise DeclarationError(
+                    [
+                        f"spec.engine: cannot change from {current.declaration.spec.engine.value} "
+                        f"to {db.spec.engine.value}; delete the database first"
+                    ]
+                )
+            if current.labels.get(names.LABEL_SPEC) == document:
+                return ApplyOutcome.UNCHANGED, current.generation
+            generation = current.generation + 1
+            try:
+                await self._write_labels(
+                    current, {names.LABEL_SPEC: document, names.LABEL_GENERATION: str(generation)}
+                )
+            except VersionConflict:
+                continue
+            return ApplyOutcome.CONFIGURED, generation
+        raise RuntimeError(f"could not store {db.name!r}: the anchor kept changing underneath")
+
+    async def write_status(self, name: str, status: DatabaseStatus) -> bool:
+        """Write the operator's status; False if the database is gone. Refuses (raises
+        `StaleFencingToken`) when a newer lease holder has already written."""
+        payload = status.model_dump_json()
+        for attempt in range(CAS_ATTEMPTS):
+            current = await self.get(name)
+            if current is None:
+                return False
+            if current.status.fence_token > status.fence_token:
+                raise StaleFencingToken(
+                    f"status of {name!r} was written with token {current.status.fence_token}, "
+                    f"ours is {status.fence_token}"
+                )
+            if current.labels.get(names.LABEL_STATUS) == payload:
+                return True
+            try:
+                await self._write_labels(current, {names.LABEL_STATUS: payload})
+            except VersionConflict:
+                await asyncio.sleep(0.01 * attempt)
+                continue
+            return True
+        raise RuntimeError(f"could not write the status of {name!r}: too many conflicts")
+
+    async def set_request(self, name: str, request: dict[str, Any] | None) -> bool:
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.get(name)
+            if current is None:
+                return False
+            value = json.dumps(request, sort_keys=True) if request is not None else None
+            try:
+                await self._write_labels(current, {names.LABEL_REQUEST: value})
+            except VersionConflict:
+                continue
+            return True
+        raise RuntimeError(f"could not store the request for {name!r}")
+
+    async def clear_request(self, name: str, request_id: str) -> None:
+        current = await self.get(name)
+        if current and current.request and current.request.get("id") == request_id:
+            await self.set_request(name, None)
+
+    async def mark_deleting(self, name: str) -> bool:
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.get(name)
+            if current is None:
+                return False
+            status = current.status.model_copy(update={"state": DatabaseState.DELETING})
+            try:
+                await self._write_labels(
+                    current,
+                    {LABEL_DELETING: "true", names.LABEL_STATUS: status.model_dump_json()},
+                )
+            except VersionConflict:
+                continue
+            return True
+        raise RuntimeError(f"could not mark {name!r} for deletion")
+
+    async def _write_labels(self, current: StoredDatabase, changes: dict[str, str | None]) -> None:
+        labels = dict(current.labels)
+        for k, v in changes.items():
+            if v is None:
+                labels.pop(k, None)
+            else:
+                labels[k] = v
+        await self.client.update_service(
+            current.service_id, current.version, anchor_spec(current.name, labels)
+        )
