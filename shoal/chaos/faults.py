@@ -1,0 +1,253 @@
+"""Faults injected through the Docker API (Pumba style), each with an undo.
+
+A fault name is `ACTION-TARGET` (`kill-primary`, `pause-replica`, `partition-primary`, ...)
+or `kill-operator`. Targets are resolved from the database status (the `shoal.status` label
+on the anchor service) and the Swarm task of the member's service. Network faults run in a
+short-lived helper container (the base image, with iptables and iproute2) that shares the
+target's network namespace and has NET_ADMIN: the member itself stays unprivileged.
+
+`FaultRegistry` remembers every active fault; `undo_all` reverts whatever is still active
+(the runner calls it in `finally`, so also on Ctrl-C and cancellation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiodocker
+
+from shoal import names
+from shoal.chaos import dockerapi
+from shoal.chaos.history import FaultRecord
+from shoal.status import MemberRole
+
+ACTIONS = ("kill", "stop", "pause", "partition", "disconnect", "loss", "latency")
+SELECTORS = ("primary", "replica", "random")
+PARTITION_RULES = [("INPUT", "!", "-i", "lo"), ("OUTPUT", "!", "-o", "lo")]
+
+
+class FaultError(RuntimeError):
+    """A fault could not be injected (no such target, unsupported by the kernel, ...)."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    action: str
+    selector: str  # primary | replica | random | operator
+    loss_percent: int = 30
+    latency_ms: int = 500
+
+    @property
+    def name(self) -> str:
+        return "kill-operator" if self.selector == "operator" else f"{self.action}-{self.selector}"
+
+
+def parse_fault(name: str) -> FaultSpec:
+    """`kill-primary` -> FaultSpec("kill", "primary"); raises ValueError with a clear message."""
+    if name == "kill-operator":
+        return FaultSpec("kill", "operator")
+    action, _, selector = name.partition("-")
+    if action not in ACTIONS or selector not in SELECTORS:
+        raise ValueError(
+            f"unknown fault {name!r}: expected kill-operator or ACTION-TARGET with ACTION in "
+            f"{', '.join(ACTIONS)} and TARGET in {', '.join(SELECTORS)}"
+        )
+    return FaultSpec(action, selector)
+
+
+def all_fault_names() -> list[str]:
+    return [f"{a}-{s}" for a in ACTIONS for s in SELECTORS] + ["kill-operator"]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # member (= its service) or the operator service
+    container_id: str
+
+
+async def resolve_target(
+    docker: aiodocker.Docker, db: str, selector: str, rng: random.Random
+) -> Target:
+    if selector == "operator":
+        service = names.OPERATOR_SERVICE
+    else:
+        status = await dockerapi.database_status(docker, db)
+        members = [m.name for m in status.members] or [
+            names.member_service(db, i) for i in range(max(status.members_desired, 1))
+        ]
+        if selector == "primary":
+            if not status.primary:
+                raise FaultError(f"database {db} has no primary right now")
+            service = status.primary
+        elif selector == "replica":
+            replicas = [
+                m.name
+                for m in status.members
+                if m.name != status.primary and m.role in (MemberRole.REPLICA, MemberRole.SYNCING)
+            ]
+            if not replicas:
+                raise FaultError(f"database {db} has no replica right now")
+            service = rng.choice(replicas)
+        else:
+            service = rng.choice(members)
+    cid = await dockerapi.running_container(docker, service)
+    if cid is None:
+        raise FaultError(f"{service} has no running container right now")
+    return Target(service, cid)
+
+
+@dataclass
+class ActiveFault:
+    spec: FaultSpec
+    target: Target
+    start: float
+    end: float | None = None
+    undone: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> FaultRecord:
+        return FaultRecord(self.spec.name, self.target.name, self.start, self.end, self.detail)
+
+
+def _iptables(op: str, rules: Sequence[tuple[str, ...]], extra: str = "") -> str:
+    return " && ".join(
+        f"iptables -w {op} {chain} {' '.join(m)} {extra} -j DROP".replace("  ", " ")
+        for chain, *m in rules
+    )
+
+
+def _helper_script(spec: FaultSpec, undo: bool) -> str:
+    if spec.action == "partition":
+        if undo:
+            return _iptables("-D", PARTITION_RULES) + " ; true"
+        return " && ".join(
+            f"iptables -w -I {c} 1 {' '.join(m)} -j DROP" for c, *m in PARTITION_RULES
+        )
+    if spec.action == "loss":
+        p = spec.loss_percent / 100
+        stat = f"-m statistic --mode random --probability {p}"
+        if undo:
+            return _iptables("-D", PARTITION_RULES, stat) + " ; true"
+        return " && ".join(
+            f"iptables -w -I {c} 1 {' '.join(m)} {stat} -j DROP" for c, *m in PARTITION_RULES
+        )
+    if spec.action == "latency":
+        loop = "for i in $(ls /sys/class/net); do [ $i = lo ] && continue; "
+        if undo:
+            return loop + "tc qdisc del dev $i root 2>/dev/null; done; true"
+        return loop + f"tc qdisc add dev $i root netem delay {spec.latency_ms}ms || exit 1; done"
+    raise FaultError(f"{spec.action} needs no helper")
+
+
+class FaultRegistry:
+    """Injects faults and remembers them until they are undone."""
+
+    def __init__(self, docker: aiodocker.Docker, db: str, run_id: str) -> None:
+        self.docker = docker
+        self.db = db
+        self.run_id = run_id
+        self.active: list[ActiveFault] = []
+        self.history: list[ActiveFault] = []
+        self._helpers = 0
+
+    async def _helper(self, target: Target, script: str) -> None:
+        self._helpers += 1
+        try:
+            code, out = await dockerapi.run_once(
+                self.docker,
+                name=f"shoal-chaos-{self.run_id}-h{self._helpers}",
+                image=names.IMAGE_BASE,
+                cmd=["sh", "-c", script],
+                labels=dockerapi.chaos_labels(self.run_id, "chaos-helper", self.db),
+                network_mode=f"container:{target.container_id}",
+                cap_add=["NET_ADMIN"],
+            )
+        except aiodocker.DockerError as e:
+            raise FaultError(f"helper for {target.name} failed: {e.message}") from e
+        if code != 0:
+            raise FaultError(f"helper for {target.name} exited {code}: {out.strip()[-300:]}")
+
+    async def _target_running(self, target: Target) -> bool:
+        try:
+            info = await self.docker.containers.container(target.container_id).show()
+        except aiodocker.DockerError as e:
+            if e.status == 404:
+                return False
+            raise
+        return bool(info.get("State", {}).get("Running"))
+
+    async def inject(self, spec: FaultSpec, rng: random.Random) -> ActiveFault:
+        target = await resolve_target(self.docker, self.db, spec.selector, rng)
+        container = self.docker.containers.container(target.container_id)
+        fault = ActiveFault(spec, target, time.time())
+        try:
+            if spec.action == "kill":
+                await container.kill(signal="SIGKILL")
+            elif spec.action == "stop":
+                await container.stop(t=5)
+            elif spec.action == "pause":
+                self.active.append(fault)  # registered first: a cancelled call is undone too
+                await container.pause()
+            elif spec.action == "disconnect":
+                net = await self.docker.networks.get(names.database_network(self.db))
+                self.active.append(fault)
+                await net.disconnect({"Container": target.container_id, "Force": True})
+            else:
+                self.active.append(fault)
+                await self._helper(target, _helper_script(spec, undo=False))
+        except (aiodocker.DockerError, FaultError) as e:
+            if fault in self.active:
+                with contextlib.suppress(Exception):
+                    await self.undo(fault)
+            msg = e.message if isinstance(e, aiodocker.DockerError) else str(e)
+            raise FaultError(f"{spec.name} on {target.name}: {msg}") from e
+        # (On cancellation the fault stays in `active` and `undo_all` reverts it.)
+        if fault not in self.active:
+            self.active.append(fault)
+        self.history.append(fault)
+        return fault
+
+    async def undo(self, fault: ActiveFault) -> None:
+        """Revert one fault; a target that has disappeared needs no undo."""
+        if fault.undone:
+            return
+        spec, target = fault.spec, fault.target
+        try:
+            if spec.action == "pause":
+                try:
+                    await self.docker.containers.container(target.container_id).unpause()
+                except aiodocker.DockerError as e:
+                    if e.status not in (404, 409):
+                        raise
+            elif spec.action == "disconnect":
+                if await self._target_running(target):
+                    net = await self.docker.networks.get(names.database_network(self.db))
+                    await net.connect({"Container": target.container_id})
+            elif spec.action in ("partition", "loss", "latency") and await self._target_running(
+                target
+            ):
+                await self._helper(target, _helper_script(spec, undo=True))
+        finally:
+            fault.undone = True
+            fault.end = time.time()
+            if fault in self.active:
+                self.active.remove(fault)
+
+    async def undo_all(self) -> list[str]:
+        """Undo every active fault and remove leftover helpers; returns the errors."""
+        errors: list[str] = []
+        for fault in list(reversed(self.active)):
+            try:
+                await self.undo(fault)
+            except Exception as e:
+                errors.append(f"undo {fault.spec.name} on {fault.target.name}: {e}")
+        for cid in await dockerapi.list_run_containers(self.docker, self.run_id):
+            info = await self.docker.containers.container(cid).show()
+            if info.get("Config", {}).get("Labels", {}).get(names.LABEL_ROLE) == "chaos-helper":
+                await dockerapi.remove_container(self.docker, cid)
+        return errors
