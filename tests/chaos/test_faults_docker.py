@@ -1,0 +1,171 @@
+"""faults.py against real throwaway Swarm services (base image running `sleep`), with a fake
+database status on a fake anchor service. Needs a Docker engine in swarm mode only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiodocker
+import pytest
+
+from shoal import names
+from shoal.chaos import dockerapi
+from shoal.chaos.faults import FaultRegistry, parse_fault
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.chaos,
+    pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI"),
+]
+
+
+@dataclass
+class FakeDb:
+    name: str
+    members: list[str]
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def fake_db() -> object:
+    db = "chaost" + uuid.uuid4().hex[:6]
+    labels = ["--label", f"{names.LABEL_DATABASE}={db}", "--label", "shoal.chaos.test=1"]
+    net = names.database_network(db)
+    _docker("network", "create", "-d", "overlay", "--attachable", *labels, net)
+    members = [names.member_service(db, i) for i in range(2)]
+    status = {
+        "name": db, "engine": "postgres", "state": "Healthy", "primary": members[0],
+        "network": net,
+        "members": [
+            {"name": members[0], "role": "primary", "state": "running"},
+            {"name": members[1], "role": "replica", "state": "running"},
+        ],
+    }
+    try:
+        _docker("service", "create", "-d", "--name", names.anchor_service(db), "--replicas", "0",
+                *labels, "--label", f"{names.LABEL_STATUS}={json.dumps(status)}",
+                names.IMAGE_BASE, "sleep", "infinity")
+        for m in members:
+            _docker("service", "create", "-d", "--name", m, "--network", net, *labels,
+                    "--restart-delay", "0s", names.IMAGE_BASE, "sleep", "infinity")
+        yield FakeDb(db, members)
+    finally:
+        for s in [names.anchor_service(db), *members]:
+            subprocess.run(["docker", "service", "rm", s], capture_output=True)
+        for _ in range(30):
+            if subprocess.run(["docker", "network", "rm", net], capture_output=True).returncode == 0:
+                break
+            subprocess.run(["sleep", "1"])
+
+
+@pytest.fixture
+async def docker() -> AsyncIterator[aiodocker.Docker]:
+    d = aiodocker.Docker()
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+async def _running(docker: aiodocker.Docker, service: str) -> str:
+    for _ in range(120):
+        cid = await dockerapi.running_container(docker, service)
+        if cid:
+            return cid
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{service} never ran")
+
+
+async def _state(docker: aiodocker.Docker, cid: str) -> dict[str, object]:
+    info = await docker.containers.container(cid).show()
+    state: dict[str, object] = info["State"]
+    return state
+
+
+async def _rules(docker: aiodocker.Docker, cid: str) -> str:
+    _, out = await dockerapi.run_once(
+        docker, name=f"shoal-chaos-test-{uuid.uuid4().hex[:6]}", image=names.IMAGE_BASE,
+        cmd=["iptables", "-S"], labels={"shoal.chaos.test": "1"},
+        network_mode=f"container:{cid}", cap_add=["NET_ADMIN"],
+    )
+    return out
+
+
+async def test_pause_and_undo(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
+    cid = await _running(docker, fake_db.members[0])
+    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+    fault = await reg.inject(parse_fault("pause-primary"), random.Random(1))
+    assert fault.target.name == fake_db.members[0]
+    assert (await _state(docker, cid))["Paused"] is True
+    assert await reg.undo_all() == []
+    assert (await _state(docker, cid))["Paused"] is False
+    assert reg.active == []
+
+
+async def test_partition_and_loss_rules_are_removed(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
+    cid = await _running(docker, fake_db.members[1])
+    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+    await reg.inject(parse_fault("partition-replica"), random.Random(1))
+    await reg.inject(parse_fault("loss-replica"), random.Random(1))
+    rules = await _rules(docker, cid)
+    assert "-A INPUT ! -i lo -j DROP" in rules and "statistic" in rules
+    assert await reg.undo_all() == []
+    assert "DROP" not in await _rules(docker, cid)
+    assert await dockerapi.list_run_containers(docker, reg.run_id) == []
+
+
+async def test_kill_replica_is_replaced(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
+    cid = await _running(docker, fake_db.members[1])
+    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+    fault = await reg.inject(parse_fault("kill-replica"), random.Random(1))
+    assert fault.target.container_id == cid
+    assert (await _state(docker, cid))["Running"] is False
+    assert await reg.undo_all() == []
+    for _ in range(60):  # Swarm notices the death within a second and starts a new task
+        if await dockerapi.running_container(docker, fake_db.members[1]) not in (None, cid):
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("the killed replica was not replaced")
+
+
+async def test_cancelled_run_is_undone(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
+    """A run cancelled (Ctrl-C) while a fault is active leaves nothing behind."""
+    cid = await _running(docker, fake_db.members[0])
+    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+
+    async def run() -> None:
+        await reg.inject(parse_fault("pause-primary"), random.Random(1))
+        await reg.inject(parse_fault("partition-primary"), random.Random(1))
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(run())
+    for _ in range(100):
+        if len(reg.active) == 2 and not any(f.spec.action == "partition" for f in reg.active[:1]):
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await reg.undo_all() == []
+    assert (await _state(docker, cid))["Paused"] is False
+    assert "DROP" not in await _rules(docker, cid)
+    assert await dockerapi.list_run_containers(docker, reg.run_id) == []
+
+
+async def test_unknown_target_fails_cleanly(docker: aiodocker.Docker) -> None:
+    reg = FaultRegistry(docker, "nosuchdb" + uuid.uuid4().hex[:4], "t1")
+    with pytest.raises(dockerapi.ChaosDockerError):
+        await reg.inject(parse_fault("kill-primary"), random.Random(1))
+    assert reg.active == []
