@@ -44,7 +44,10 @@ def fake_db() -> object:
     _docker("network", "create", "-d", "overlay", "--attachable", *labels, net)
     members = [names.member_service(db, i) for i in range(2)]
     status = {
-        "name": db, "engine": "postgres", "state": "Healthy", "primary": members[0],
+        "name": db,
+        "engine": "postgres",
+        "state": "Healthy",
+        "primary": members[0],
         "network": net,
         "members": [
             {"name": members[0], "role": "primary", "state": "running"},
@@ -52,18 +55,44 @@ def fake_db() -> object:
         ],
     }
     try:
-        _docker("service", "create", "-d", "--name", names.anchor_service(db), "--replicas", "0",
-                *labels, "--label", f"{names.LABEL_STATUS}={json.dumps(status)}",
-                names.IMAGE_BASE, "sleep", "infinity")
+        _docker(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            names.anchor_service(db),
+            "--replicas",
+            "0",
+            *labels,
+            "--label",
+            f"{names.LABEL_STATUS}={json.dumps(status)}",
+            names.IMAGE_BASE,
+            "sleep",
+            "infinity",
+        )
         for m in members:
-            _docker("service", "create", "-d", "--name", m, "--network", net, *labels,
-                    "--restart-delay", "0s", names.IMAGE_BASE, "sleep", "infinity")
+            _docker(
+                "service",
+                "create",
+                "-d",
+                "--name",
+                m,
+                "--network",
+                net,
+                *labels,
+                "--restart-delay",
+                "0s",
+                names.IMAGE_BASE,
+                "sleep",
+                "infinity",
+            )
         yield FakeDb(db, members)
     finally:
         for s in [names.anchor_service(db), *members]:
             subprocess.run(["docker", "service", "rm", s], capture_output=True)
         for _ in range(30):
-            if subprocess.run(["docker", "network", "rm", net], capture_output=True).returncode == 0:
+            rm = subprocess.run(["docker", "network", "rm", net], capture_output=True)
+            if rm.returncode == 0:
                 break
             subprocess.run(["sleep", "1"])
 
@@ -94,9 +123,13 @@ async def _state(docker: aiodocker.Docker, cid: str) -> dict[str, object]:
 
 async def _rules(docker: aiodocker.Docker, cid: str) -> str:
     _, out = await dockerapi.run_once(
-        docker, name=f"shoal-chaos-test-{uuid.uuid4().hex[:6]}", image=names.IMAGE_BASE,
-        cmd=["iptables", "-S"], labels={"shoal.chaos.test": "1"},
-        network_mode=f"container:{cid}", cap_add=["NET_ADMIN"],
+        docker,
+        name=f"shoal-chaos-test-{uuid.uuid4().hex[:6]}",
+        image=names.IMAGE_BASE,
+        cmd=["iptables", "-S"],
+        labels={"shoal.chaos.test": "1"},
+        network_mode=f"container:{cid}",
+        cap_add=["NET_ADMIN"],
     )
     return out
 
@@ -112,7 +145,9 @@ async def test_pause_and_undo(fake_db: FakeDb, docker: aiodocker.Docker) -> None
     assert reg.active == []
 
 
-async def test_partition_and_loss_rules_are_removed(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
+async def test_partition_and_loss_rules_are_removed(
+    fake_db: FakeDb, docker: aiodocker.Docker
+) -> None:
     cid = await _running(docker, fake_db.members[1])
     reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
     await reg.inject(parse_fault("partition-replica"), random.Random(1))
