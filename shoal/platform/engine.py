@@ -149,7 +149,7 @@ def _log_tail(lines: int = 30) -> str:
         return "(no log)"
 
 
-def _start_dockerd(host: str | None, progress: Progress | None) -> None:
+def _start_dockerd(host: str | None, progress: Progress | None) -> subprocess.Popen[bytes] | None:
     if os.geteuid() != 0:
         raise PlatformError(
             "the Docker engine is not running and starting it needs root: "
@@ -158,7 +158,7 @@ def _start_dockerd(host: str | None, progress: Progress | None) -> None:
     if Path("/run/systemd/system").is_dir() and shutil.which("systemctl") and host is None:
         _say(progress, "starting docker with systemctl")
         if _run(["systemctl", "start", "docker"], timeout=90).returncode == 0:
-            return
+            return None
     _say(progress, f"starting dockerd (log: {DOCKERD_LOG})")
     args = ["dockerd"]
     if host is not None:
@@ -166,7 +166,7 @@ def _start_dockerd(host: str | None, progress: Progress | None) -> None:
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with DOCKERD_LOG.open("ab") as log:
         # A new session: the engine outlives this process, its terminal and its test run.
-        subprocess.Popen(
+        return subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -176,12 +176,17 @@ def _start_dockerd(host: str | None, progress: Progress | None) -> None:
         )
 
 
-def _wait_for_engine(timeout: float) -> str:
+def _wait_for_engine(timeout: float, proc: subprocess.Popen[bytes] | None) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         version = engine_version()
         if version is not None:
             return version
+        if proc is not None and proc.poll() is not None:
+            raise PlatformError(
+                f"dockerd exited with code {proc.returncode}; "
+                f"last lines of {DOCKERD_LOG}:\n{_log_tail()}"
+            )
         time.sleep(0.5)
     raise PlatformError(
         f"the Docker engine did not answer within {timeout:.0f} s; "
@@ -230,9 +235,9 @@ def ensure_engine(progress: Progress | None = None) -> EngineInfo:
             installed = True
         version = engine_version()
         if version is None:
-            _start_dockerd(host, progress)
+            proc = _start_dockerd(host, progress)
             started = True
-            version = _wait_for_engine(ENGINE_START_TIMEOUT)
+            version = _wait_for_engine(ENGINE_START_TIMEOUT, proc)
         _say(progress, f"Docker engine {version} is running")
         return EngineInfo(host, False, version, installed=installed, started=started)
 

@@ -40,6 +40,9 @@ SLIM_IMAGE = "debian:bookworm-slim"
 PULL_TIMEOUT = 15.0
 HASH_LENGTH = 8
 LOCK_FILE = Path("/tmp/shoal-images.lock")
+# Extra CAs the host trusts (e.g. a TLS-inspecting egress proxy): pip inside the build needs
+# them too, so they are copied into the operator image's build context.
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 EXCLUDED_DIRS = frozenset(
     {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", ".git"}
 )
@@ -138,9 +141,13 @@ def requirements_text(pyproject: str) -> str:
     return "".join(f"{dep}\n" for dep in deps)
 
 
-def operator_context(root: Path, base: str) -> Context:
+def operator_context(root: Path, base: str, ca_dir: Path | None = HOST_CA_DIR) -> Context:
     files: dict[str, Path] = {"src/pyproject.toml": root / "pyproject.toml"}
-    generated: dict[str, bytes] = {}
+    generated: dict[str, bytes] = {"certs/README": b"extra CA certificates of the build host\n"}
+    if ca_dir is not None and ca_dir.is_dir():
+        for relative in iter_tree(ca_dir):
+            if relative.suffix == ".crt":
+                files[f"certs/{relative.as_posix()}"] = ca_dir / relative
     if (root / "README.md").is_file():
         files["src/README.md"] = root / "README.md"
     else:  # pyproject names a readme; a stub keeps the package buildable
