@@ -48,6 +48,7 @@ RESERVED_NAMES = frozenset({"control"})
 MAX_DOCUMENT_CHARS = 64 * 1024
 MAX_NESTING = 32
 MAX_LINE_CHARS = 300
+MAX_PROBLEMS = 50
 # PostgreSQL parameters the member entrypoint owns: setting them would break replication
 # or the safety rules, so a declaration may not override them.
 RESERVED_PG_PARAMETERS = frozenset(
@@ -477,6 +478,9 @@ def _problems(lines: list[str]) -> list[str]:
         cleaned = _clean(line)
         if cleaned not in out:
             out.append(cleaned)
+    if len(out) > MAX_PROBLEMS:
+        hidden = len(out) - (MAX_PROBLEMS - 1)
+        out = [*out[: MAX_PROBLEMS - 1], f"declaration: {hidden} more problems not shown"]
     return out
 
 
@@ -518,6 +522,14 @@ class _Loader(yaml.SafeLoader):
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]
         mark: Mark | None = getattr(event, "start_mark", None)
         return mark
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        # The scanner's work grows with the square of the flow nesting: stop it early.
+        if self.flow_level >= MAX_NESTING:
+            raise _Refused(
+                None, None, f"nested more than {MAX_NESTING} levels deep", self.get_mark()
+            )
+        super().fetch_flow_collection_start(TokenClass)
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
