@@ -1,5 +1,94 @@
-"""`shoal chaos ...` (placeholder until the chaos suite lands)."""
+"""`shoal chaos run ...`: the chaos suite (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
 
 import typer
+from rich.console import Console
+
+from shoal.chaos.faults import all_fault_names, parse_fault
 
 app = typer.Typer(help="The chaos suite.", no_args_is_help=True)
+
+
+def _bad(msg: str) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {msg}")
+    return typer.Exit(2)
+
+
+@app.command("run")
+def run(
+    db: str = typer.Option(..., "--db", help="The database to torture."),
+    faults: str | None = typer.Option(
+        None, "--faults", help=f"Comma-separated faults, from: {', '.join(all_fault_names())}."
+    ),
+    duration: float | None = typer.Option(None, "--duration", help="Workload seconds."),
+    report_dir: str = typer.Option("chaos-report", "--report", help="Report directory."),
+    suite: str = typer.Option("smoke", "--suite", help="smoke, full or a suite YAML file."),
+    workload: str | None = typer.Option(None, "--workload", help="set or bank."),
+    interval: float | None = typer.Option(None, "--settle", help="Seconds between faults."),
+    fault_duration: float | None = typer.Option(None, "--fault-duration", help="Hold seconds."),
+    image: str | None = typer.Option(None, "--image", help="Client image (operator image)."),
+    password_file: str | None = typer.Option(
+        None, "--password-file", help="Read the app password here, not `shoal credentials`."
+    ),
+) -> None:
+    """Run a workload against DB while injecting faults; exit 1 if anything was lost."""
+    from shoal import names
+    from shoal.chaos.runner import BadInput, RunOptions, run_chaos
+    from shoal.chaos.suite import SuiteError, load_suite
+
+    report = Path(report_dir)
+    try:
+        s = load_suite(suite)
+        updates: dict[str, object] = {}
+        if faults is not None:
+            names_ = [f.strip() for f in faults.split(",") if f.strip()]
+            for f in names_:
+                parse_fault(f)
+            if not names_:
+                raise ValueError("--faults: at least one fault is needed")
+            updates["faults"] = names_
+        if duration is not None:
+            if duration <= 0:
+                raise ValueError(f"--duration: must be positive, got {duration}")
+            updates["duration"] = duration
+        if workload is not None:
+            if workload not in ("set", "bank"):
+                raise ValueError(f"--workload: must be set or bank, got {workload!r}")
+            updates["workload"] = workload
+        if interval is not None:
+            updates["settle"] = max(0.0, interval)
+        if fault_duration is not None:
+            updates["fault_duration"] = max(0.0, fault_duration)
+        s = s.model_copy(update=updates)
+        password = None
+        if password_file is not None:
+            try:
+                password = Path(password_file).read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise ValueError(f"--password-file: {e}") from None
+        if report.exists() and not report.is_dir():
+            raise ValueError(f"--report: {report} exists and is not a directory")
+    except (SuiteError, ValueError) as e:
+        raise _bad(str(e)) from None
+    console = Console()
+    opts = RunOptions(
+        db=db, suite=s, report_dir=report, image=image or names.IMAGE_OPERATOR, password=password
+    )
+    try:
+        code, rep = asyncio.run(run_chaos(opts, console))
+    except BadInput as e:
+        raise _bad(str(e)) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("[yellow]interrupted: faults undone, chaos containers removed[/yellow]")
+        raise typer.Exit(130) from None
+    if rep is not None:
+        console.print(
+            f"acknowledged={rep['acknowledged']} lost={rep['lost']} phantom={rep['phantom']} "
+            f"diverged={rep['diverged']} max_outage={rep['max_outage_seconds']}s "
+            f"report: {report / 'index.html'}"
+        )
+    raise typer.Exit(code)

@@ -1,0 +1,238 @@
+"""`shoal chaos run`: start the client container, inject faults on the suite's schedule,
+wait for convergence, check, write the report. Every fault and every container it created
+is undone/removed in `finally` (also on SIGINT/SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import aiodocker
+from rich.console import Console
+
+from shoal import names
+from shoal.chaos import dockerapi
+from shoal.chaos.checker import MemberRead, check
+from shoal.chaos.engines import SUPPORTED_ENGINES
+from shoal.chaos.faults import FaultError, FaultRegistry, parse_fault
+from shoal.chaos.history import parse_lines, save_ops
+from shoal.chaos.report import build_report, write_report
+from shoal.chaos.suite import Suite, schedule
+
+CONFIG_DIR = "/tmp"
+CONFIG_NAME = "shoal-chaos.json"
+PYTHON = "/opt/shoal/venv/bin/python"
+
+
+class BadInput(ValueError):
+    """Exit code 2: nothing was changed."""
+
+
+@dataclass
+class RunOptions:
+    db: str
+    suite: Suite
+    report_dir: Path
+    image: str = names.IMAGE_OPERATOR
+    password: str | None = None
+
+
+def get_password(db: str) -> str:
+    """The application password, from `shoal credentials NAME --json`."""
+    exe = shutil.which("shoal")
+    if exe is None:
+        raise BadInput("cannot find the `shoal` command to read the credentials")
+    proc = subprocess.run(
+        [exe, "credentials", db, "--json"], capture_output=True, text=True, timeout=60
+    )
+    if proc.returncode != 0:
+        raise BadInput(f"shoal credentials {db} failed: {proc.stderr.strip()[-300:]}")
+    doc = json.loads(proc.stdout)
+    if doc.get("password"):
+        return str(doc["password"])
+    for key in ("uri", "url", "connection"):
+        if doc.get(key):
+            pw = urlparse(str(doc[key])).password
+            if pw:
+                return unquote(pw)
+    raise BadInput(f"shoal credentials {db} --json holds no password")
+
+
+def client_config(
+    opts: RunOptions, engine: str, hosts: list[str], password: str, run_id: str
+) -> dict[str, Any]:
+    s = opts.suite
+    return {
+        "mode": "workload",
+        "engine": engine,
+        "endpoint": {
+            "hosts": hosts,
+            "port": names.POSTGRES_PORT,
+            "user": names.APP_USER,
+            "password": password,
+            "database": names.APP_DATABASE,
+            "connect_timeout": 2,
+        },
+        "workload": {
+            "workload": s.workload,
+            "duration": s.duration,
+            "concurrency": s.concurrency,
+            "rate": s.rate,
+            "op_timeout": s.op_timeout,
+            "accounts": s.accounts,
+            "initial_balance": s.initial_balance,
+            "run_id": run_id,
+            "seed": s.seed,
+        },
+        "timeout": s.converge_timeout,
+    }
+
+
+class Runner:
+    def __init__(self, docker: aiodocker.Docker, opts: RunOptions, console: Console) -> None:
+        self.docker = docker
+        self.opts = opts
+        self.console = console
+        self.run_id = uuid.uuid4().hex[:10]
+        self.registry = FaultRegistry(docker, opts.db, self.run_id)
+        self.rng = random.Random(opts.suite.seed)
+
+    async def _start(self, role: str, config: dict[str, Any], network: str) -> Any:
+        container = await dockerapi.create_container(
+            self.docker,
+            name=f"shoal-chaos-{self.run_id}-{role}",
+            image=self.opts.image,
+            entrypoint=[PYTHON],
+            cmd=["-m", "shoal.chaos.client", f"{CONFIG_DIR}/{CONFIG_NAME}"],
+            labels=dockerapi.chaos_labels(self.run_id, "client", self.opts.db),
+            network_mode=network,
+            files={CONFIG_NAME: json.dumps(config).encode()},
+        )
+        await container.start()
+        return container
+
+    async def _finish(self, container: Any, limit: float, what: str) -> str:
+        result = await asyncio.wait_for(container.wait(), limit)
+        out = "".join(await container.log(stdout=True, stderr=False))
+        if int(result.get("StatusCode", -1)) != 0:
+            err = "".join(await container.log(stdout=False, stderr=True))
+            raise RuntimeError(f"{what} exited {result.get('StatusCode')}: {err.strip()[-500:]}")
+        return out
+
+    async def _faults(self, started: float) -> None:
+        s = self.opts.suite
+        plan = schedule(s)
+        for n, (at, name) in enumerate(plan, 1):
+            with self.console.status(f"[{n}/{len(plan)}] next fault {name}") as st:
+                while (wait := started + at - time.time()) > 0:
+                    st.update(f"[{n}/{len(plan)}] {name} in {wait:.0f}s")
+                    await asyncio.sleep(min(wait, 1.0))
+            try:
+                fault = await self.registry.inject(parse_fault(name), self.rng)
+            except (FaultError, dockerapi.ChaosDockerError) as e:
+                self.console.print(f"[yellow]skipped {name}: {e}[/yellow]")
+                continue
+            self.console.print(f"injected {name} on {fault.target.name}")
+            await asyncio.sleep(s.fault_duration)
+            await self.registry.undo(fault)
+
+    async def run(self) -> tuple[int, dict[str, Any]]:
+        opts, s = self.opts, self.opts.suite
+        for f in s.faults:
+            parse_fault(f)
+        try:
+            status = await dockerapi.database_status(self.docker, opts.db)
+        except dockerapi.ChaosDockerError as e:
+            raise BadInput(f"--db {opts.db}: no such database ({e})") from None
+        if status.engine not in SUPPORTED_ENGINES:
+            raise BadInput(f"--db {opts.db}: engine {status.engine} has no chaos client yet")
+        hosts = [m.name for m in status.members] or [
+            names.member_service(opts.db, i) for i in range(max(status.members_desired, 1))
+        ]
+        network = status.network or names.database_network(opts.db)
+        password = opts.password or get_password(opts.db)
+        config = client_config(opts, status.engine, hosts, password, self.run_id)
+        self.console.print(
+            f"chaos run {self.run_id}: {opts.db} ({', '.join(hosts)}), "
+            f"suite {s.name}, {s.workload} workload for {s.duration:.0f}s"
+        )
+        client = await self._start("client", config, network)
+        started = time.time()
+        await self._faults(started)
+        with self.console.status("waiting for the client to finish"):
+            out = await self._finish(client, s.duration + 600, "chaos client")
+        ops = list(parse_lines(out.splitlines()))
+        with self.console.status(f"waiting up to {s.converge_timeout:.0f}s for convergence"):
+            conv = await self._start("checker", {**config, "mode": "converge"}, network)
+            conv_out = await self._finish(conv, s.converge_timeout + 120, "convergence check")
+        final = json.loads(conv_out.strip().splitlines()[-1])
+        reads = {m: MemberRead.from_json(r) for m, r in final["reads"].items()}
+        primary = (await dockerapi.database_status(self.docker, opts.db)).primary
+        records = [f.record() for f in self.registry.history]
+        result = check(
+            ops,
+            reads,
+            workload=s.workload,
+            primary=primary,
+            faults=records,
+            bank_total=s.accounts * s.initial_balance if s.workload == "bank" else None,
+        )
+        meta = {
+            "db": opts.db,
+            "run_id": self.run_id,
+            "suite": s.name,
+            "duration": s.duration,
+            "started": started,
+            "converge_seconds": final["waited"],
+        }
+        report = build_report(result, ops, meta, bool(final["converged"]))
+        opts.report_dir.mkdir(parents=True, exist_ok=True)
+        save_ops(ops, opts.report_dir / "history.jsonl")
+        write_report(opts.report_dir, report, ops, records)
+        return (0 if result.valid else 1), report
+
+    async def cleanup(self) -> list[str]:
+        errors = await self.registry.undo_all()
+        for cid in await dockerapi.list_run_containers(self.docker, self.run_id):
+            try:
+                await dockerapi.remove_container(self.docker, cid)
+            except aiodocker.DockerError as e:
+                errors.append(f"remove {cid[:12]}: {e.message}")
+        return errors
+
+
+async def run_chaos(opts: RunOptions, console: Console) -> tuple[int, dict[str, Any] | None]:
+    """Run a suite; on SIGINT/SIGTERM the run is cancelled and everything is undone."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted: list[int] = []
+
+    def _interrupt() -> None:  # cancel once: a second Ctrl-C must not abort the clean-up
+        if not interrupted:
+            interrupted.append(1)
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _interrupt)
+    docker = aiodocker.Docker()
+    runner = Runner(docker, opts, console)
+    try:
+        return await runner.run()
+    finally:
+        errors = await asyncio.shield(runner.cleanup())
+        for e in errors:
+            console.print(f"[red]cleanup: {e}[/red]")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await docker.close()
