@@ -1,0 +1,202 @@
+"""Optional monitoring: a Prometheus service on the shoal-control network that scrapes the
+operator (`shoal-operator:9650`) and evaluates deploy/prometheus/alerts.yml.
+
+The image (`shoal/prometheus:VERSION`) is Debian's prometheus package on shoal's base image
+with the config and rules baked in: nothing is mounted, like everything else shoal runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+from shoal import __version__
+from shoal.names import CONTROL_NETWORK, IMAGE_BASE, LABEL_MANAGED, LABEL_ROLE
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_SERVICE = "shoal-prometheus"
+IMAGE_PROMETHEUS = f"shoal/prometheus:{__version__}"
+PROMETHEUS_PORT = 9090
+ROLE_MONITORING = "monitoring"
+MONITORING_LABELS = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_MONITORING}
+
+_HERE = Path(__file__).resolve().parent
+DOCKERFILE = _HERE / "image" / "prometheus" / "Dockerfile"
+
+
+class MonitoringError(RuntimeError):
+    pass
+
+
+def prometheus_config_dir(root: Path | None = None) -> Path:
+    """deploy/prometheus of the source checkout."""
+    directory = (root or _HERE.parents[1]) / "deploy" / "prometheus"
+    if not (directory / "prometheus.yml").is_file():
+        raise MonitoringError(f"{directory}/prometheus.yml not found: build from a source checkout")
+    return directory
+
+
+def build_prometheus_image(
+    base_tag: str = IMAGE_BASE, tag: str = IMAGE_PROMETHEUS, *, timeout: float = 900
+) -> str:
+    """`docker build` the Prometheus image from a small temporary context (the Dockerfile
+    and deploy/prometheus/*.yml only). Returns the tag."""
+    config = prometheus_config_dir()
+    with tempfile.TemporaryDirectory(prefix="shoal-prometheus-") as tmp:
+        ctx = Path(tmp)
+        (ctx / "deploy" / "prometheus").mkdir(parents=True)
+        for name in ("prometheus.yml", "alerts.yml"):
+            shutil.copy2(config / name, ctx / "deploy" / "prometheus" / name)
+        shutil.copy2(DOCKERFILE, ctx / "Dockerfile")
+        cmd = ["docker", "build", "--build-arg", f"BASE={base_tag}", "-t", tag, str(ctx)]
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        raise MonitoringError(f"building {tag} failed (exit {result.returncode}):\n{tail}")
+    return tag
+
+
+async def ensure_control_network(docker: aiodocker.Docker, name: str = CONTROL_NETWORK) -> str:
+    """The id of the shared control network, created (overlay, attachable) if absent."""
+    existing = await _network(docker, name)
+    if existing is not None:
+        return str(existing["Id"])
+    spec = {
+        "Name": name,
+        "Driver": "overlay",
+        "Attachable": True,
+        "CheckDuplicate": True,
+        "Labels": {LABEL_MANAGED: "true"},
+    }
+    try:
+        created = await docker._query_json("networks/create", method="POST", data=spec)
+        return str(created["Id"])
+    except DockerError as e:
+        # somebody else created it at the same moment
+        again = await _network(docker, name)
+        if again is not None:
+            return str(again["Id"])
+        raise MonitoringError(f"cannot create network {name}: {e}") from e
+
+
+async def _network(docker: aiodocker.Docker, name: str) -> dict[str, Any] | None:
+    found = await docker._query_json("networks", params={"filters": json.dumps({"name": [name]})})
+    for net in found:
+        if net.get("Name") == name:
+            return dict(net)
+    return None
+
+
+async def _service(docker: aiodocker.Docker, name: str) -> dict[str, Any] | None:
+    found = await docker._query_json("services", params={"filters": json.dumps({"name": [name]})})
+    for svc in found:
+        if svc.get("Spec", {}).get("Name") == name:
+            return dict(svc)
+    return None
+
+
+def prometheus_spec(
+    *,
+    name: str = PROMETHEUS_SERVICE,
+    image: str = IMAGE_PROMETHEUS,
+    network: str = CONTROL_NETWORK,
+    port: int = PROMETHEUS_PORT,
+) -> dict[str, Any]:
+    """The raw Swarm service spec of the Prometheus service."""
+    return {
+        "Name": name,
+        "Labels": dict(MONITORING_LABELS),
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": image,
+                "Labels": dict(MONITORING_LABELS),
+                "StopGracePeriod": 10_000_000_000,
+            },
+            "Networks": [{"Target": network, "Aliases": [name]}],
+            "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
+            "Resources": {"Limits": {"MemoryBytes": 512 * 1024 * 1024}},
+        },
+        "Mode": {"Replicated": {"Replicas": 1}},
+        "EndpointSpec": {
+            "Mode": "vip",
+            "Ports": [
+                {
+                    "Protocol": "tcp",
+                    "TargetPort": PROMETHEUS_PORT,
+                    "PublishedPort": port,
+                    "PublishMode": "ingress",
+                }
+            ],
+        },
+    }
+
+
+async def deploy_monitoring(
+    docker: aiodocker.Docker,
+    *,
+    name: str = PROMETHEUS_SERVICE,
+    image: str = IMAGE_PROMETHEUS,
+    network: str = CONTROL_NETWORK,
+    port: int = PROMETHEUS_PORT,
+) -> str:
+    """Create (or update to this spec) the Prometheus service; returns its URL on this host
+    (the port is published on the ingress, so any swarm node answers)."""
+    await ensure_control_network(docker, network)
+    spec = prometheus_spec(name=name, image=image, network=network, port=port)
+    existing = await _service(docker, name)
+    if existing is None:
+        try:
+            await docker._query_json("services/create", method="POST", data=spec)
+            log.info("created service %s (%s)", name, image)
+        except DockerError as e:
+            raise MonitoringError(f"cannot create service {name}: {e}") from e
+    else:
+        labels = existing.get("Spec", {}).get("Labels", {})
+        if labels.get(LABEL_ROLE) != ROLE_MONITORING:
+            raise MonitoringError(f"service {name} exists and is not shoal's monitoring")
+        version = existing["Version"]["Index"]
+        try:
+            await docker._query_json(
+                f"services/{existing['ID']}/update",
+                method="POST",
+                params={"version": version},
+                data=spec,
+            )
+            log.info("updated service %s (%s)", name, image)
+        except DockerError as e:
+            raise MonitoringError(f"cannot update service {name}: {e}") from e
+    return f"http://127.0.0.1:{port}"
+
+
+async def remove_monitoring(docker: aiodocker.Docker, *, name: str = PROMETHEUS_SERVICE) -> bool:
+    """Remove the Prometheus service if shoal created it. The shared control network stays.
+    Returns whether something was removed."""
+    existing = await _service(docker, name)
+    if existing is None:
+        return False
+    labels = existing.get("Spec", {}).get("Labels", {})
+    if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_ROLE) != ROLE_MONITORING:
+        raise MonitoringError(f"service {name} is not shoal's monitoring: left alone")
+    try:
+        await docker._query_json(f"services/{existing['ID']}", method="DELETE")
+    except DockerError as e:
+        if e.status != 404:
+            raise MonitoringError(f"cannot remove service {name}: {e}") from e
+        return False
+    return True
