@@ -26,9 +26,13 @@ def _root(
 
 def _register() -> None:
     # Each module adds its own commands; imported here so `shoal --help` lists them all.
-    from shoal.cli import chaos, images
+    from shoal.cli import chaos, db, images, operator, up
 
+    up.register(app)
+    db.register(app)
+    operator.register(app)
     app.add_typer(images.app, name="images")
+    app.add_typer(operator.app, name="operator")
     app.add_typer(chaos.app, name="chaos")
 
 

@@ -79,6 +79,10 @@ class Observation(Generic[P]):
         return next((m for m in self.members if m.name == name), None)
 
 
+class ActionFailed(RuntimeError):
+    """An engine refused or failed an action; the operator re-observes and re-plans."""
+
+
 # --- actions ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Action:

@@ -35,7 +35,7 @@ def _wrap(e: DockerError) -> SwarmError:
     msg = str(e.message) if hasattr(e, "message") else str(e)
     if e.status == 404:
         return NotFound(msg)
-    if "out of sequence" in msg or "version" in msg.lower() and e.status in (409, 500):
+    if "out of sequence" in msg or ("version" in msg.lower() and e.status in (409, 500)):
         return VersionConflict(msg)
     return SwarmError(f"Docker API error {e.status}: {msg}")
 

@@ -45,7 +45,9 @@ class LeaseRecord:
     def from_label(raw: str | None) -> LeaseRecord:
         try:
             d = json.loads(raw or "{}")
-            return LeaseRecord(str(d.get("holder", "")), int(d.get("token", 0)), int(d.get("beat", 0)))
+            return LeaseRecord(
+                str(d.get("holder", "")), int(d.get("token", 0)), int(d.get("beat", 0))
+            )
         except (ValueError, TypeError, AttributeError):
             return LeaseRecord("", 0, 0)
 
@@ -93,7 +95,9 @@ class Lease:
                 self._won(record, started)
                 return True
             version = int(service["Version"]["Index"])
-            record = LeaseRecord.from_label(service["Spec"].get("Labels", {}).get(names.LABEL_LEASE))
+            record = LeaseRecord.from_label(
+                service["Spec"].get("Labels", {}).get(names.LABEL_LEASE)
+            )
             self.holder = record.holder
             if record.holder == self.identity and record.token == self.token and self.token:
                 renewed = LeaseRecord(self.identity, record.token, record.beat + 1)
@@ -142,7 +146,9 @@ class Lease:
     def _won(self, record: LeaseRecord, started: float) -> None:
         if self.token != record.token:
             log.info(
-                "lease acquired with fencing token %d", record.token, extra={"event": "lease-acquired"}
+                "lease acquired with fencing token %d",
+                record.token,
+                extra={"event": "lease-acquired"},
             )
         self.token = record.token
         self.holder = record.holder

@@ -139,7 +139,9 @@ class DatabaseStore:
                     continue
                 return ApplyOutcome.CREATED, 1
             if current.deleting:
-                raise DeclarationError([f"metadata.name: {db.name!r} is being deleted; retry later"])
+                raise DeclarationError(
+                    [f"metadata.name: {db.name!r} is being deleted; retry later"]
+                )
             if current.declaration.spec.engine != db.spec.engine:
                 raise DeclarationError(
                     [

@@ -109,7 +109,9 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
     s.state = DatabaseState.FAILING_OVER
     if old is not None:
         s.progress["failover_from"] = old.name
-    following = [c for c in candidates if c.probe is not None and (c.probe.receiving or c.probe.upstream)]
+    following = [
+        c for c in candidates if c.probe is not None and (c.probe.receiving or c.probe.upstream)
+    ]
     if following:
         p.add(*(Follow(c.name, None, names.slot_name(c.name)) for c in following))
         s.message = "stopping standbys from following the old primary"
@@ -151,7 +153,11 @@ def plan_switchover(
         p.add(Demote(old.name))
         return p
     final = old.probe.wal_lsn or 0
-    if target.probe is not None and target.probe.is_standby and (target.probe.wal_lsn or 0) >= final:
+    if (
+        target.probe is not None
+        and target.probe.is_standby
+        and (target.probe.wal_lsn or 0) >= final
+    ):
         p.add(Promote(target.name))
         s.progress["promoting"] = target.name
         s.progress["promoting_kind"] = "switchover"

@@ -75,7 +75,9 @@ def plan(obs: PgObservation) -> Plan:
         p.event(obs.now, "fence", m.name, "member holds a different cluster; replaced")
 
     if cluster.switchover_in_progress():
-        return plan_switchover(cluster, p)
+        carried = plan_switchover(cluster, p)
+        assert carried is not None  # only a new request can be refused
+        return carried
     primary = cluster.current_primary()
     if primary is None:
         return plan_failover(cluster, p)

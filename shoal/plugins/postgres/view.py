@@ -31,9 +31,13 @@ class Cluster:
         # Remember which container holds data: a member whose task changed since is empty,
         # whatever else it says (its data died with the old container).
         for m in self.obs.members:
-            if m.probe is not None and m.probe.has_data and m.task is not None:
-                if s.identity is None or m.probe.system_identifier == s.identity:
-                    s.progress[TASK_KEY + m.name] = m.task.task_id
+            if (
+                m.probe is not None
+                and m.probe.has_data
+                and m.task is not None
+                and (s.identity is None or m.probe.system_identifier == s.identity)
+            ):
+                s.progress[TASK_KEY + m.name] = m.task.task_id
         return Plan(status=s)
 
     def remember_data_task(self, p: Plan, m: PgMember) -> None:

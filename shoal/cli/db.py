@@ -1,0 +1,257 @@
+"""Database commands: apply, get, status, credentials, switchover, reinit, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from shoal import names
+from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, out, poll, run
+from shoal.declaration import Database, DeclarationError, load_declaration
+from shoal.status import DatabaseState, DatabaseStatus
+from shoal.swarm.cleanup import leftovers, purge_database
+from shoal.swarm.store import DatabaseStore, StoredDatabase
+
+TERMINAL_BAD = {DatabaseState.LOST}
+
+
+def _read(path: Path) -> str:
+    if str(path) == "-":
+        return typer.get_text_stream("stdin").read()
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"-f {path}: cannot read: {e}") from None
+
+
+async def _must_get(store: DatabaseStore, name: str) -> StoredDatabase:
+    stored = await store.get(name)
+    if stored is None:
+        raise BadInput(f"no database named {name!r} (see `shoal get`)")
+    return stored
+
+
+def members_table(s: DatabaseStatus) -> Table:
+    t = Table(title=f"{s.name} ({s.engine}) — {s.state.value}", title_justify="left")
+    for col in ("member", "role", "state", "node", "lag bytes", "lag s"):
+        t.add_column(col)
+    for m in s.members:
+        t.add_row(
+            m.name,
+            m.role.value,
+            m.state.value,
+            m.node or "-",
+            "-" if m.lag_bytes is None else str(m.lag_bytes),
+            "-" if m.lag_seconds is None else f"{m.lag_seconds:.1f}",
+        )
+    return t
+
+
+async def wait_healthy(
+    store: DatabaseStore, name: str, generation: int, timeout: float
+) -> DatabaseStatus:
+    """Wait with a live progress line until the database is Healthy at `generation`."""
+    last: DatabaseStatus | None = None
+    started = time.monotonic()
+    with Live(console=err, transient=True, refresh_per_second=4) as live:
+
+        async def check() -> bool:
+            nonlocal last
+            stored = await store.get(name)
+            if stored is None:
+                raise Failed(f"{name!r} disappeared while waiting")
+            last = stored.status
+            ready = f"{last.members_ready}/{stored.declaration.spec.members}"
+            live.update(
+                f"[bold]{name}[/bold] {last.state.value} {ready} ready "
+                f"({time.monotonic() - started:.0f}s) {last.message}"
+            )
+            if last.state in TERMINAL_BAD:
+                raise Failed(f"{name} is {last.state.value}: {last.message}")
+            return last.state == DatabaseState.HEALTHY and last.generation >= generation
+
+        ok = await poll(check, timeout)
+    if not ok or last is None:
+        state = last.state.value if last else "unknown"
+        raise Failed(
+            f"{name} not Healthy after {timeout:.0f}s (state {state}); see `shoal status {name}`"
+        )
+    return last
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def apply(
+        file: Path = typer.Option(..., "-f", "--file", help="Declaration YAML ('-' for stdin)."),
+        wait: bool = typer.Option(False, "--wait", help="Wait until the database is Healthy."),
+        timeout: float = typer.Option(600, help="Seconds to wait with --wait."),
+    ) -> None:
+        """Create or change a database."""
+        db = load_or_exit(_read(file))
+
+        async def go(store: DatabaseStore) -> None:
+            outcome, generation = await store.apply(db)
+            out.print(f"database/{db.name} {outcome.value} (generation {generation})")
+            if wait:
+                await wait_healthy(store, db.name, generation, timeout)
+                out.print(f"database/{db.name} Healthy")
+
+        run(go)
+
+    @app.command()
+    def get(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        """One line per database: engine, members ready/desired, primary, state."""
+
+        async def go(store: DatabaseStore) -> None:
+            dbs = await store.list()
+            if as_json:
+                typer.echo(json.dumps([d.status.model_dump(mode="json") for d in dbs], indent=2))
+                return
+            t = Table(box=None)
+            for col in ("NAME", "ENGINE", "READY", "PRIMARY", "STATE", "AGE"):
+                t.add_column(col)
+            for d in dbs:
+                s = d.status
+                t.add_row(
+                    d.name,
+                    d.declaration.spec.engine.value,
+                    f"{s.members_ready}/{d.declaration.spec.members}",
+                    s.primary or "-",
+                    s.state.value,
+                    _age(s.observed_at),
+                )
+            out.print(t)
+
+        run(go)
+
+    @app.command()
+    def status(
+        name: str,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON (the status contract)."),
+        watch: bool = typer.Option(False, "--watch", help="Refresh until interrupted."),
+    ) -> None:
+        """Per member: role, state, node, lag; and the connection string."""
+
+        async def go(store: DatabaseStore) -> None:
+            while True:
+                s = (await _must_get(store, name)).status
+                if as_json:
+                    typer.echo(json.dumps(s.model_dump(mode="json"), indent=2))
+                else:
+                    if watch:
+                        out.clear()
+                    out.print(members_table(s))
+                    out.print(f"primary:    {s.primary or '-'}")
+                    out.print(f"network:    {s.network}")
+                    out.print(f"connection: {s.connection}")
+                    if s.message:
+                        out.print(f"message:    {s.message}")
+                if not watch:
+                    return
+                await asyncio.sleep(2)
+
+        with contextlib.suppress(KeyboardInterrupt):
+            run(go)
+
+    @app.command()
+    def switchover(
+        name: str,
+        to: str | None = typer.Option(None, "--to", help="The member to promote."),
+        timeout: float = typer.Option(120, help="Seconds to wait for the new primary."),
+    ) -> None:
+        """Planned primary change; no acknowledged write is lost."""
+
+        async def go(store: DatabaseStore) -> None:
+            stored = await _must_get(store, name)
+            members = [
+                names.member_service(name, i) for i in range(stored.declaration.spec.members)
+            ]
+            if to is not None and to not in members:
+                raise BadInput(f"--to: {to!r} is not a member of {name} ({', '.join(members)})")
+            old = stored.status.primary
+            if stored.status.state != DatabaseState.HEALTHY:
+                raise Failed(
+                    f"{name} is {stored.status.state.value}; switch over a Healthy database"
+                )
+            rid = uuid.uuid4().hex[:12]
+            await store.set_request(name, {"kind": "switchover", "to": to, "id": rid})
+
+            async def done() -> bool:
+                s = (await _must_get(store, name)).status
+                return s.primary != old and s.state == DatabaseState.HEALTHY
+
+            if not await poll(done, timeout):
+                s = (await _must_get(store, name)).status
+                raise Failed(f"switchover did not complete: {s.message or s.state.value}")
+            out.print(f"{name}: primary is now {(await _must_get(store, name)).status.primary}")
+
+        run(go)
+
+    @app.command()
+    def reinit(
+        name: str,
+        accept_data_loss: bool = typer.Option(
+            False, "--accept-data-loss", help="Required: the database's data is gone for good."
+        ),
+    ) -> None:
+        """Start a Lost database again, empty. Needs --accept-data-loss."""
+        if not accept_data_loss:
+            err.print("reinit: refusing without --accept-data-loss (the old data is gone for good)")
+            raise typer.Exit(2)
+
+        async def go(store: DatabaseStore) -> None:
+            stored = await _must_get(store, name)
+            if stored.status.state != DatabaseState.LOST:
+                raise BadInput(
+                    f"{name} is {stored.status.state.value}, not Lost: nothing to reinit"
+                )
+            await store.set_request(name, {"kind": "reinit", "id": uuid.uuid4().hex[:12]})
+            out.print(f"{name}: re-initialisation requested; data loss accepted")
+
+        run(go)
+
+    @app.command()
+    def delete(
+        name: str,
+        wait: bool = typer.Option(False, "--wait", help="Wait until every object is gone."),
+    ) -> None:
+        """Remove the database and everything shoal created for it."""
+
+        async def go(store: DatabaseStore) -> None:
+            if not await store.mark_deleting(name) and not await leftovers(store.client, name):
+                raise BadInput(f"no database named {name!r}")
+            await purge_database(store.client, name)
+            if wait and not await poll(lambda: _gone(store, name), 120):
+                left = ", ".join(await leftovers(store.client, name))
+                raise Failed(f"still present: {left}")
+            out.print(f"database/{name} deleted")
+
+        run(go)
+
+
+async def _gone(store: DatabaseStore, name: str) -> bool:
+    return not await leftovers(store.client, name)
+
+
+def load_or_exit(text: str) -> Database:
+    try:
+        return load_declaration(text)
+    except DeclarationError as e:
+        for line in e.problems:
+            err.print(line, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _age(ts: float) -> str:
+    if not ts:
+        return "-"
+    d = max(0, time.time() - ts)
+    return f"{d:.0f}s" if d < 120 else f"{d / 60:.0f}m"

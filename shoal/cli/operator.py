@@ -1,0 +1,139 @@
+"""`shoal operator ...` and `shoal credentials`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import typer
+
+from shoal import names
+from shoal.cli.common import BadInput, Failed, out, run
+from shoal.credentials import DatabaseCredentials, load_operator_key
+from shoal.swarm.store import DatabaseStore
+
+app = typer.Typer(help="Deploy the operator service, or run its process.", no_args_is_help=True)
+OPERATOR_SHOAL = "/opt/shoal/venv/bin/shoal"
+
+
+@app.command("deploy")
+def deploy(
+    replicas: int = typer.Option(
+        1, min=1, max=3, help="Operator replicas (one acts, the rest stand by)."
+    ),
+    image: str | None = typer.Option(
+        None, help="Operator image (default: the one built from this tree)."
+    ),
+) -> None:
+    """Create or update the operator service (builds the images when missing)."""
+    from shoal.operator.deploy import deploy_operator
+    from shoal.platform.images import build_all
+
+    images = build_all()
+
+    async def go(store: DatabaseStore) -> None:
+        changed = await deploy_operator(
+            store.client, image or images.operator, images.postgres, replicas
+        )
+        out.print(f"operator {'deployed' if changed else 'unchanged'}: {image or images.operator}")
+
+    run(go)
+
+
+@app.command("run")
+def run_cmd(
+    log_format: str = typer.Option("text", "--log-format", help="text or json"),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """The operator process (what the operator service runs)."""
+    from shoal.logging_setup import configure_logging
+    from shoal.operator.runtime import run_operator
+
+    if log_format not in ("text", "json"):
+        raise BadInput("--log-format: must be text or json")
+    configure_logging(
+        "json" if log_format == "json" else "text",
+        getattr(logging, log_level.upper(), logging.INFO),
+    )
+    run_operator()
+
+
+def credentials_document(stored: Any, key: bytes) -> dict[str, Any]:
+    from shoal.plugins.postgres.plugin import PostgresPlugin
+
+    creds = DatabaseCredentials.derive(key, stored.uid)
+    plugin = PostgresPlugin()
+    return {
+        "name": stored.name,
+        "user": names.APP_USER,
+        "password": creds.app,
+        "database": names.APP_DATABASE,
+        "uri": plugin.connection(stored.declaration, creds.app),
+        "network": names.database_network(stored.name),
+    }
+
+
+@app.command("credentials", hidden=True)
+def credentials_inside(name: str) -> None:
+    """Inside the operator container: derive a database's credentials from the key."""
+    key = load_operator_key()
+
+    async def go(store: DatabaseStore) -> None:
+        stored = await store.get(name)
+        if stored is None:
+            raise BadInput(f"no database named {name!r}")
+        typer.echo(json.dumps(credentials_document(stored, key)))
+
+    run(go)
+
+
+async def fetch_credentials(store: DatabaseStore, name: str) -> dict[str, Any]:
+    """Ask the operator (the only holder of the key) through `docker exec`."""
+    if await store.get(name) is None:
+        raise BadInput(f"no database named {name!r} (see `shoal get`)")
+    containers = await store.client.containers(
+        label=f"com.docker.swarm.service.name={names.OPERATOR_SERVICE}", status="running"
+    )
+    if not containers:
+        raise Failed(
+            "no running operator container on this node: run this on the manager where "
+            "`shoal-operator` runs (or `shoal operator deploy`)"
+        )
+    container = await store.client.docker.containers.get(containers[0]["Id"])
+    exe = await container.exec(
+        [OPERATOR_SHOAL, "operator", "credentials", name], stdout=True, stderr=True
+    )
+    chunks: list[bytes] = []
+    errors: list[bytes] = []
+    async with exe.start(detach=False) as stream:
+        while (msg := await stream.read_out()) is not None:
+            (chunks if msg.stream == 1 else errors).append(msg.data)
+    info = await exe.inspect()
+    if info.get("ExitCode") != 0:
+        raise Failed(f"operator could not derive credentials: {b''.join(errors).decode().strip()}")
+    result: dict[str, Any] = json.loads(b"".join(chunks).decode())
+    return result
+
+
+def register(root: typer.Typer) -> None:
+    @root.command()
+    def credentials(
+        name: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+    ) -> None:
+        """The connection URI with the application user's password."""
+
+        async def go(store: DatabaseStore) -> None:
+            doc = await fetch_credentials(store, name)
+            if as_json:
+                typer.echo(json.dumps(doc, indent=2))
+            else:
+                typer.echo(doc["uri"])
+                out.print(
+                    f"# from a container on the network {doc['network']}, e.g.\n"
+                    f"# docker run --rm -it --network {doc['network']} {names.IMAGE_BASE} "
+                    f"psql '{doc['uri']}'",
+                    style="dim",
+                )
+
+        run(go)

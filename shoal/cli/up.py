@@ -1,0 +1,81 @@
+"""`shoal up` (the embedded default) and `shoal down`."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from shoal.cli.common import err, out, run
+from shoal.cli.db import load_or_exit, members_table, wait_healthy
+from shoal.swarm.cleanup import purge_everything
+from shoal.swarm.store import DatabaseStore
+
+
+def _say(message: str) -> None:
+    err.print(f"[bold cyan]shoal up:[/bold cyan] {message}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def up(
+        file: Path | None = typer.Option(
+            None, "-f", "--file", help="Declaration to apply (default: the embedded example)."
+        ),
+        timeout: float = typer.Option(600, help="Seconds to wait for Healthy."),
+        with_monitoring: bool = typer.Option(
+            False, "--with-monitoring", help="Also run Prometheus with shoal's alert rules."
+        ),
+    ) -> None:
+        """Engine, swarm, images, operator, the example database; waits until Healthy."""
+        from shoal.operator.deploy import deploy_operator
+        from shoal.platform.engine import PlatformError, ensure_platform
+        from shoal.platform.images import build_all
+
+        text = (
+            file.read_text()
+            if file
+            else (resources.files("shoal") / "data" / "default-database.yaml").read_text()
+        )
+        db = load_or_exit(text)
+        try:
+            ensure_platform(_say)
+            images = build_all(progress=_say)
+        except PlatformError as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from None
+
+        async def go(store: DatabaseStore) -> None:
+            _say("deploying the operator")
+            await deploy_operator(store.client, images.operator, images.postgres)
+            if with_monitoring:
+                from shoal.operator.monitoring import build_prometheus_image, deploy_monitoring
+
+                _say("building and deploying Prometheus")
+                build_prometheus_image(images.base)
+                url = await deploy_monitoring(store.client.docker)
+                _say(f"Prometheus: {url}")
+            outcome, generation = await store.apply(db)
+            _say(f"database/{db.name} {outcome.value}; waiting until Healthy")
+            status = await wait_healthy(store, db.name, generation, timeout)
+            out.print(members_table(status))
+            out.print(f"\n[bold green]{db.name} is Healthy.[/bold green]")
+            out.print(f"connection (no password): {status.connection}")
+            out.print(f"with the password:        shoal credentials {db.name}")
+            out.print(
+                f"status:                   shoal status {db.name}   (or http://127.0.0.1:9650/)"
+            )
+            out.print(f"clients join the overlay network {status.network}")
+
+        run(go)
+
+    @app.command()
+    def down() -> None:
+        """Remove everything shoal created; the swarm itself is left alone."""
+
+        async def go(store: DatabaseStore) -> None:
+            await purge_everything(store.client)
+            out.print("removed every shoal service, network and secret")
+
+        run(go)

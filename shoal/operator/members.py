@@ -1,0 +1,141 @@
+"""Swarm objects of one database: its networks, its secrets and one service per member.
+
+No member service ever has a mount: data lives in the container's writable layer and dies
+with it. Credentials reach members only as Docker secrets (files under /run/secrets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal import names
+from shoal.credentials import DatabaseCredentials, secret_payload
+from shoal.declaration import Database
+from shoal.swarm.client import JSON, SwarmClient
+
+# A killed member is replaced at once: Swarm's default 5 s restart delay would be pure
+# outage (DESIGN.md §5).
+RESTART_POLICY: JSON = {"Condition": "any", "Delay": 0, "MaxAttempts": 0}
+STOP_GRACE_NS = 5 * 10**9
+SECRET_FILES = {
+    "superuser": "superuser-password",
+    "replication": "replication-password",
+    "app": "app-password",
+    "agent-token": "agent-token",
+}
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    network_id: str
+    control_network_id: str
+    secrets: dict[str, tuple[str, str]]  # purpose -> (secret id, secret name)
+
+
+def db_labels(db: str, role: str) -> dict[str, str]:
+    return {names.LABEL_MANAGED: "true", names.LABEL_DATABASE: db, names.LABEL_ROLE: role}
+
+
+async def ensure_control_network(swarm: SwarmClient) -> str:
+    return await swarm.ensure_overlay(
+        names.CONTROL_NETWORK, {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "control"}
+    )
+
+
+async def ensure_infrastructure(
+    swarm: SwarmClient, db: Database, uid: str, credentials: DatabaseCredentials
+) -> Infrastructure:
+    control = await ensure_control_network(swarm)
+    network = await swarm.ensure_overlay(
+        names.database_network(db.name), db_labels(db.name, "network")
+    )
+    secrets: dict[str, tuple[str, str]] = {}
+    for purpose, value in credentials.by_purpose().items():
+        # The uid in the name: a database deleted and declared again never meets the
+        # previous incarnation's secrets.
+        name = f"shoal-{db.name}-{uid[:8]}-{purpose}"
+        sid = await swarm.ensure_secret(name, secret_payload(value), db_labels(db.name, "secret"))
+        secrets[purpose] = (sid, name)
+    return Infrastructure(network, control, secrets)
+
+
+async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bool:
+    if await swarm.network(names.CONTROL_NETWORK) is None:
+        return False
+    if await swarm.network(names.database_network(db.name)) is None:
+        return False
+    present = {
+        s["Spec"]["Name"] for s in await swarm.secrets_with_label(names.LABEL_DATABASE, db.name)
+    }
+    return all(f"shoal-{db.name}-{uid[:8]}-{p}" in present for p in SECRET_FILES)
+
+
+def member_service_spec(
+    db: Database, index: int, image: str, infra: Infrastructure, force_update: int = 0
+) -> JSON:
+    name = names.member_service(db.name, index)
+    spec = db.spec
+    preferences = (
+        [{"Spread": {"SpreadDescriptor": spec.placement.spread}}] if spec.placement.spread else []
+    )
+    return {
+        "Name": name,
+        "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": image,
+                "Hostname": name,
+                "Env": [f"SHOAL_DATABASE={db.name}", f"SHOAL_MEMBER={name}"],
+                "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
+                "Secrets": [
+                    {
+                        "SecretID": sid,
+                        "SecretName": sname,
+                        "File": {
+                            "Name": SECRET_FILES[purpose],
+                            "UID": "0",
+                            "GID": "0",
+                            "Mode": 0o444,
+                        },
+                    }
+                    for purpose, (sid, sname) in sorted(infra.secrets.items())
+                ],
+                "StopGracePeriod": STOP_GRACE_NS,
+                "Mounts": [],
+            },
+            "Resources": {
+                "Limits": {
+                    "MemoryBytes": spec.resources.memory_bytes,
+                    "NanoCPUs": int(spec.resources.cpus * 1e9),
+                }
+            },
+            "RestartPolicy": RESTART_POLICY,
+            "Placement": {
+                "Constraints": list(spec.placement.constraints),
+                "Preferences": preferences,
+            },
+            "Networks": [
+                {"Target": infra.network_id, "Aliases": [name]},
+                {"Target": infra.control_network_id, "Aliases": [name]},
+            ],
+            "ForceUpdate": force_update,
+        },
+        "Mode": {"Replicated": {"Replicas": 1}},
+        # dnsrr: the member's name resolves straight to its task, no VIP in between that
+        # could keep routing to a fenced container.
+        "EndpointSpec": {"Mode": "dnsrr"},
+        "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "continue"},
+    }
+
+
+async def replace_member(swarm: SwarmClient, member: str) -> bool:
+    """Fence or re-seed a member: a forced update makes Swarm stop its container and start
+    a new, empty one."""
+    service = await swarm.service(member)
+    if service is None:
+        return False
+    spec = service["Spec"]
+    template = spec["TaskTemplate"]
+    template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
+    await swarm.update_service(service["ID"], int(service["Version"]["Index"]), spec)
+    return True

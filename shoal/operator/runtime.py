@@ -1,0 +1,211 @@
+"""`shoal operator run`: the operator process.
+
+Stateless: everything it knows it reads from Swarm. It holds the lease before acting, runs one
+worker per database, wakes them from Docker events (container deaths on this node) and from a
+cheap poll of Swarm's task list (deaths on every node; Docker emits no task events), and serves
+/metrics, /healthz and the status page on port 9650.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from shoal import names
+from shoal.credentials import load_operator_key
+from shoal.operator.metrics import OperatorMetrics
+from shoal.operator.web import make_app
+from shoal.operator.worker import DatabaseWorker, OperatorContext
+from shoal.plugins.postgres.plugin import PostgresPlugin
+from shoal.status import DatabaseStatus
+from shoal.swarm.client import SwarmClient, SwarmError
+from shoal.swarm.lease import Lease, LeaseSettings
+from shoal.swarm.store import DatabaseStore
+
+log = logging.getLogger("shoal.operator")
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    port: int = names.OPERATOR_PORT
+    resync_seconds: float = 2.0  # how often the list of databases is re-read
+    task_poll_seconds: float = 0.25
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+    postgres_image: str = os.environ.get("SHOAL_POSTGRES_IMAGE", names.IMAGE_POSTGRES)
+
+
+class Operator:
+    def __init__(self, settings: OperatorSettings, key: bytes) -> None:
+        self.settings = settings
+        self.key = key
+        self.identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.metrics = OperatorMetrics()
+        self.workers: dict[str, DatabaseWorker] = {}
+        self._worker_tasks: dict[str, asyncio.Task[None]] = {}
+        self._last_error = ""
+        self._task_fingerprint: dict[str, str] = {}
+
+    # --- StatusSource for the web app ---------------------------------------------------
+    def databases(self) -> list[DatabaseStatus]:
+        return [w.last_status for w in self.workers.values() if w.last_status is not None]
+
+    def is_leader(self) -> bool:
+        return self._lease.held if hasattr(self, "_lease") else False
+
+    def healthy(self) -> tuple[bool, str]:
+        if self._last_error:
+            return False, self._last_error
+        return True, "leader" if self.is_leader() else "standby"
+
+    # --- main ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        async with SwarmClient() as swarm, aiohttp.ClientSession() as http:
+            self._lease = Lease(swarm, self.identity, self.settings.lease)
+            ctx = OperatorContext(
+                swarm=swarm,
+                store=DatabaseStore(swarm),
+                http=http,
+                key=self.key,
+                lease=self._lease,
+                metrics=self.metrics,
+                plugins={"postgres": PostgresPlugin(self.settings.postgres_image)},
+            )
+            runner = web.AppRunner(make_app(self, self.metrics))
+            await runner.setup()
+            site = web.TCPSite(runner, "0.0.0.0", self.settings.port)
+            await site.start()
+            log.info(
+                "operator %s serving on :%d",
+                self.identity,
+                self.settings.port,
+                extra={"event": "start"},
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
+            loops = [
+                asyncio.create_task(self._lease_loop(), name="lease"),
+                asyncio.create_task(self._supervise(ctx), name="supervise"),
+                asyncio.create_task(self._poll_tasks(ctx), name="tasks"),
+                asyncio.create_task(self._events(ctx), name="events"),
+            ]
+            try:
+                await stop.wait()
+            finally:
+                log.info("operator stopping", extra={"event": "stop"})
+                for t in [*loops, *self._worker_tasks.values()]:
+                    t.cancel()
+                await asyncio.gather(*loops, *self._worker_tasks.values(), return_exceptions=True)
+                await self._lease.release()
+                self.metrics.set_leader(False)
+                await runner.cleanup()
+
+    async def _lease_loop(self) -> None:
+        was = False
+        while True:
+            held = await self._lease.step()
+            self.metrics.set_leader(held)
+            if held and not was:
+                for w in self.workers.values():
+                    w.poke()
+            was = held
+            await asyncio.sleep(self.settings.lease.renew_every if held else 1.0)
+
+    async def _supervise(self, ctx: OperatorContext) -> None:
+        """Start a worker for every declared database, forget deleted ones."""
+        while True:
+            try:
+                stored = await ctx.store.list()
+                self._last_error = ""
+            except (SwarmError, OSError) as e:
+                self._last_error = f"cannot read Swarm: {e}"
+                await asyncio.sleep(self.settings.resync_seconds)
+                continue
+            live = {d.name for d in stored if not d.deleting}
+            for name in sorted(live - set(self._worker_tasks)):
+                worker = DatabaseWorker(ctx, name)
+                self.workers[name] = worker
+                self._worker_tasks[name] = asyncio.create_task(worker.run(), name=f"db-{name}")
+            for name, task in list(self._worker_tasks.items()):
+                if name not in live or task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    del self._worker_tasks[name]
+                    self.workers.pop(name, None)
+                    self.metrics.forget(name)
+            await asyncio.sleep(self.settings.resync_seconds)
+
+    def _poke(self, database: str | None) -> None:
+        if database and database in self.workers:
+            self.workers[database].poke()
+
+    async def _poll_tasks(self, ctx: OperatorContext) -> None:
+        """Swarm emits no task events: poll the task list and wake a database's worker the
+        moment one of its members' tasks changes state (a death on any node)."""
+        while True:
+            await asyncio.sleep(self.settings.task_poll_seconds)
+            if not self._lease.held or not self.workers:
+                continue
+            try:
+                tasks = await ctx.swarm.tasks()
+            except (SwarmError, OSError):
+                continue
+            per_db: dict[str, list[str]] = {}
+            for t in tasks:
+                labels = t.get("Spec", {}).get("ContainerSpec", {}).get("Labels", {}) or {}
+                db = labels.get(names.LABEL_DATABASE)
+                if db:
+                    state = t.get("Status", {}).get("State", "")
+                    per_db.setdefault(db, []).append(f"{t['ID']}:{state}:{t.get('DesiredState')}")
+            for db, items in per_db.items():
+                fp = "|".join(sorted(items))
+                if self._task_fingerprint.get(db) not in (None, fp):
+                    self._poke(db)
+                self._task_fingerprint[db] = fp
+
+    async def _events(self, ctx: OperatorContext) -> None:
+        """Container and service events of this node wake the affected worker at once."""
+        filters = json.dumps({"type": ["container", "service"]})
+        while True:
+            try:
+                async with ctx.swarm.docker._query(
+                    "events", params={"filters": filters}, timeout=0
+                ) as resp:
+                    async for line in resp.content:
+                        self._on_event(line)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the stream breaks when dockerd restarts: reconnect
+                log.debug("event stream interrupted: %s", e)
+            await asyncio.sleep(1.0)
+
+    def _on_event(self, line: bytes) -> None:
+        try:
+            ev: dict[str, Any] = json.loads(line)
+        except ValueError:
+            return
+        attrs = ev.get("Actor", {}).get("Attributes", {}) or {}
+        db = attrs.get(names.LABEL_DATABASE)
+        if db is None:
+            svc = attrs.get("com.docker.swarm.service.name") or attrs.get("name") or ""
+            db = next((d for d in self.workers if svc.startswith(d + "-")), None)
+        self._poke(db)
+
+
+def run_operator(settings: OperatorSettings | None = None) -> None:
+    key = load_operator_key()
+    asyncio.run(Operator(settings or OperatorSettings(), key).run())

@@ -1,0 +1,135 @@
+"""The PostgreSQL engine plugin: probes and actions go to each member's agent over HTTP
+(`agent.py` inside the member container, port 8008, on the control network)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar
+
+import aiohttp
+
+from shoal import names
+from shoal.credentials import DatabaseCredentials, postgres_uri
+from shoal.declaration import Database, Engine
+from shoal.plugins.base import Action, ActionFailed, ApplyContext, EnginePlugin, Observation, Plan
+from shoal.plugins.postgres import planner
+from shoal.plugins.postgres.model import (
+    Bootstrap,
+    Clone,
+    Configure,
+    Demote,
+    EnsureSlots,
+    Follow,
+    PgProbe,
+    Promote,
+)
+
+log = logging.getLogger("shoal.postgres")
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0)
+ACTION_TIMEOUT = aiohttp.ClientTimeout(total=90, connect=2.0)
+
+
+class AgentError(ActionFailed):
+    pass
+
+
+async def agent_call(
+    http: aiohttp.ClientSession,
+    member: str,
+    token: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: aiohttp.ClientTimeout = ACTION_TIMEOUT,
+) -> dict[str, Any]:
+    url = f"http://{member}:{names.AGENT_PORT}{path}"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with http.request(method, url, json=body, headers=headers, timeout=timeout) as r:
+            data: Any = await r.json(content_type=None)
+            if r.status >= 400:
+                err = data.get("error") if isinstance(data, dict) else data
+                raise AgentError(f"{member} {path}: HTTP {r.status}: {err}")
+            return data if isinstance(data, dict) else {"result": data}
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        raise AgentError(f"{member} {path}: {type(e).__name__}: {e}") from e
+
+
+class PostgresPlugin(EnginePlugin[PgProbe]):
+    engine: ClassVar[Engine] = Engine.POSTGRES
+
+    def __init__(self, image: str = names.IMAGE_POSTGRES) -> None:
+        self.image = image
+
+    def member_image(self) -> str:
+        return self.image
+
+    def member_ports(self) -> tuple[int, ...]:
+        return (names.POSTGRES_PORT, names.AGENT_PORT)
+
+    async def probe(
+        self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
+    ) -> PgProbe | None:
+        try:
+            data = await agent_call(
+                http, member, credentials.agent_token, "GET", "/state", timeout=PROBE_TIMEOUT
+            )
+        except AgentError:
+            return None
+        return PgProbe.from_json(data)
+
+    def plan(self, observation: Observation[PgProbe]) -> Plan:
+        return planner.plan(observation)
+
+    def connection(self, database: Database, password: str | None = None) -> str:
+        hosts = [names.member_service(database.name, i) for i in range(database.spec.members)]
+        return postgres_uri(hosts, password)
+
+    async def apply(self, action: Action, ctx: ApplyContext) -> None:
+        token = ctx.credentials.agent_token
+        fence = ctx.fence_token
+        params = {k: str(v) for k, v in _parameters(ctx.database).items()}
+
+        async def post(member: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            return await agent_call(ctx.http, member, token, "POST", path, {"token": fence, **body})
+
+        match action:
+            case Bootstrap(member=m):
+                await post(m, "/bootstrap", {"parameters": params})
+            case Clone(member=m, source=src, system_identifier=sysid, slot=slot):
+                await post(
+                    m,
+                    "/clone",
+                    {"source": src, "system_identifier": sysid, "slot": slot, "parameters": params},
+                )
+            case Follow(member=m, upstream=up, slot=slot):
+                await post(m, "/follow", {"upstream": up, "slot": slot})
+            case Promote(member=m):
+                await post(m, "/promote", {})
+            case Demote(member=m):
+                await post(m, "/demote", {})
+            case EnsureSlots(member=m, slots=slots):
+                await post(m, "/slots", {"slots": list(slots)})
+            case Configure(member=m, parameters=ps, synchronous_standby_names=sync):
+                await post(
+                    m,
+                    "/configure",
+                    {"parameters": dict(ps), "synchronous_standby_names": sync},
+                )
+            case _:
+                raise TypeError(f"not a PostgreSQL action: {action.describe()}")
+
+
+def _parameters(db: Database) -> dict[str, str | int | float | bool]:
+    return dict(db.spec.postgres.parameters)
+
+
+async def probe_all(
+    plugin: PostgresPlugin,
+    http: aiohttp.ClientSession,
+    members: list[str],
+    credentials: DatabaseCredentials,
+) -> dict[str, PgProbe | None]:
+    results = await asyncio.gather(*(plugin.probe(http, m, credentials) for m in members))
+    return dict(zip(members, results, strict=True))

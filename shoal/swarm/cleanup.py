@@ -1,0 +1,63 @@
+"""Removing what shoal created: one database, or everything (`shoal down`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shoal import names
+from shoal.swarm.client import SwarmClient, SwarmError
+
+DEPENDENT_REMOVAL_TIMEOUT = 90.0
+
+
+async def _retry_remove(remove: object, ident: str, timeout: float) -> None:
+    """Networks and secrets stay in use until the tasks using them have stopped."""
+    assert callable(remove)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await remove(ident)
+            return
+        except SwarmError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def purge_database(
+    swarm: SwarmClient, db: str, timeout: float = DEPENDENT_REMOVAL_TIMEOUT
+) -> None:
+    """Remove every service, network and secret of `db`, the anchor last."""
+    for s in await swarm.services_of(db):
+        if s["Spec"]["Labels"].get(names.LABEL_ROLE) != "anchor":
+            await swarm.remove_service(s["ID"])
+    for sec in await swarm.secrets_with_label(names.LABEL_DATABASE, db):
+        await _retry_remove(swarm.remove_secret, sec["ID"], timeout)
+    for net in await swarm.networks_with_label(names.LABEL_DATABASE, db):
+        await _retry_remove(swarm.remove_network, net["Id"], timeout)
+    await swarm.remove_service(names.anchor_service(db))
+
+
+async def leftovers(swarm: SwarmClient, db: str | None = None) -> list[str]:
+    """Names of objects shoal created (for `db`, or any) that still exist."""
+    key, value = (names.LABEL_DATABASE, db) if db else (names.LABEL_MANAGED, "true")
+    found = [f"service {s['Spec']['Name']}" for s in await swarm.services_with_label(key, value)]
+    found += [f"secret {s['Spec']['Name']}" for s in await swarm.secrets_with_label(key, value)]
+    found += [f"network {n['Name']}" for n in await swarm.networks_with_label(key, value)]
+    return found
+
+
+async def purge_everything(swarm: SwarmClient, timeout: float = DEPENDENT_REMOVAL_TIMEOUT) -> None:
+    """`shoal down`: every object labelled shoal.managed; the swarm itself is left alone."""
+    anchors = await swarm.services_with_label(names.LABEL_ROLE, "anchor")
+    for a in anchors:
+        db = a["Spec"]["Labels"].get(names.LABEL_DATABASE)
+        if db:
+            await purge_database(swarm, db, timeout)
+    for s in await swarm.services_with_label(names.LABEL_MANAGED, "true"):
+        await swarm.remove_service(s["ID"])
+    for sec in await swarm.secrets_with_label(names.LABEL_MANAGED, "true"):
+        await _retry_remove(swarm.remove_secret, sec["ID"], timeout)
+    for net in await swarm.networks_with_label(names.LABEL_MANAGED, "true"):
+        await _retry_remove(swarm.remove_network, net["Id"], timeout)
