@@ -474,6 +474,21 @@ def test_stop_fences_member(cluster: Cluster) -> None:
     assert m3.call("POST", "/promote", {"token": cluster.next_token()})[0] == 409
 
 
+def test_restart_in_place_comes_back_as_standby_following_nothing(cluster: Cluster) -> None:
+    """A container restarted with its data (not a Swarm replacement) never comes back as a
+    writable primary on its own: it is a standby that follows nothing until told."""
+    m2, m3 = cluster.members[1], cluster.members[2]
+    docker("restart", "-t", "10", m3.name)
+    port = docker("port", m3.name, "8008/tcp").stdout.splitlines()[0].rsplit(":", 1)[1]
+    m3.url = f"http://127.0.0.1:{port}"
+    st = wait_for("m3 back", lambda: m3.state()["state"] == "running" and m3.state(), 60)
+    assert st["role"] == "standby" and st["upstream"] is None and st["receiving"] is False
+    assert st["fence_token"] == cluster.token  # the fencing token survives the restart
+    m2.psql("INSERT INTO t VALUES (4000, 'after restart')")
+    m3.post("/follow", {"token": cluster.next_token(), "upstream": m2.name, "slot": m3.slot})
+    wait_for("row on m3", lambda: m3.psql("SELECT count(*) FROM t WHERE id = 4000") == "1")
+
+
 def test_sigterm_stops_postgres_and_exits(cluster: Cluster) -> None:
     m1 = cluster.members[0]
     t0 = time.monotonic()
