@@ -290,7 +290,7 @@ BAD: list[tuple[str, str | dict[str, Any], str, tuple[str, ...]]] = [
     ("two-documents", GOOD + "---\n" + GOOD, "declaration", ("2", "one")),
     ("empty-file", "", "declaration", ("empty",)),
     ("only-comments", "# nothing\n\n", "declaration", ("empty",)),
-    ("invalid-yaml", GOOD + "  extra: [1, 2\n", "declaration", ("YAML", "line 1")),
+    ("invalid-yaml", GOOD + "  extra: [1, 2\n", "declaration", ("YAML", "line 17")),
     ("tab-indent", "apiVersion: shoal/v1\nspec:\n\tengine: x\n", "declaration", ("line 3",)),
     ("duplicate-key", GOOD + "kind: Database\n", "declaration", ("duplicate", "'kind'")),
     ("alias", GOOD.replace("spec:\n", "spec: &s\n") + "x: *s\n", "declaration", ("alias",)),

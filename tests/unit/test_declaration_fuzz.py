@@ -23,6 +23,10 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+# "Fast" is checked with room for a loaded CI machine: the bounds are about hanging (seconds
+# to hours without the loader's limits), not about milliseconds.
+LIMIT = 5.0
+
 GOOD: dict[str, Any] = {
     "apiVersion": "shoal/v1",
     "kind": "Database",
@@ -210,14 +214,14 @@ def test_alias_bombs_are_refused_quickly(levels: int, width: int) -> None:
     text = billion_laughs(levels, width)
     start = time.monotonic()
     assert check(text) is None
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < LIMIT
 
 
 def test_classic_billion_laughs() -> None:
     start = time.monotonic()
     with pytest.raises(DeclarationError) as info:
         load_declaration(billion_laughs(10, 10))
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < LIMIT
     assert info.value.problems[0].startswith("declaration: ")
     assert "alias" in info.value.problems[0]
 
@@ -227,7 +231,7 @@ def test_huge_input_is_refused_without_parsing() -> None:
     start = time.monotonic()
     with pytest.raises(DeclarationError) as info:
         load_declaration(text)
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < LIMIT
     assert info.value.problems[0].startswith("declaration: too large")
 
 
@@ -246,7 +250,7 @@ def test_huge_input_is_refused_without_parsing() -> None:
 def test_worst_case_inputs_within_the_size_limit_are_fast(text: str) -> None:
     start = time.monotonic()
     check(text)
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < LIMIT
 
 
 def test_many_unknown_fields_give_a_bounded_report() -> None:
