@@ -10,6 +10,7 @@ from shoal import names
 from shoal.platform.engine import is_debian_like, is_remote_host, parse_os_release
 from shoal.platform.images import (
     hash_entries,
+    images_from_env,
     iter_tree,
     operator_context,
     postgres_context,
@@ -117,3 +118,11 @@ def test_os_release_and_docker_host() -> None:
     assert not is_remote_host("unix:///var/run/docker.sock")
     assert is_remote_host("tcp://10.0.0.5:2376")
     assert is_remote_host("ssh://admin@host")
+
+
+def test_images_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOAL_IMAGE_OPERATOR", raising=False)
+    monkeypatch.setenv("SHOAL_IMAGE_POSTGRES", "shoal/postgres:15-0.1.0-abcdef12")
+    images = images_from_env()
+    assert images.postgres == "shoal/postgres:15-0.1.0-abcdef12"
+    assert images.operator == names.IMAGE_OPERATOR
