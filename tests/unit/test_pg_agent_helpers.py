@@ -114,6 +114,16 @@ def test_cidrs_exclude_loopback_and_link_local() -> None:
     assert agent_pg.cidrs_from_ip_json(IP_JSON) == ["10.0.1.0/24", "10.0.2.0/24", "fd00:1::/64"]
 
 
+def test_cidrs_skip_the_default_route_interface_unless_alone() -> None:
+    gw = frozenset({"eth1"})
+    assert agent_pg.cidrs_from_ip_json(IP_JSON, gw) == ["10.0.1.0/24"]
+    assert agent_pg.cidrs_from_ip_json(IP_JSON[:1] + IP_JSON[2:], gw) == [
+        "10.0.2.0/24",
+        "10.0.1.0/24",
+        "fd00:1::/64",
+    ]
+
+
 def test_hba_conf() -> None:
     hba = agent_pg.hba_conf(["10.0.1.0/24"])
     lines = [ln.split() for ln in hba.splitlines() if ln and not ln.startswith("#")]

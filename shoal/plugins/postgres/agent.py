@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -594,7 +595,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         try:
             length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
+            if length > MAX_BODY or length < 0:
+                self.close_connection = True
                 return self.reply(413, {"error": "body too large"})
             raw = self.rfile.read(length) if length > 0 else b""
             if not self.authorized():
@@ -714,10 +716,7 @@ def drop_privileges() -> None:
 
 
 def main() -> int:
-    member = os.environ.get("SHOAL_MEMBER", "")
-    if not member:
-        log("SHOAL_MEMBER is not set; refusing to start")
-        return 2
+    member = os.environ.get("SHOAL_MEMBER") or socket.gethostname()
     if not (pg.SECRETS_DIR / "agent-token").is_file():
         log(f"{pg.SECRETS_DIR / 'agent-token'} is missing: refusing to start without it")
         return 2

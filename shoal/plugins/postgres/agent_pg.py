@@ -171,13 +171,17 @@ def pgpass_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def cidrs_from_ip_json(doc: list[dict[str, Any]]) -> list[str]:
+def cidrs_from_ip_json(
+    doc: list[dict[str, Any]], default_route_devs: frozenset[str] = frozenset()
+) -> list[str]:
     """Networks of the container's own interfaces (`ip -j addr`), loopback and link-local
-    excluded."""
-    nets: list[str] = []
+    excluded. Interfaces carrying the default route (Swarm's docker_gwbridge: every task of
+    the node sits on it) are excluded too, unless they are the only ones (plain bridge)."""
+    per_dev: list[tuple[str, list[str]]] = []
     for link in doc:
         if "LOOPBACK" in link.get("flags", []):
             continue
+        nets: list[str] = []
         for a in link.get("addr_info", []):
             if a.get("family") not in ("inet", "inet6"):
                 continue
@@ -187,10 +191,14 @@ def cidrs_from_ip_json(doc: list[dict[str, Any]]) -> list[str]:
                 continue
             if iface.ip.is_loopback or iface.ip.is_link_local:
                 continue
-            net = str(iface.network)
-            if net not in nets:
-                nets.append(net)
-    return nets
+            nets.append(str(iface.network))
+        if nets:
+            per_dev.append((str(link.get("ifname", "")), nets))
+    others = [d for d in per_dev if d[0] not in default_route_devs]
+    out: list[str] = []
+    for _, nets in others or per_dev:
+        out.extend(n for n in nets if n not in out)
+    return out
 
 
 def hba_conf(cidrs: list[str]) -> str:
@@ -311,7 +319,13 @@ def own_cidrs() -> list[str]:
     if r.returncode != 0:
         raise PgError(f"ip -j addr: {r.stderr.strip()}")
     doc: list[dict[str, Any]] = json.loads(r.stdout)
-    return cidrs_from_ip_json(doc)
+    routes = subprocess.run(
+        ["ip", "-j", "route", "show", "default"], capture_output=True, text=True, timeout=5
+    )
+    devs: frozenset[str] = frozenset()
+    if routes.returncode == 0 and routes.stdout.strip():
+        devs = frozenset(str(x.get("dev", "")) for x in json.loads(routes.stdout))
+    return cidrs_from_ip_json(doc, devs)
 
 
 def has_data() -> bool:
