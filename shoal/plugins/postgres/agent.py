@@ -3,49 +3,46 @@
 Stdlib only (it runs with Debian's python3). It owns one PostgreSQL data directory in the
 container's writable layer, starts PostgreSQL as its child and drives it on behalf of the
 operator over HTTP on port 8008. It never restarts anything by itself: the operator decides.
-The HTTP API is described in `Handler` below and in the module's README section of the
-Dockerfile; every endpoint but GET /health needs `Authorization: Bearer <agent-token>`,
-and every mutating one a fencing `token` (the operator's lease token) in its JSON body.
-"""
 
+Every endpoint but GET /health needs `Authorization: Bearer <agent-token>` (else 401), and
+every POST a fencing `"token": <int>` in its JSON body (lower than the highest seen: 409).
+Errors are `{"error": "..."}` with 400 (bad body, naming the field), 409 (wrong state or
+role, stale token), 500 (PostgreSQL failed).
+
+  GET  /health                                           200 {"ok": true}
+  GET  /state                                            200 state body (agent_member)
+  POST /bootstrap {parameters?}                          200 state body   (empty member)
+  POST /clone {source, system_identifier, slot, parameters?}  202 state body (empty|failed)
+  POST /follow {upstream: host|null, slot}               200 state body   (standby)
+  POST /promote {}                                       200 state body   (standby)
+  POST /demote {}                                        200 state body + final_lsn (primary)
+  POST /configure {parameters?, synchronous_standby_names?}   200 state body (running)
+  POST /slots {slots: [name]}                            200 {slots, kept_active} (primary)
+  POST /stop {}                                          200 state body (fence: immediate)
+"""
 from __future__ import annotations
 
 import hmac
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 try:
     from . import agent_pg as pg
+    from .agent_member import Agent, HttpError, log
 except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
+    from agent_member import Agent, HttpError, log  # type: ignore[import-not-found,no-redef]
+
+__all__ = ["Agent", "Handler", "HttpError", "check_host", "check_params", "check_slot", "main"]
 
 AGENT_PORT = 8008
 MAX_BODY = 1 << 20
-FENCE_FILE = pg.STATE_DIR / "fence.json"
-CLONE_MARKER = pg.STATE_DIR / "clone-in-progress"
-BOOTSTRAP_MARKER = pg.STATE_DIR / "bootstrap-in-progress"
-STATES = ("empty", "bootstrapping", "cloning", "running", "stopped", "failed")
-
-
-def log(msg: str) -> None:
-    sys.stderr.write(f"shoal-agent: {msg}\n")
-    sys.stderr.flush()
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def field(
@@ -90,467 +87,6 @@ def check_host(v: Any, name: str) -> str:
     if not isinstance(v, str) or not pg.HOST_RE.match(v):
         raise HttpError(400, f"field {name!r} must be a host name or address")
     return v
-
-
-class Agent:
-    def __init__(self, member: str) -> None:
-        self.member = member
-        self._lock = threading.Lock()  # guards the fields below (held briefly)
-        self._op = threading.Lock()  # one mutating operation at a time
-        self.state = "stopped" if pg.has_data() else "empty"
-        self.error: str | None = None
-        self.fence = self._load_fence()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._expect_exit = False
-        self._clone_proc: subprocess.Popen[str] | None = None
-        self._clone_thread: threading.Thread | None = None
-        self._abort = False
-
-    # ------------------------------------------------------------ bookkeeping
-
-    def _load_fence(self) -> int:
-        try:
-            return int(json.loads(FENCE_FILE.read_text())["token"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
-
-    def check_fence(self, token: int) -> None:
-        with self._lock:
-            if token < self.fence:
-                raise HttpError(409, f"stale fencing token {token}: {self.fence} was already seen")
-            if token > self.fence:
-                self.fence = token
-                try:
-                    pg.write_file(FENCE_FILE, json.dumps({"token": token}), 0o600)
-                except OSError as e:
-                    log(f"cannot persist fencing token: {e}")
-
-    def set_state(self, state: str, error: str | None = None) -> None:
-        assert state in STATES
-        with self._lock:
-            self.state, self.error = state, error
-        log(f"state {state}" + (f": {error}" if error else ""))
-
-    def get_state(self) -> str:
-        with self._lock:
-            return self.state
-
-    def wipe(self) -> None:
-        if pg.DATA_DIR.exists():
-            shutil.rmtree(pg.DATA_DIR, ignore_errors=True)
-        pg.DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(pg.DATA_DIR, 0o700)
-
-    # ------------------------------------------------------------ PostgreSQL process
-
-    def pg_running(self) -> bool:
-        p = self.proc
-        return p is not None and p.poll() is None
-
-    def start_pg(self, timeout: float = 120.0) -> None:
-        pg.write_static_config()
-        self._expect_exit = False
-        proc = subprocess.Popen(
-            [str(pg.BIN / "postgres"), "-D", str(pg.DATA_DIR)],
-            stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr,
-            env=pg._env(), start_new_session=True,
-        )  # fmt: skip
-        self.proc = proc
-        threading.Thread(target=self._watch, args=(proc,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise pg.PgError(f"postgres exited with code {proc.returncode} during start")
-            try:
-                pg.psql("SELECT 1", timeout=3, statement_timeout_ms=2000)
-                return
-            except pg.PgError as e:
-                last = str(e)
-            time.sleep(0.2)
-        raise pg.PgError(f"postgres did not accept connections within {timeout:g}s: {last}")
-
-    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
-        code = proc.wait()
-        if self.proc is proc and not self._expect_exit:
-            with self._lock:
-                if self.state == "running":
-                    self.state = "stopped"
-                    self.error = f"postgres exited unexpectedly with code {code}"
-            log(f"postgres exited unexpectedly with code {code}")
-
-    def stop_pg(self, immediate: bool) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        self._expect_exit = True
-        proc.send_signal(signal.SIGQUIT if immediate else signal.SIGINT)
-        try:
-            proc.wait(timeout=10 if immediate else 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-    # ------------------------------------------------------------ startup
-
-    def recover_on_start(self) -> None:
-        if CLONE_MARKER.exists() or BOOTSTRAP_MARKER.exists():
-            log("an interrupted bootstrap/clone left a partial data directory: wiping it")
-            self.wipe()
-            CLONE_MARKER.unlink(missing_ok=True)
-            BOOTSTRAP_MARKER.unlink(missing_ok=True)
-        if not pg.has_data():
-            self.wipe()
-            self.set_state("empty")
-            return
-        # Existing data (container restarted in place): come back as a standby that follows
-        # nothing, so it can never accept a write the operator did not decide on.
-        try:
-            (pg.DATA_DIR / "standby.signal").touch(mode=0o600)
-            conf = pg.read_auto_conf()
-            conf["primary_conninfo"] = ""
-            pg.write_auto_conf(conf)
-            pg.write_pgpass()
-            self.start_pg()
-            self.set_state("running")
-        except (pg.PgError, OSError) as e:
-            self.set_state("failed", f"restart with existing data failed: {e}")
-
-    # ------------------------------------------------------------ probe
-
-    STATE_SQL = """
-SELECT json_build_object(
- 'in_recovery', pg_is_in_recovery(),
- 'sysid', (SELECT system_identifier::text FROM pg_control_system()),
- 'ckpt_tli', (SELECT timeline_id FROM pg_control_checkpoint()),
- 'ssn', current_setting('synchronous_standby_names'),
- 'conninfo', current_setting('primary_conninfo'),
- 'pending', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM pg_settings
-             WHERE pending_restart),
- 'slots', (SELECT coalesce(json_agg(json_build_object('name', slot_name, 'active', active,
-             'restart_lsn', pg_wal_lsn_diff(restart_lsn, '0/0')::bigint) ORDER BY slot_name),
-             '[]') FROM pg_replication_slots WHERE slot_type = 'physical'),
- 'replication', (SELECT coalesce(json_agg(json_build_object(
-             'application_name', application_name, 'state', state, 'sync_state', sync_state,
-             'flush_lsn', pg_wal_lsn_diff(flush_lsn, '0/0')::bigint,
-             'replay_lag_seconds', extract(epoch FROM replay_lag)::float8)
-             ORDER BY application_name), '[]') FROM pg_stat_replication),
- 'wr', (SELECT json_build_object('status', status, 'tli', received_tli)
-        FROM pg_stat_wal_receiver LIMIT 1),
- 'receive_lsn', pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint,
- 'replay_lsn', pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint,
- 'replay_age', extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8,
- 'flush_lsn', CASE WHEN pg_is_in_recovery() THEN NULL
-              ELSE pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint END,
- 'walfile', CASE WHEN pg_is_in_recovery() THEN NULL
-            ELSE pg_walfile_name(pg_current_wal_flush_lsn()) END
-)"""
-
-    def state_body(self) -> dict[str, Any]:
-        with self._lock:
-            state, error, fence = self.state, self.error, self.fence
-        body: dict[str, Any] = {
-            "member": self.member, "state": state, "error": error, "role": None,
-            "system_identifier": None, "timeline": None, "wal_lsn": None,
-            "replay_lsn": None, "receiving": False, "upstream": None, "replication": [],
-            "slots": [], "synchronous_standby_names": "", "lag_seconds": None,
-            "fence_token": fence, "pending_restart": [], "parameters": {},
-        }  # fmt: skip
-        if state in ("empty", "bootstrapping", "cloning"):
-            return body
-        try:
-            conf = pg.read_auto_conf()
-            body["parameters"] = {k: v for k, v in conf.items() if k not in pg.MANAGED_AUTO_KEYS}
-        except OSError:
-            pass
-        if state != "running" or not self.pg_running():
-            if pg.has_data():
-                try:
-                    cd = pg.controldata()
-                    body["system_identifier"] = cd.get("Database system identifier")
-                    tli = cd.get("Latest checkpoint's TimeLineID")
-                    body["timeline"] = int(tli) if tli else None
-                    loc = cd.get("Latest checkpoint location")
-                    body["wal_lsn"] = pg.lsn_to_int(loc) if loc else None
-                except (pg.PgError, ValueError, OSError, subprocess.SubprocessError):
-                    pass
-            return body
-        try:
-            s = pg.psql_json(self.STATE_SQL, timeout=2.5, statement_timeout_ms=1500)
-        except (pg.PgError, ValueError) as e:
-            body["error"] = f"probe query failed: {e}"
-            return body
-        body["system_identifier"] = s["sysid"]
-        body["synchronous_standby_names"] = s["ssn"]
-        body["pending_restart"] = s["pending"]
-        body["slots"] = s["slots"]
-        if not s["in_recovery"]:
-            body["role"] = "primary"
-            body["wal_lsn"] = s["flush_lsn"]
-            body["timeline"] = int(s["walfile"][:8], 16) if s["walfile"] else s["ckpt_tli"]
-            body["replication"] = s["replication"]
-            body["lag_seconds"] = 0.0
-            return body
-        body["role"] = "standby"
-        recv, replay = s["receive_lsn"], s["replay_lsn"]
-        lsns = [x for x in (recv, replay) if x is not None]
-        body["wal_lsn"] = max(lsns) if lsns else None
-        body["replay_lsn"] = replay
-        wr = s["wr"] or {}
-        body["receiving"] = wr.get("status") == "streaming"
-        body["timeline"] = max(s["ckpt_tli"] or 0, wr.get("tli") or 0) or None
-        body["upstream"] = pg.conninfo_get(s["conninfo"], "host") if s["conninfo"] else None
-        if recv is None or (replay is not None and replay >= recv):
-            body["lag_seconds"] = 0.0
-        else:
-            body["lag_seconds"] = s["replay_age"]
-        return body
-
-    def role(self) -> str:
-        out = pg.psql("SELECT pg_is_in_recovery()", timeout=5, statement_timeout_ms=3000)
-        return "standby" if out == "t" else "primary"
-
-    def require_running(self, role: str | None = None) -> None:
-        st = self.get_state()
-        if st != "running" or not self.pg_running():
-            raise HttpError(409, f"member is {st}, not running")
-        if role is not None:
-            actual = self.role()
-            if actual != role:
-                raise HttpError(409, f"member is a {actual}, this needs a {role}")
-
-    # ------------------------------------------------------------ operations
-
-    def bootstrap(self, params: dict[str, str]) -> dict[str, Any]:
-        st = self.get_state()
-        if st not in ("empty", "failed") or pg.has_data():
-            raise HttpError(409, f"bootstrap needs an empty member, this one is {st}")
-        self.set_state("bootstrapping")
-        try:
-            self.wipe()
-            BOOTSTRAP_MARKER.touch()
-            r = subprocess.run(
-                [str(pg.BIN / "initdb"), "-D", str(pg.DATA_DIR), "-U", "postgres",
-                 f"--pwfile={pg.SECRETS_DIR / 'superuser-password'}", "--auth-local=peer",
-                 "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-                 "--data-checksums"],
-                capture_output=True, text=True, timeout=300, env=pg._env(),
-            )  # fmt: skip
-            if r.returncode != 0:
-                raise pg.PgError(f"initdb failed: {r.stderr.strip()[-500:]}")
-            pg.write_pgpass()
-            pg.write_auto_conf(dict(params))
-            self.start_pg()
-            repl = pg.scram_verifier(pg.read_secret("replication-password"))
-            app = pg.scram_verifier(pg.read_secret("app-password"))
-            pg.psql(
-                "SET log_statement = 'none';\n"
-                "CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD "
-                f"{pg.quote_literal(repl)};\n"
-                f"CREATE ROLE app WITH LOGIN PASSWORD {pg.quote_literal(app)};\n"
-                "CREATE DATABASE app OWNER app;\n",
-                timeout=60,
-            )
-            BOOTSTRAP_MARKER.unlink(missing_ok=True)
-            self.set_state("running")
-        except (pg.PgError, OSError, subprocess.SubprocessError) as e:
-            self.stop_pg(immediate=True)
-            self.wipe()
-            BOOTSTRAP_MARKER.unlink(missing_ok=True)
-            self.set_state("failed", f"bootstrap failed: {e}")
-            raise HttpError(500, f"bootstrap failed: {e}") from e
-        return self.state_body()
-
-    def clone(self, source: str, sysid: str, slot: str, params: dict[str, str]) -> dict[str, Any]:
-        st = self.get_state()
-        if st not in ("empty", "failed"):
-            raise HttpError(409, f"clone needs an empty or failed member, this one is {st}")
-        self._abort = False
-        self.set_state("cloning")
-        t = threading.Thread(target=self._clone, args=(source, sysid, slot, params), daemon=True)
-        self._clone_thread = t
-        t.start()
-        return self.state_body()
-
-    def _clone(self, source: str, sysid: str, slot: str, params: dict[str, str]) -> None:
-        try:
-            self.wipe()
-            CLONE_MARKER.touch()
-            pg.write_pgpass()
-            env = pg._env()
-            env["PGAPPNAME"] = f"shoal_clone_{slot}"
-            env["PGCONNECT_TIMEOUT"] = "10"
-            proc = subprocess.Popen(
-                [str(pg.BIN / "pg_basebackup"), "-h", source, "-p", str(pg.PORT),
-                 "-U", "replicator", "-D", str(pg.DATA_DIR), "-X", "stream",
-                 "--checkpoint=fast", "-w"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, env=env,
-            )  # fmt: skip
-            self._clone_proc = proc
-            _, err = proc.communicate()
-            self._clone_proc = None
-            if self._abort:
-                raise pg.PgError("clone aborted by /stop")
-            if proc.returncode != 0:
-                raise pg.PgError(f"pg_basebackup from {source} failed: {err.strip()[-500:]}")
-            got = pg.controldata().get("Database system identifier")
-            if got != sysid:
-                raise pg.PgError(
-                    f"system identifier mismatch: {source} has {got}, expected {sysid}; "
-                    "refusing a member with a foreign identity"
-                )
-            for sig in ("standby.signal", "recovery.signal"):
-                (pg.DATA_DIR / sig).unlink(missing_ok=True)
-            (pg.DATA_DIR / "standby.signal").touch(mode=0o600)
-            conf = dict(params)
-            conf["primary_conninfo"] = pg.primary_conninfo(source, slot)
-            conf["primary_slot_name"] = slot
-            pg.write_auto_conf(conf)
-            if self._abort:
-                raise pg.PgError("clone aborted by /stop")
-            self.start_pg()
-            if self._abort:
-                raise pg.PgError("clone aborted by /stop")
-            CLONE_MARKER.unlink(missing_ok=True)
-            self.set_state("running")
-        except (pg.PgError, OSError, subprocess.SubprocessError, ValueError) as e:
-            self.stop_pg(immediate=True)
-            self.wipe()
-            CLONE_MARKER.unlink(missing_ok=True)
-            self.set_state("failed", f"clone failed: {e}")
-
-    def follow(self, upstream: str | None, slot: str | None) -> dict[str, Any]:
-        self.require_running("standby")
-        if upstream is None:
-            sql = "ALTER SYSTEM SET primary_conninfo = '';\n"
-        else:
-            if slot is None:
-                raise HttpError(400, "missing field 'slot'")
-            ci = pg.primary_conninfo(upstream, slot)
-            sql = f"ALTER SYSTEM SET primary_conninfo = {pg.quote_literal(ci)};\n"
-        if slot is not None:
-            sql += f"ALTER SYSTEM SET primary_slot_name = {pg.quote_literal(slot)};\n"
-        pg.psql(sql + "SELECT pg_reload_conf();", timeout=10)
-        if upstream is None:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                n = pg.psql("SELECT count(*) FROM pg_stat_wal_receiver", timeout=3,
-                            statement_timeout_ms=2000)  # fmt: skip
-                if n == "0":
-                    break
-                time.sleep(0.1)
-        else:
-            time.sleep(0.2)
-        return self.state_body()
-
-    def promote(self) -> dict[str, Any]:
-        self.require_running("standby")
-        out = pg.psql("SELECT pg_promote(true, 60)", timeout=75)
-        if out != "t":
-            raise HttpError(500, "promotion did not complete within 60 s")
-        pg.psql(
-            "ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
-            "SELECT pg_reload_conf();",
-            timeout=10,
-        )
-        return self.state_body()
-
-    def demote(self) -> dict[str, Any]:
-        self.require_running("primary")
-        try:
-            self.stop_pg(immediate=False)
-            loc = pg.controldata().get("Latest checkpoint location", "")
-            final = pg.lsn_to_int(loc)
-            (pg.DATA_DIR / "standby.signal").touch(mode=0o600)
-            conf = pg.read_auto_conf()
-            conf["primary_conninfo"] = ""
-            conf.pop("primary_slot_name", None)
-            pg.write_auto_conf(conf)
-            self.start_pg()
-        except (pg.PgError, OSError, ValueError, subprocess.SubprocessError) as e:
-            self.set_state("failed", f"demote failed: {e}")
-            raise HttpError(500, f"demote failed: {e}") from e
-        body = self.state_body()
-        body["final_lsn"] = final
-        return body
-
-    def configure(self, params: dict[str, str] | None, ssn: str | None) -> dict[str, Any]:
-        self.require_running()
-        sql = ""
-        if params is not None:
-            current = {k for k in pg.read_auto_conf() if k not in pg.MANAGED_AUTO_KEYS}
-            for k in sorted(current - set(params)):
-                sql += f"ALTER SYSTEM RESET {k};\n"
-            for k, v in params.items():
-                sql += f"ALTER SYSTEM SET {k} = {pg.quote_literal(v)};\n"
-        if ssn is not None:
-            sql += f"ALTER SYSTEM SET synchronous_standby_names = {pg.quote_literal(ssn)};\n"
-        if sql:
-            try:
-                pg.psql(sql + "SELECT pg_reload_conf();", timeout=15)
-            except pg.PgError as e:
-                raise HttpError(400, f"configure refused: {e}") from e
-            deadline = time.monotonic() + 3
-            while ssn is not None and time.monotonic() < deadline:
-                cur = pg.psql("SELECT current_setting('synchronous_standby_names')", timeout=3)
-                if cur == ssn:
-                    break
-                time.sleep(0.1)
-            time.sleep(0.2)
-        return self.state_body()
-
-    def slots(self, wanted: list[str]) -> dict[str, Any]:
-        self.require_running("primary")
-        rows = pg.psql(
-            "SELECT slot_name || ' ' || active FROM pg_replication_slots "
-            "WHERE slot_type = 'physical'",
-            timeout=10,
-        )
-        have = {ln.split()[0]: ln.split()[1] == "true" for ln in rows.splitlines() if ln}
-        sql, kept = "", []
-        for name in wanted:
-            if name not in have:
-                sql += (
-                    f"SELECT pg_create_physical_replication_slot({pg.quote_literal(name)}, true);\n"
-                )
-        for name, active in sorted(have.items()):
-            if name in wanted:
-                continue
-            if active:
-                kept.append(name)
-            else:
-                sql += f"SELECT pg_drop_replication_slot({pg.quote_literal(name)});\n"
-        if sql:
-            pg.psql(sql, timeout=15)
-        after = pg.psql(
-            "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' "
-            "ORDER BY slot_name",
-            timeout=10,
-        )
-        return {"slots": [s for s in after.splitlines() if s], "kept_active": kept}
-
-    def stop(self) -> dict[str, Any]:
-        if self.get_state() == "cloning":
-            self._abort = True
-            cp = self._clone_proc
-            if cp is not None and cp.poll() is None:
-                cp.kill()
-            self.stop_pg(immediate=True)
-            t = self._clone_thread
-            if t is not None:
-                t.join(timeout=30)
-            return self.state_body()
-        self.stop_pg(immediate=True)
-        self.set_state("stopped", None)
-        return self.state_body()
-
-    def shutdown(self) -> None:
-        self._abort = True
-        cp = self._clone_proc
-        if cp is not None and cp.poll() is None:
-            cp.kill()
-        self.stop_pg(immediate=False)
 
 
 class Handler(BaseHTTPRequestHandler):
