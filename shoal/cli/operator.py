@@ -20,7 +20,7 @@ OPERATOR_SHOAL = "/opt/shoal/venv/bin/shoal"
 @app.command("deploy")
 def deploy(
     replicas: int = typer.Option(
-        1, min=1, max=3, help="Operator replicas (one acts, the rest stand by)."
+        1, min=1, max=1, help="Operator replicas (host-mode port: one per node)."
     ),
     image: str | None = typer.Option(
         None, help="Operator image (default: the one built from this tree)."

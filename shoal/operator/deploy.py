@@ -1,7 +1,9 @@
 """`shoal operator deploy`: the operator as a Swarm service on the managers.
 
 The operator (and only it) gets the Docker socket; it joins the shared control network that
-every member joins, so adding a database never restarts it; it publishes 9650 on the ingress.
+every member joins, so adding a database never restarts it; it publishes 9650
+in host mode on the manager that runs it (the ingress routing mesh needs IPVS in the kernel,
+which these machines lack; host mode works everywhere).
 """
 
 from __future__ import annotations
@@ -26,10 +28,24 @@ async def ensure_operator_key(swarm: SwarmClient) -> str:
 
 
 def operator_service_spec(
-    image: str, postgres_image: str, key_secret_id: str, control_net: str, replicas: int
+    image: str,
+    postgres_image: str,
+    key_secret_id: str,
+    control_net: str,
+    replicas: int,
+    name: str = names.OPERATOR_SERVICE,
+    publish: bool = True,
 ) -> JSON:
+    ports = [
+        {
+            "Protocol": "tcp",
+            "TargetPort": names.OPERATOR_PORT,
+            "PublishedPort": names.OPERATOR_PORT,
+            "PublishMode": "host",
+        }
+    ]
     return {
-        "Name": names.OPERATOR_SERVICE,
+        "Name": name,
         "Labels": LABELS,
         "TaskTemplate": {
             "ContainerSpec": {
@@ -63,27 +79,24 @@ def operator_service_spec(
             "Networks": [{"Target": control_net}],
         },
         "Mode": {"Replicated": {"Replicas": replicas}},
-        "EndpointSpec": {
-            "Ports": [
-                {
-                    "Protocol": "tcp",
-                    "TargetPort": names.OPERATOR_PORT,
-                    "PublishedPort": names.OPERATOR_PORT,
-                    "PublishMode": "ingress",
-                }
-            ]
-        },
+        "EndpointSpec": {"Ports": ports if publish else []},
     }
 
 
 async def deploy_operator(
-    swarm: SwarmClient, image: str, postgres_image: str, replicas: int = 1
+    swarm: SwarmClient,
+    image: str,
+    postgres_image: str,
+    replicas: int = 1,
+    name: str = names.OPERATOR_SERVICE,
+    publish: bool = True,
 ) -> bool:
-    """Create or update the operator service; True when something changed."""
+    """Create or update the operator service; True when something changed. A second,
+    unpublished service (`name`, `publish=False`) is a standby operator on the same node."""
     control = await ensure_control_network(swarm)
     key_id = await ensure_operator_key(swarm)
-    spec = operator_service_spec(image, postgres_image, key_id, control, replicas)
-    current = await swarm.service(names.OPERATOR_SERVICE)
+    spec = operator_service_spec(image, postgres_image, key_id, control, replicas, name, publish)
+    current = await swarm.service(name)
     if current is None:
         await swarm.create_service(spec)
         return True

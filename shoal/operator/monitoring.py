@@ -140,7 +140,7 @@ def prometheus_spec(
                     "Protocol": "tcp",
                     "TargetPort": PROMETHEUS_PORT,
                     "PublishedPort": port,
-                    "PublishMode": "ingress",
+                    "PublishMode": "host",
                 }
             ],
         },
@@ -156,7 +156,8 @@ async def deploy_monitoring(
     port: int = PROMETHEUS_PORT,
 ) -> str:
     """Create (or update to this spec) the Prometheus service; returns its URL on this host
-    (the port is published on the ingress, so any swarm node answers)."""
+    (the port is published in host mode on the node that runs it: the ingress routing
+    mesh needs IPVS, which not every kernel has)."""
     await ensure_control_network(docker, network)
     spec = prometheus_spec(name=name, image=image, network=network, port=port)
     existing = await _service(docker, name)

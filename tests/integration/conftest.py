@@ -29,3 +29,12 @@ def platform() -> BuiltImages:
 def unique_name() -> str:
     """A short unique DNS-label prefix for this test's Docker objects: `t` + 6 [a-z0-9]."""
     return "t" + "".join(secrets.choice(_ALPHABET) for _ in range(6))
+
+
+@pytest.fixture(scope="session")
+def operator(platform: BuiltImages) -> BuiltImages:
+    """The operator service, deployed from this tree's images (idempotent)."""
+    from tests.integration.support import ensure_operator
+
+    ensure_operator(platform)
+    return platform

@@ -1,0 +1,211 @@
+"""Helpers for integration tests against the real swarm: the CLI as a user runs it, SQL on
+members through `docker exec` (single-node swarm: every member container is local), and a
+client on the database's overlay network for acknowledged writes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from shoal import names
+from shoal.operator.deploy import deploy_operator
+from shoal.swarm.client import SwarmClient
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOAL = [sys.executable, "-c", "import sys; from shoal.cli.main import main; main()"]
+
+
+def shoal(
+    *args: str, timeout: float = 600, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SHOAL, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, input=stdin
+    )
+
+
+def status(name: str) -> dict[str, Any]:
+    proc = shoal("status", name, "--json", timeout=60)
+    if proc.returncode != 0:
+        return {}
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
+    """Poll until `predicate()` is truthy; a generous safety net, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def wait_state(name: str, state: str, timeout: float = 300) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        s = status(name)
+        return s if s.get("state") == state else None
+
+    return wait_for(check, timeout, f"{name} {state} (now {status(name).get('state')})")  # type: ignore[no-any-return]
+
+
+def declaration(
+    name: str, members: int = 3, durability: str = "sync", unreachable: int = 10, **spec: Any
+) -> str:
+    extra = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in spec.items())
+    return (
+        "apiVersion: shoal/v1\nkind: Database\n"
+        f"metadata:\n  name: {name}\n"
+        "spec:\n  engine: postgres\n"
+        f"  members: {members}\n  durability: {durability}\n"
+        f"  resources: {{memory: 256M, cpus: 0.5}}\n"
+        f"  failover: {{unreachableSeconds: {unreachable}}}\n" + extra
+    )
+
+
+def apply(text: str, tmp: Path) -> None:
+    path = tmp / f"decl-{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    proc = shoal("apply", "-f", str(path))
+    assert proc.returncode == 0, proc.stderr
+
+
+def container_of(member: str) -> str | None:
+    out = subprocess.run(
+        ["docker", "ps", "-q", "-f", f"label=com.docker.swarm.service.name={member}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return out[0] if out else None
+
+
+def psql(member: str, sql: str, timeout: float = 30) -> str:
+    """Run SQL as the superuser on one member, over its local socket."""
+    cid = container_of(member)
+    assert cid, f"no running container for {member}"
+    proc = subprocess.run(
+        [
+            "docker",
+            "exec",
+            "-u",
+            "postgres",
+            cid,
+            "psql",
+            "-h",
+            "/var/run/postgresql",
+            "-d",
+            names.APP_DATABASE,
+            "-Atqc",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"psql on {member} failed: {proc.stderr}"
+    return proc.stdout.strip()
+
+
+def row_ids(member: str, table: str) -> set[int]:
+    out = psql(member, f"SELECT id FROM {table}")
+    return {int(x) for x in out.split()} if out else set()
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def ensure_operator(images: Any, replicas: int = 1) -> None:
+    async def go() -> None:
+        async with SwarmClient() as swarm:
+            await deploy_operator(swarm, images.operator, images.postgres, replicas)
+
+    asyncio.run(go())
+    wait_for(lambda: container_of(names.OPERATOR_SERVICE), 120, "the operator container to run")
+
+
+WRITER = r"""
+import sys, json, time, psycopg
+cfg = json.loads(sys.stdin.readline())
+uri, table, seconds = cfg["uri"], cfg["table"], cfg["seconds"]
+conn = None
+i = cfg.get("start", 0)
+end = time.time() + seconds
+while time.time() < end:
+    try:
+        if conn is None or conn.closed:
+            conn = psycopg.connect(uri, autocommit=True, connect_timeout=2)
+            conn.execute("SET statement_timeout = 5000")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigint primary key)")
+        i += 1
+        conn.execute(f"INSERT INTO {table} VALUES (%s)", (i,))
+        print(i, flush=True)
+    except Exception as e:
+        print(f"# {type(e).__name__}: {e}".replace("\n", " "), file=sys.stderr, flush=True)
+        try:
+            if conn is not None:
+                conn.close()
+        except Exception:
+            pass
+        conn = None
+        time.sleep(0.2)
+"""
+
+
+class Writer:
+    """Inserts unique ids through the multi-host URI from a container on the database's
+    network; the ids it prints were acknowledged (autocommit INSERT returned)."""
+
+    def __init__(self, db: str, image: str, uri: str, table: str, seconds: float) -> None:
+        self.name = f"writer-{db}-{time.monotonic_ns() % 10**8}"
+        cfg = json.dumps({"uri": uri, "table": table, "seconds": seconds})
+        self.proc = subprocess.Popen(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "-i",
+                "--name",
+                self.name,
+                "--label",
+                "shoal.role=test-writer",
+                "--network",
+                names.database_network(db),
+                "--entrypoint",
+                "/opt/shoal/venv/bin/python",
+                image,
+                "-c",
+                WRITER,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cfg + "\n")
+        self.proc.stdin.close()
+
+    def acknowledged(self, timeout: float) -> set[int]:
+        out, _err = self.proc.communicate(timeout=timeout)
+        return {int(x) for x in out.split()}
+
+    def kill(self) -> None:
+        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+
+
+def credentials(db: str) -> dict[str, Any]:
+    proc = shoal("credentials", db, "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
