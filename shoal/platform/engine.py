@@ -149,6 +149,16 @@ def _log_tail(lines: int = 30) -> str:
         return "(no log)"
 
 
+def _dockerd_pid(pidfile: Path = Path("/var/run/docker.pid")) -> int | None:
+    """The pid of a live dockerd (one the package's init script may just have started)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def _start_dockerd(host: str | None, progress: Progress | None) -> subprocess.Popen[bytes] | None:
     if os.geteuid() != 0:
         raise PlatformError(
@@ -235,8 +245,13 @@ def ensure_engine(progress: Progress | None = None) -> EngineInfo:
             installed = True
         version = engine_version()
         if version is None:
-            proc = _start_dockerd(host, progress)
-            started = True
+            running = _dockerd_pid() if host is None else None
+            if running is not None:
+                _say(progress, f"waiting for dockerd (pid {running}) to answer")
+                proc = None
+            else:
+                proc = _start_dockerd(host, progress)
+                started = True
             version = _wait_for_engine(ENGINE_START_TIMEOUT, proc)
         _say(progress, f"Docker engine {version} is running")
         return EngineInfo(host, False, version, installed=installed, started=started)
