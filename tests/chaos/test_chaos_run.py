@@ -1,0 +1,163 @@
+"""`shoal chaos run` against a real 3-member PostgreSQL database (needs the operator)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal import names
+from tests.chaos.conftest import SHOAL, shoal, status
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True).stdout
+
+
+def _primary_container(db: str) -> str:
+    primary = str(status(db)["primary"])
+    out = _docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={primary}")
+    return out.split()[0]
+
+
+def test_smoke_suite_passes(pg_db: str, tmp_path: Path) -> None:
+    proc = shoal("chaos", "run", "--db", pg_db, "--suite", "smoke", "--report", str(tmp_path))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["lost"] == 0 and report["diverged"] == 0
+    assert report["acknowledged"] > 100
+    assert [f["type"] for f in report["faults"]] == ["kill-replica", "kill-primary"]
+    assert all(f["recovery_seconds"] is not None for f in report["faults"])
+    assert (tmp_path / "index.html").exists() and (tmp_path / "timeline.png").exists()
+
+
+def test_row_deleted_behind_the_database_is_lost(pg_db: str, tmp_path: Path) -> None:
+    """Delete acknowledged rows directly on the primary (replicated to every member):
+    the checker must report them lost and the run must exit 1."""
+    run = subprocess.Popen(
+        [
+            *SHOAL,
+            "chaos",
+            "run",
+            "--db",
+            pg_db,
+            "--faults",
+            "kill-replica",
+            "--duration",
+            "40",
+            "--report",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def delete_later() -> None:
+        time.sleep(25)
+        _docker(
+            "exec",
+            _primary_container(pg_db),
+            "psql",
+            "-U",
+            "postgres",
+            "-d",
+            names.APP_DATABASE,
+            "-c",
+            "DELETE FROM chaos_set WHERE id IN (SELECT id FROM chaos_set ORDER BY id LIMIT 3)",
+        )
+
+    t = threading.Thread(target=delete_later)
+    t.start()
+    out, _ = run.communicate(timeout=900)
+    t.join()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert run.returncode == 1, out
+    assert report["lost"] == 3 and len(report["lost_ids"]) == 3
+
+
+def test_sigint_leaves_no_fault_behind(pg_db: str, tmp_path: Path) -> None:
+    run = subprocess.Popen(
+        [
+            *SHOAL,
+            "chaos",
+            "run",
+            "--db",
+            pg_db,
+            "--faults",
+            "pause-primary,partition-replica",
+            "--duration",
+            "300",
+            "--fault-duration",
+            "60",
+            "--settle",
+            "1",
+            "--report",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert run.stdout is not None
+    seen = ""
+    deadline = time.time() + 240
+    while "injected" not in seen and time.time() < deadline:
+        seen += run.stdout.readline()
+    assert "injected" in seen, seen
+    time.sleep(3)
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert (
+        _docker(
+            "ps",
+            "-aq",
+            "--filter",
+            f"label={names.LABEL_ROLE}=chaos-helper",
+            "--filter",
+            f"label={names.LABEL_DATABASE}={pg_db}",
+        ).strip()
+        == ""
+    )
+    assert (
+        _docker(
+            "ps",
+            "-aq",
+            "--filter",
+            "label=shoal.chaos.run",
+            "--filter",
+            f"label={names.LABEL_DATABASE}={pg_db}",
+        ).strip()
+        == ""
+    )
+    net = names.database_network(pg_db)
+    for i in range(3):
+        for cid in _docker(
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.swarm.service.name={names.member_service(pg_db, i)}",
+        ).split():
+            state = json.loads(_docker("inspect", cid))[0]
+            assert state["State"]["Paused"] is False
+            assert net in state["NetworkSettings"]["Networks"]
+            rules = _docker(
+                "run",
+                "--rm",
+                "--network",
+                f"container:{cid}",
+                "--cap-add",
+                "NET_ADMIN",
+                names.IMAGE_BASE,
+                "iptables",
+                "-S",
+            )
+            assert "DROP" not in rules
