@@ -137,3 +137,52 @@ def register(root: typer.Typer) -> None:
                 )
 
         run(go)
+
+
+@app.command("snapshot", hidden=True)
+def snapshot(name: str) -> None:
+    """Inside the operator container: print what the operator observes of a database (every
+    member's probe as the engine reports it, and its Swarm task), as JSON. Used to record
+    real observations for the planner's unit tests, and for debugging."""
+    import aiohttp
+
+    from shoal.plugins.postgres.plugin import PROBE_TIMEOUT, agent_call
+
+    key = load_operator_key()
+
+    async def go(store: DatabaseStore) -> None:
+        stored = await store.get(name)
+        if stored is None:
+            raise BadInput(f"no database named {name!r}")
+        creds = DatabaseCredentials.derive(key, stored.uid)
+        members = [names.member_service(name, i) for i in range(stored.declaration.spec.members)]
+        services = await store.client.services_of(name)
+        tasks = await store.client.tasks(
+            service=[s["Spec"]["Name"] for s in services if s["Spec"]["Name"] in members]
+        )
+        probes: dict[str, Any] = {}
+        async with aiohttp.ClientSession() as http:
+            for m in members:
+                try:
+                    probes[m] = await agent_call(
+                        http, m, creds.agent_token, "GET", "/state", timeout=PROBE_TIMEOUT
+                    )
+                except Exception as e:
+                    probes[m] = None
+                    del e
+        doc = {
+            "declaration": stored.declaration.to_document(),
+            "status": stored.status.model_dump(mode="json"),
+            "probes": probes,
+            "tasks": {
+                t["ServiceID"] + ":" + t["ID"]: {
+                    "state": t["Status"]["State"],
+                    "desired": t["DesiredState"],
+                    "version": t["Version"]["Index"],
+                }
+                for t in tasks
+            },
+        }
+        typer.echo(json.dumps(doc, indent=1, sort_keys=True))
+
+    run(go)

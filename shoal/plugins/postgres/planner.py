@@ -121,7 +121,9 @@ def plan(obs: PgObservation) -> Plan:
     p.status.state = DatabaseState.HEALTHY if healthy else DatabaseState.DEGRADED
     if healthy:
         p.status.progress["ever_healthy"] = "1"
-    p.status.message = "" if healthy else f"{len(ready)}/{spec.members} members ready"
+    p.status.message = p.status.message or (
+        "" if healthy else f"{len(ready)}/{spec.members} members ready"
+    )
     p.status.members = member_statuses(cluster, primary)
     p.requeue_after = 5.0 if healthy else 1.0
     return p

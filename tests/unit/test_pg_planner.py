@@ -1,0 +1,350 @@
+"""The PostgreSQL planner on observations recorded from a real 3-member cluster.
+
+`recordings/*.json` come from `shoal operator snapshot orders` run against a real swarm
+(the operator paused while the faults were injected, so the intermediate states were caught):
+each holds the declaration, the status the operator had written and every member agent's
+real `GET /state`. Tests change one recorded fact at a time to reach the cases around it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.declaration import validate_document
+from shoal.plugins.base import (
+    ClearRequest,
+    CreateMember,
+    EnsureInfrastructure,
+    MemberObservation,
+    Observation,
+    Plan,
+    RemoveMember,
+    ReplaceMember,
+    TaskInfo,
+)
+from shoal.plugins.postgres.model import (
+    Bootstrap,
+    Clone,
+    Configure,
+    Demote,
+    EnsureSlots,
+    Follow,
+    PgProbe,
+    Promote,
+)
+from shoal.plugins.postgres.planner import plan, sync_standby_names
+from shoal.status import DatabaseState, DatabaseStatus
+
+pytestmark = pytest.mark.unit
+RECORDINGS = Path(__file__).parent / "recordings"
+NOW = 1_800_000_000.0
+
+
+def recording(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((RECORDINGS / f"{name}.json").read_text())
+    return doc
+
+
+def observe(
+    doc: dict[str, Any],
+    *,
+    members: int | None = None,
+    unreachable: dict[str, float] | None = None,
+    request: dict[str, Any] | None = None,
+) -> Observation[PgProbe]:
+    """An observation from a recording. A member whose agent reports `empty` is a new
+    container, so its task id differs from the one the status remembers holding data."""
+    decl = copy.deepcopy(doc["declaration"])
+    if members is not None:
+        decl["spec"]["members"] = members
+    database = validate_document(decl)
+    status = DatabaseStatus.model_validate(doc["status"])
+    obs_members = []
+    for i, (name, raw) in enumerate(sorted(doc["probes"].items())):
+        probe = PgProbe.from_json(raw) if raw is not None else None
+        remembered = status.progress.get(f"task:{name}", f"task-{name}")
+        fresh = probe is not None and probe.state == "empty"
+        task = TaskInfo(
+            task_id=f"new-{name}" if fresh else remembered,
+            state="running",
+            desired_state="running",
+            node_id="n1",
+            node="vm",
+            container_id=None,
+        )
+        obs_members.append(
+            MemberObservation(
+                index=i,
+                name=name,
+                service_exists=True,
+                task=task,
+                probe=probe,
+                unreachable_for=(unreachable or {}).get(name, 0.0),
+            )
+        )
+    return Observation(
+        database=database,
+        uid="u1",
+        generation=1,
+        status=status,
+        members=obs_members,
+        request=request,
+        infrastructure_ready=True,
+        now=NOW,
+    )
+
+
+def kinds(p: Plan) -> list[str]:
+    return [type(a).__name__ for a in p.actions]
+
+
+def test_healthy_cluster_needs_nothing() -> None:
+    p = plan(observe(recording("healthy")))
+    assert p.actions == []
+    assert p.status.state == DatabaseState.HEALTHY
+    assert p.status.primary == "orders-1"
+    assert p.status.members_ready == 3
+    assert p.status.writable
+
+
+def test_dead_primary_first_stops_every_standby_following_it() -> None:
+    """Safety rule: no promotion while a reachable standby still follows the old primary."""
+    p = plan(observe(recording("primary-killed")))
+    assert p.status.state == DatabaseState.FAILING_OVER
+    assert not any(isinstance(a, Promote) for a in p.actions)
+    assert set(p.actions) == {
+        Follow("orders-0", None, "orders_0"),
+        Follow("orders-2", None, "orders_2"),
+    }
+
+
+def _stopped_following(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    for name in ("orders-0", "orders-2"):
+        doc["probes"][name]["upstream"] = None
+        doc["probes"][name]["receiving"] = False
+    return doc
+
+
+def test_promotes_the_standby_with_the_most_wal() -> None:
+    doc = _stopped_following(recording("primary-killed"))
+    doc["probes"]["orders-2"]["wal_lsn"] += 8192
+    p = plan(observe(doc))
+    assert Promote("orders-2") in p.actions
+    assert Promote("orders-0") not in p.actions
+    # The old primary's container is already gone (an empty replacement answers): nothing to
+    # fence, its replacement will re-seed.
+    assert not any(isinstance(a, ReplaceMember) for a in p.actions)
+    assert p.status.progress["promoting"] == "orders-2"
+
+
+def test_equal_wal_promotes_the_lowest_member() -> None:
+    p = plan(observe(_stopped_following(recording("primary-killed"))))
+    assert [a for a in p.actions if isinstance(a, Promote)] == [Promote("orders-0")]
+
+
+def test_promoted_standby_is_adopted_and_counted_once() -> None:
+    doc = recording("after-failover")
+    doc["status"]["primary"] = "orders-1"  # the operator died before writing its decision
+    doc["status"]["timeline"] = 1
+    before = doc["status"]["failovers"]
+    p = plan(observe(doc))
+    assert p.status.primary == "orders-0"
+    assert p.status.failovers == before + 1
+    assert any(e.kind == "failover" for e in p.status.events[-1:])
+
+
+def test_replaced_replica_is_reseeded_from_the_primary_with_its_slot() -> None:
+    doc = recording("replica-replaced-empty")
+    p = plan(observe(doc))
+    sysid = doc["probes"]["orders-0"]["system_identifier"]
+    assert Clone("orders-2", "orders-0", sysid, "orders_2", True) in p.actions
+    assert p.status.reseeds == doc["status"]["reseeds"] + 1
+    assert p.status.state == DatabaseState.DEGRADED
+    assert p.status.writable
+
+
+def test_unreachable_primary_waits_for_unreachable_seconds() -> None:
+    doc = recording("healthy")
+    doc["probes"]["orders-1"] = None  # paused or cut off; Swarm still says it runs
+    waiting = plan(observe(doc, unreachable={"orders-1": 2.0}))
+    assert waiting.actions == []
+    assert waiting.status.state == DatabaseState.UNAVAILABLE
+    assert not waiting.status.writable
+    due = plan(observe(doc, unreachable={"orders-1": 10.5}))
+    assert Follow("orders-0", None, "orders_0") in due.actions
+    assert not any(isinstance(a, Promote) for a in due.actions)
+
+
+def test_unreachable_primary_is_fenced_when_a_standby_is_promoted() -> None:
+    doc = _stopped_following(recording("healthy"))
+    doc["probes"]["orders-1"] = None
+    p = plan(observe(doc, unreachable={"orders-1": 11.0}))
+    assert p.actions.index(ReplaceMember("orders-1", "fence the old primary")) < p.actions.index(
+        Promote("orders-0")
+    )
+
+
+def test_every_copy_gone_is_lost_and_never_bootstrapped() -> None:
+    doc = recording("primary-killed")
+    for name in doc["probes"]:
+        doc["probes"][name] = {"state": "empty", "member": name}
+    p = plan(observe(doc))
+    assert p.status.state == DatabaseState.LOST
+    assert not any(isinstance(a, (Bootstrap, Clone, Promote)) for a in p.actions)
+    assert p.status.identity == doc["status"]["identity"]
+    again = plan(observe({**doc, "status": p.status.model_dump(mode="json")}))
+    assert again.status.state == DatabaseState.LOST
+    assert not any(isinstance(a, Bootstrap) for a in again.actions)
+
+
+def test_paused_members_might_hold_data_so_not_lost() -> None:
+    doc = recording("primary-killed")
+    doc["probes"]["orders-0"] = None  # unreachable, same container: data may be there
+    doc["probes"]["orders-2"] = {"state": "empty", "member": "orders-2"}
+    p = plan(observe(doc, unreachable={"orders-0": 30.0}))
+    assert p.status.state == DatabaseState.UNAVAILABLE
+
+
+def test_reinit_after_loss_is_explicit() -> None:
+    doc = recording("primary-killed")
+    for name in doc["probes"]:
+        doc["probes"][name] = {"state": "empty", "member": name}
+    lost = plan(observe(doc)).status
+    doc["status"] = lost.model_dump(mode="json")
+    p = plan(observe(doc, request={"kind": "reinit", "id": "r1"}))
+    assert p.status.identity is None
+    assert ClearRequest("r1") in p.actions
+    doc["status"] = p.status.model_dump(mode="json")
+    boot = plan(observe(doc))
+    assert boot.actions == [Bootstrap("orders-0")]
+
+
+def test_reinit_of_a_healthy_database_is_refused() -> None:
+    p = plan(observe(recording("healthy"), request={"kind": "reinit", "id": "r2"}))
+    assert p.status.identity is not None
+    assert p.actions == [ClearRequest("r2")]
+
+
+def test_bootstrap_happens_on_the_first_member_only() -> None:
+    doc = recording("healthy")
+    doc["status"] = {"name": "orders", "engine": "postgres"}
+    for name in doc["probes"]:
+        doc["probes"][name] = {"state": "empty", "member": name}
+    p = plan(observe(doc))
+    assert p.actions == [Bootstrap("orders-0")]
+    assert p.status.state == DatabaseState.CREATING
+
+
+def test_identity_is_recorded_from_the_bootstrapped_member() -> None:
+    doc = recording("healthy")
+    sysid = doc["probes"]["orders-1"]["system_identifier"]
+    doc["status"] = {"name": "orders", "engine": "postgres"}
+    p = plan(observe(doc))
+    assert p.status.identity == sysid
+
+
+def test_member_of_a_foreign_cluster_is_replaced() -> None:
+    doc = recording("healthy")
+    doc["probes"]["orders-2"]["system_identifier"] = "1234567890"
+    p = plan(observe(doc))
+    assert ReplaceMember("orders-2", "foreign system identifier") in p.actions
+
+
+def test_stale_primary_that_comes_back_is_fenced() -> None:
+    doc = recording("after-failover")
+    doc["probes"]["orders-1"].update(role="primary", upstream=None, timeline=1)
+    p = plan(observe(doc))
+    assert ReplaceMember("orders-1", "stale primary after failover") in p.actions
+    assert p.status.primary == "orders-0"
+
+
+def test_standby_following_the_wrong_upstream_is_repointed() -> None:
+    doc = recording("after-failover")
+    doc["probes"]["orders-2"]["upstream"] = "orders-1"
+    p = plan(observe(doc))
+    assert Follow("orders-2", "orders-0", "orders_2") in p.actions
+
+
+def test_slots_of_members_that_no_longer_exist_are_dropped() -> None:
+    doc = recording("healthy")
+    doc["probes"]["orders-1"]["slots"].append(
+        {"name": "orders_5", "active": False, "restart_lsn": 1}
+    )
+    p = plan(observe(doc))
+    assert EnsureSlots("orders-1", ("orders_0", "orders_2")) in p.actions
+
+
+def test_async_durability_clears_the_synchronous_standby_list() -> None:
+    doc = recording("healthy")
+    doc["declaration"]["spec"]["durability"] = "async"
+    p = plan(observe(doc))
+    assert Configure("orders-1", (), "") in p.actions
+
+
+def test_sync_list_names_every_declared_standby() -> None:
+    from shoal.declaration import Durability
+
+    assert sync_standby_names(["b-2", "b-0"], Durability.SYNC) == 'ANY 1 ("b_0", "b_2")'
+    assert sync_standby_names(["b-0"], Durability.ASYNC) == ""
+
+
+def test_scaling_up_creates_members_and_seeds_them() -> None:
+    doc = recording("healthy")
+    doc["declaration"]["spec"]["members"] = 5
+    obs = observe(doc)
+    missing = [
+        MemberObservation[PgProbe](
+            index=i, name=f"orders-{i}", service_exists=False, task=None, probe=None
+        )
+        for i in (3, 4)
+    ]
+    obs = Observation(**{**obs.__dict__, "members": [*obs.members, *missing]})
+    p = plan(obs)
+    assert CreateMember(3) in p.actions and CreateMember(4) in p.actions
+    assert EnsureSlots("orders-1", ("orders_0", "orders_2", "orders_3", "orders_4")) in p.actions
+
+
+def test_scaling_down_never_removes_the_primary() -> None:
+    doc = recording("healthy")  # orders-1 is primary
+    doc["declaration"]["spec"]["durability"] = "async"
+    p = plan(observe(doc, members=1))  # orders-1 and orders-2 become extra
+    assert not any(isinstance(a, RemoveMember) and a.index == 1 for a in p.actions)
+
+
+def test_scaling_down_switches_the_primary_over_first() -> None:
+    doc = recording("healthy")
+    doc["declaration"]["spec"]["durability"] = "async"
+    doc["declaration"]["spec"]["members"] = 1
+    p = plan(observe(doc, members=1))
+    assert Demote("orders-1") in p.actions
+    assert p.status.progress["switchover_to"] == "orders-0"
+
+
+def test_requested_switchover_demotes_then_promotes_when_caught_up() -> None:
+    doc = recording("healthy")
+    start = plan(observe(doc, request={"kind": "switchover", "to": "orders-2", "id": "s1"}))
+    assert Demote("orders-1") in start.actions and ClearRequest("s1") in start.actions
+    doc["status"] = start.status.model_dump(mode="json")
+    doc["probes"]["orders-1"].update(role="standby", upstream=None, receiving=False)
+    p = plan(observe(doc))
+    assert Promote("orders-2") in p.actions
+    assert p.status.progress["promoting_kind"] == "switchover"
+
+
+def test_switchover_to_a_non_streaming_member_is_refused() -> None:
+    doc = recording("replica-replaced-empty")
+    p = plan(observe(doc, request={"kind": "switchover", "to": "orders-2", "id": "s2"}))
+    assert not any(isinstance(a, Demote) for a in p.actions)
+    assert "refused" in p.status.message
+
+
+def test_missing_infrastructure_comes_first() -> None:
+    obs = observe(recording("healthy"))
+    obs = Observation(**{**obs.__dict__, "infrastructure_ready": False})
+    assert plan(obs).actions == [EnsureInfrastructure()]
