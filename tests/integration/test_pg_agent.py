@@ -7,6 +7,7 @@ in order on one set of containers: bootstrap, clone, sync commit, switchover, fe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
@@ -41,27 +42,28 @@ def docker(
 
 
 def member_image() -> str:
-    """The member image for this tree: shoal.platform.images when available, else a plain
-    `docker build` of a temp context (Dockerfile + agent*.py at its root)."""
+    """The member image for this tree: `shoal.platform.images.build_postgres_image()` when
+    it exists, else a `docker build` of a temp context (Dockerfile + agent*.py at its root),
+    tagged by the content hash so that a changed agent is rebuilt."""
     try:
         from shoal.platform import images
 
-        root = images.source_root()
-        wanted = images.resolve_images(root)
-        tag = wanted.postgres
-        if not images.image_exists(tag):
-            ctx = images.postgres_context(root, wanted.base)
-            images.docker_build(ctx, [tag], no_cache=False, output=None)
-        return tag
+        build = getattr(images, "build_postgres_image", None)
+        if build is not None:
+            return str(build())
     except ImportError:
         pass
-    tag = "agtest/postgres:dev"
+    files = sorted((PLUGIN / "image").iterdir()) + sorted(PLUGIN.glob("agent*.py"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    tag = f"agtest/postgres:{digest.hexdigest()[:12]}"
+    if docker("image", "inspect", tag, check=False).returncode == 0:
+        return tag
     with tempfile.TemporaryDirectory(prefix="agtest-ctx-") as tmp:
-        for f in (PLUGIN / "image").iterdir():
+        for f in files:
             shutil.copy2(f, tmp)
-        for f in PLUGIN.glob("agent*.py"):
-            shutil.copy2(f, tmp)
-        docker("build", "-q", "-t", tag, tmp, timeout=900)
+        docker("build", "-q", "--label", "agtest=1", "-t", tag, tmp, timeout=900)
     return tag
 
 
@@ -296,6 +298,10 @@ def test_clone_standbys(cluster: Cluster) -> None:
     m1.psql("INSERT INTO t SELECT g, 'row' FROM generate_series(2, 100) g")
     for m in (m2, m3):
         wait_for(f"rows on {m.name}", lambda: m.psql("SELECT count(*) FROM t") == "100")  # noqa: B023
+    for m in (m1, m2):
+        t0 = time.monotonic()
+        st = m.state()
+        assert time.monotonic() - t0 < 1.0, "the probe must answer fast"
     st = m1.state()
     assert {r["application_name"] for r in st["replication"]} == {m2.slot, m3.slot}
     assert all(s["active"] for s in st["slots"])
@@ -345,6 +351,24 @@ def test_clone_wrong_system_identifier(cluster: Cluster) -> None:
     )
     st = wait_for("clone failure", lambda: m4.state()["state"] == "failed" and m4.state(), 60)
     assert "pg_basebackup" in st["error"]
+
+
+def test_stop_aborts_a_clone(cluster: Cluster) -> None:
+    m4 = cluster.members[3]
+    # a black-holed source: pg_basebackup hangs in connect until /stop kills it
+    m4.post(
+        "/clone",
+        {"token": cluster.next_token(), "source": "10.255.255.1",
+         "system_identifier": "1234567890", "slot": m4.slot},
+        expect=202,
+    )  # fmt: skip
+    assert m4.state()["state"] == "cloning"
+    t0 = time.monotonic()
+    st = m4.post("/stop", {"token": cluster.next_token()})
+    assert time.monotonic() - t0 < 5
+    assert st["state"] == "failed" and "aborted" in st["error"]
+    ls = docker("exec", m4.name, "ls", "-A", "/var/lib/shoal/pgdata").stdout.strip()
+    assert ls == ""
 
 
 def test_stale_fencing_token(cluster: Cluster) -> None:
