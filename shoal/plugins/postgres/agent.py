@@ -20,6 +20,7 @@ role, stale token), 500 (PostgreSQL failed).
   POST /slots {slots: [name]}                            200 {slots, kept_active} (primary)
   POST /stop {}                                          200 state body (fence: immediate)
 """
+
 from __future__ import annotations
 
 import hmac
