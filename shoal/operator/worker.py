@@ -133,7 +133,19 @@ class DatabaseWorker:
         engine = stored.declaration.spec.engine.value
         plugin = ctx.plugins.get(engine)
         if plugin is None:
-            raise RuntimeError(f"no plugin for engine {engine!r}")
+            # Declared but not runnable here (no mongod binary can be obtained on these
+            # machines): say so in the status instead of failing every cycle.
+            status = stored.status.model_copy(
+                update={
+                    "message": f"no member image for engine {engine!r} on this installation",
+                    "fence_token": ctx.lease.token,
+                    "generation": stored.generation,
+                    "members_desired": stored.declaration.spec.members,
+                }
+            )
+            await ctx.store.write_status(self.name, status)
+            self.last_status = status
+            return 30.0, engine
         credentials = DatabaseCredentials.derive(ctx.key, stored.uid)
         obs = await self.observe(stored, plugin, credentials)
         plan = plugin.plan(obs)
