@@ -27,6 +27,7 @@ from shoal.credentials import load_operator_key
 from shoal.operator.metrics import OperatorMetrics
 from shoal.operator.web import make_app
 from shoal.operator.worker import DatabaseWorker, OperatorContext
+from shoal.plugins.base import DEAD_TASK_STATES
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseStatus
 from shoal.swarm.client import SwarmClient, SwarmError
@@ -72,6 +73,7 @@ class Operator:
     async def run(self) -> None:
         async with SwarmClient() as swarm, aiohttp.ClientSession() as http:
             self._lease = Lease(swarm, self.identity, self.settings.lease)
+            self._lease.holder_dead = lambda holder: holder_container_dead(swarm, holder)
             ctx = OperatorContext(
                 swarm=swarm,
                 store=DatabaseStore(swarm),
@@ -204,6 +206,23 @@ class Operator:
             svc = attrs.get("com.docker.swarm.service.name") or attrs.get("name") or ""
             db = next((d for d in self.workers if svc.startswith(d + "-")), None)
         self._poke(db)
+
+
+async def holder_container_dead(swarm: SwarmClient, holder: str) -> bool:
+    """Identities start with the container's hostname, which Swarm sets to the container id
+    prefix: if Swarm reports that container's task finished, its holder is certainly gone."""
+    host = holder.split("-", 1)[0]
+    if len(host) < 12:
+        return False
+    try:
+        tasks = await swarm.tasks(service=names.OPERATOR_SERVICE)
+    except SwarmError:
+        return False
+    for t in tasks:
+        cid = (t.get("Status", {}).get("ContainerStatus") or {}).get("ContainerID", "")
+        if cid.startswith(host):
+            return t.get("Status", {}).get("State") in DEAD_TASK_STATES
+    return False
 
 
 def run_operator(settings: OperatorSettings | None = None) -> None:

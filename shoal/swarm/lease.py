@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from shoal import names
@@ -78,6 +78,9 @@ class Lease:
     _valid_until: float = 0.0
     _seen: tuple[int, float] | None = None  # (service version, when first seen unchanged)
     holder: str = ""
+    # Swarm's certain word that the holder's container is dead lets a candidate take over at
+    # once instead of waiting out `duration` (a dead process cannot act any more).
+    holder_dead: Callable[[str], Awaitable[bool]] | None = None
 
     @property
     def held(self) -> bool:
@@ -108,7 +111,11 @@ class Lease:
             if self._seen is None or self._seen[0] != version:
                 self._seen = (version, started)
             quiet_for = started - self._seen[1]
-            if record.holder and quiet_for < self.settings.duration:
+            if (
+                record.holder
+                and quiet_for < self.settings.duration
+                and not (self.holder_dead is not None and await self.holder_dead(record.holder))
+            ):
                 self._lost()
                 return False
             taken = LeaseRecord(self.identity, record.token + 1, 0)
