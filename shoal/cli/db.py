@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps([d.status.model_dump(mode="json") for d in dbs], indent=2))
                 return
             t = Table(box=None)
-            for col in ("NAME", "ENGINE", "READY", "PRIMARY", "STATE", "AGE"):
+            for col in ("NAME", "ENGINE", "READY", "PRIMARY", "STATE", "OBSERVED"):
                 t.add_column(col)
             for d in dbs:
                 s = d.status
@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
                     f"{s.members_ready}/{d.declaration.spec.members}",
                     s.primary or "-",
                     s.state.value,
-                    _age(s.observed_at),
+                    _age(s.observed_at) + " ago" if s.observed_at else "-",
                 )
             out.print(t)
 
