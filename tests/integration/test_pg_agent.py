@@ -321,6 +321,17 @@ def test_clone_standbys(cluster: Cluster) -> None:
     assert status == 409
 
 
+def test_role_checks_for_the_proxy(cluster: Cluster) -> None:
+    """GET /primary and /replica: unauthenticated, 200 only for the role asked, else 503."""
+    m1, m2, _, m4 = cluster.members
+    assert m1.call("GET", "/primary", auth=None) == (200, {"role": "primary"})
+    assert m1.call("GET", "/replica", auth=None) == (503, {"role": "primary"})
+    assert m2.call("GET", "/replica", auth=None) == (200, {"role": "replica"})
+    assert m2.call("GET", "/primary", auth=None) == (503, {"role": "replica"})
+    assert m4.call("GET", "/primary", auth=None) == (503, {"role": None})  # empty member
+    assert m4.call("GET", "/replica", auth="Bearer wrong") == (503, {"role": None})
+
+
 def test_clone_wrong_system_identifier(cluster: Cluster) -> None:
     m1, m4 = cluster.members[0], cluster.members[3]
     m4.post(

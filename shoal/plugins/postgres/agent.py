@@ -4,12 +4,14 @@ Stdlib only (it runs with Debian's python3). It owns one PostgreSQL data directo
 container's writable layer, starts PostgreSQL as its child and drives it on behalf of the
 operator over HTTP on port 8008. It never restarts anything by itself: the operator decides.
 
-Every endpoint but GET /health needs `Authorization: Bearer <agent-token>` (else 401), and
-every POST a fencing `"token": <int>` in its JSON body (lower than the highest seen: 409).
+Every endpoint but GET /health, /primary and /replica needs `Authorization: Bearer
+<agent-token>` (else 401), and every POST a fencing `"token": <int>` in its JSON body (lower than the highest seen: 409).
 Errors are `{"error": "..."}` with 400 (bad body, naming the field), 409 (wrong state or
 role, stale token), 500 (PostgreSQL failed).
 
   GET  /health                                           200 {"ok": true}
+  GET  /primary        200 {"role": "primary"} when a running primary, else 503 (proxy check)
+  GET  /replica        200 {"role": "replica"} when a running standby, else 503
   GET  /state                                            200 state body (agent_member)
   POST /bootstrap {parameters?}                          200 state body   (empty member)
   POST /clone {source, system_identifier, slot, parameters?}  202 state body (empty|failed)
@@ -44,6 +46,9 @@ __all__ = ["Agent", "Handler", "HttpError", "check_host", "check_params", "check
 
 AGENT_PORT = 8008
 MAX_BODY = 1 << 20
+# Unauthenticated role checks for the read-write proxy: GET path -> role answered with 200.
+ROLE_CHECKS = {"/primary": "primary", "/replica": "replica"}
+UNLOGGED = frozenset({"/health", *ROLE_CHECKS})
 
 
 def field(
@@ -90,6 +95,17 @@ def check_host(v: Any, name: str) -> str:
     return v
 
 
+def running_role(agent: Agent) -> str | None:
+    """`primary` or `replica` when PostgreSQL runs here and answers within 2 s, else None."""
+    if agent.get_state() != "running" or not agent.pg_running():
+        return None
+    try:
+        out = pg.psql("SELECT pg_is_in_recovery()", timeout=2.0, statement_timeout_ms=1500)
+    except pg.PgError:
+        return None
+    return "replica" if out == "t" else "primary"
+
+
 class Handler(BaseHTTPRequestHandler):
     agent: Agent
     server_version = "shoal-agent"
@@ -97,7 +113,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        if self.path != "/health" and not self.path.startswith("/state"):
+        if self.path not in UNLOGGED and not self.path.startswith("/state"):
             log(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}")
 
     def reply(self, status: int, body: dict[str, Any]) -> None:
@@ -120,6 +136,11 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if self.path == "/health":
                 return self.reply(200, {"ok": True})
+            if self.path in ROLE_CHECKS:
+                # Unauthenticated, like /health: reveals only whether this member is the
+                # primary (or a replica), which is what a TCP proxy's health check needs.
+                want, actual = ROLE_CHECKS[self.path], running_role(self.agent)
+                return self.reply(200 if actual == want else 503, {"role": actual})
             if not self.authorized():
                 return self.reply(401, {"error": "missing or wrong bearer token"})
             if self.path == "/state":
