@@ -70,7 +70,8 @@ def test_primary_answers_200_only_on_primary(served: tuple[FakeAgent, str]) -> N
 
 
 @pytest.mark.parametrize(
-    "change", [{"state": "stopped"}, {"state": "cloning"}, {"running": False}, {"in_recovery": None}]
+    "change",
+    [{"state": "stopped"}, {"state": "cloning"}, {"running": False}, {"in_recovery": None}],
 )
 def test_not_running_is_neither(served: tuple[FakeAgent, str], change: dict[str, Any]) -> None:
     fake, url = served

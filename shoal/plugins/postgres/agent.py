@@ -5,7 +5,8 @@ container's writable layer, starts PostgreSQL as its child and drives it on beha
 operator over HTTP on port 8008. It never restarts anything by itself: the operator decides.
 
 Every endpoint but GET /health, /primary and /replica needs `Authorization: Bearer
-<agent-token>` (else 401), and every POST a fencing `"token": <int>` in its JSON body (lower than the highest seen: 409).
+<agent-token>` (else 401), and every POST a fencing `"token": <int>` in its JSON body
+(lower than the highest seen: 409).
 Errors are `{"error": "..."}` with 400 (bad body, naming the field), 409 (wrong state or
 role, stale token), 500 (PostgreSQL failed).
 
