@@ -1,21 +1,13 @@
-"""The `Database` declaration (DESIGN.md §1): a pydantic model and a loader that reports
-every problem at once, one line per problem, and never raises anything but `DeclarationError`.
-
-Every problem line starts with the dotted path of the field it is about
-(`spec.members: must be between 1 and 7, got 0`), or with `declaration:` when it is about the
-document as a whole (not YAML, not a mapping, two documents, too large).
-"""
+"""The declaration model: pydantic classes with every field rule (DESIGN.md §1)."""
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,13 +15,10 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from yaml.error import Mark, MarkedYAMLError
-from yaml.nodes import MappingNode, Node, ScalarNode
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 MAX_NAME_LENGTH = 30
@@ -372,238 +361,3 @@ class DeclarationError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-# ---------------------------------------------------------------------------------------
-# Turning pydantic errors into problem lines
-
-
-_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,40}$")
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part == "[key]" or part.startswith(("function-", "lax-or-strict")):
-            continue
-        else:
-            text = part if _PLAIN_KEY_RE.match(part) else _show(part)
-            out += ("." if out else "") + text
-    return out
-
-
-def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
-    """The field names (as written in a document) of the model at `loc`, if it is one."""
-    model: type[BaseModel] = Database
-    for part in loc:
-        for name, field in model.model_fields.items():
-            if part in (name, field.alias):
-                break
-        else:
-            return []
-        annotation = field.annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return [field.alias or name for name, field in model.model_fields.items()]
-
-
-def _unknown_field(loc: tuple[int | str, ...]) -> str:
-    known = _known_fields(loc[:-1])
-    key = str(loc[-1]) if loc else ""
-    squash = key.replace("_", "").replace("-", "").lower()
-    for candidate in known:
-        if candidate.lower() == squash:
-            return f"unknown field, did you mean {candidate!r}?"
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
-    if close:
-        return f"unknown field, did you mean {close[0]!r}?"
-    if known:
-        return f"unknown field (known: {', '.join(known)})"
-    return "unknown field"
-
-
-def _message(err: Any) -> str:
-    loc: tuple[int | str, ...] = tuple(err["loc"])
-    kind: str = err["type"]
-    ctx: dict[str, Any] = err.get("ctx") or {}
-    got = f", got {_show(err['input'])}" if "input" in err else ""
-    msg: str = err["msg"]
-    if kind == "value_error":
-        msg = msg.removeprefix("Value error, ")
-    elif kind == "extra_forbidden":
-        msg = _unknown_field(loc)
-    elif kind == "missing":
-        msg = "is required"
-    elif kind in ("literal_error", "enum"):
-        msg = f"must be {ctx.get('expected', 'one of the allowed values')}{got}"
-    elif kind in ("int_type", "int_parsing", "int_from_float"):
-        msg = f"must be an integer{got}"
-    elif kind in ("float_type", "float_parsing"):
-        msg = f"must be a number{got}"
-    elif kind == "finite_number":
-        msg = f"must be a finite number{got}"
-    elif kind in ("string_type", "string_unicode"):
-        msg = f"must be a string{got}"
-    elif kind in ("dict_type", "model_type", "model_attributes_type"):
-        msg = f"must be a mapping{got}"
-    elif kind == "list_type":
-        msg = f"must be a list{got}"
-    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        words = {
-            "greater_than": f"must be greater than {ctx.get('gt')}",
-            "greater_than_equal": f"must be at least {ctx.get('ge')}",
-            "less_than": f"must be less than {ctx.get('lt')}",
-            "less_than_equal": f"must be at most {ctx.get('le')}",
-        }
-        msg = words[kind] + got
-    else:
-        msg = f"{msg}{got}"
-    return f"{_loc(loc) or 'declaration'}: {msg}"
-
-
-def _clean(line: str) -> str:
-    """One line, printable, bounded: safe to show on a terminal and in logs."""
-    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
-    if len(line) > MAX_LINE_CHARS:
-        line = line[: MAX_LINE_CHARS - 3] + "..."
-    return line
-
-
-def _problems(lines: list[str]) -> list[str]:
-    out: list[str] = []
-    for line in lines:
-        cleaned = _clean(line)
-        if cleaned not in out:
-            out.append(cleaned)
-    if len(out) > MAX_PROBLEMS:
-        hidden = len(out) - (MAX_PROBLEMS - 1)
-        out = [*out[: MAX_PROBLEMS - 1], f"declaration: {hidden} more problems not shown"]
-    return out
-
-
-def validate_document(doc: object) -> Database:
-    """Validate an already-parsed document; raise `DeclarationError` listing every problem."""
-    if not isinstance(doc, dict):
-        raise DeclarationError(_problems([f"declaration: must be a mapping, got {_show(doc)}"]))
-    try:
-        return Database.model_validate(doc, by_alias=True, by_name=False)
-    except ValidationError as e:
-        raise DeclarationError(_problems([_message(err) for err in e.errors()])) from None
-    except (RecursionError, MemoryError) as e:  # pragma: no cover - bounded by the loader
-        raise DeclarationError([f"declaration: cannot be validated: {type(e).__name__}"]) from None
-
-
-# ---------------------------------------------------------------------------------------
-# YAML loading
-
-
-class _Refused(MarkedYAMLError):
-    """YAML that is valid but that a declaration may not use."""
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without aliases (no "billion laughs"), with a nesting limit, with
-    duplicate keys refused, with every mapping key read as a string and with dates left as
-    strings (`version: 2024-01-01` is a string to validate, not a date)."""
-
-    yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def _mark(self) -> Mark | None:
-        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
-        mark: Mark | None = getattr(event, "start_mark", None)
-        return mark
-
-    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
-        # The scanner's work grows with the square of the flow nesting: stop it early.
-        if self.flow_level >= MAX_NESTING:
-            raise _Refused(
-                None, None, f"nested more than {MAX_NESTING} levels deep", self.get_mark()
-            )
-        super().fetch_flow_collection_start(TokenClass)
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        if self.check_event(yaml.AliasEvent):
-            raise _Refused(None, None, "YAML aliases (*name) are not accepted", self._mark())
-        self._depth += 1
-        try:
-            if self._depth > MAX_NESTING:
-                raise _Refused(
-                    None, None, f"nested more than {MAX_NESTING} levels deep", self._mark()
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        if not isinstance(node, MappingNode):
-            raise _Refused(None, None, f"expected a mapping, found {node.id}", node.start_mark)
-        mapping: dict[Hashable, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                raise _Refused(
-                    None, None, "a mapping key must be a plain value", key_node.start_mark
-                )
-            key = key_node.value
-            if key in mapping:
-                raise _Refused(None, None, f"duplicate key {_show(key)}", key_node.start_mark)
-            mapping[key] = self.construct_object(value_node, deep=deep)
-        return mapping
-
-
-def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
-    if isinstance(e, yaml.reader.ReaderError):
-        line = text.count("\n", 0, e.position) + 1
-        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
-        return f"declaration: not valid YAML at line {line}: unacceptable character {char}"
-    if isinstance(e, MarkedYAMLError):
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = e.problem or e.context or "invalid YAML"
-        if isinstance(e, _Refused):
-            return f"declaration: {where}: {problem}" if where else f"declaration: {problem}"
-        return (
-            f"declaration: not valid YAML at {where}: {problem}"
-            if where
-            else (f"declaration: not valid YAML: {problem}")
-        )
-    return f"declaration: not valid YAML: {e}"
-
-
-def load_declaration(text: str) -> Database:
-    """Parse YAML text holding exactly one Database declaration."""
-    if isinstance(text, bytes):  # be lenient with callers that read bytes
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DeclarationError([f"declaration: not UTF-8 text ({e.reason})"]) from None
-    if not isinstance(text, str):
-        raise DeclarationError([f"declaration: must be text, got {_show(text)}"])
-    if len(text) > MAX_DOCUMENT_CHARS:
-        raise DeclarationError(
-            [f"declaration: too large ({len(text)} characters, at most {MAX_DOCUMENT_CHARS})"]
-        )
-    try:
-        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
-    except yaml.YAMLError as e:
-        raise DeclarationError(_problems([_yaml_problem(e, text)])) from None
-    except Exception as e:  # a constructor on odd input (`!!int x`, a 5000-digit number)
-        raise DeclarationError(
-            _problems([f"declaration: cannot be read: {type(e).__name__}: {e}"])
-        ) from None
-    if not docs:
-        raise DeclarationError(["declaration: is empty"])
-    if len(docs) > 1:
-        raise DeclarationError(
-            [f"declaration: holds {len(docs)} YAML documents, expected exactly one"]
-        )
-    return validate_document(docs[0])
