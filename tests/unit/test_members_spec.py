@@ -1,0 +1,117 @@
+"""The member service spec (shoal/operator/members.py): no mounts ever, an explicit restart
+delay of 0, credentials only as secret files, dnsrr endpoints, both networks, and the
+declaration's placement and resources passed through."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shoal import names
+from shoal.declaration import load_declaration
+from shoal.operator.members import (
+    RESTART_POLICY,
+    SECRET_FILES,
+    Infrastructure,
+    member_service_spec,
+)
+from shoal.swarm.client import JSON
+
+pytestmark = pytest.mark.unit
+
+DECL = """\
+apiVersion: shoal/v1
+kind: Database
+metadata: {name: orders}
+spec:
+  engine: postgres
+  members: 3
+  resources: {memory: 256M, cpus: 0.5}
+  placement:
+    spread: node.id
+    constraints: ["node.role==manager", "node.labels.disk!=slow"]
+"""
+
+INFRA = Infrastructure(
+    network_id="net-db",
+    control_network_id="net-control",
+    secrets={
+        purpose: (f"id-{purpose}", f"shoal-orders-0123abcd-{purpose}") for purpose in SECRET_FILES
+    },
+)
+
+
+@pytest.fixture
+def spec() -> JSON:
+    return member_service_spec(load_declaration(DECL), 1, "shoal/postgres:test", INFRA)
+
+
+def test_name_labels_and_one_replica(spec: JSON) -> None:
+    assert spec["Name"] == "orders-1"
+    assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+    for labels in (spec["Labels"], spec["TaskTemplate"]["ContainerSpec"]["Labels"]):
+        assert labels[names.LABEL_MANAGED] == "true"
+        assert labels[names.LABEL_DATABASE] == "orders"
+        assert labels[names.LABEL_ROLE] == "member"
+        assert labels[names.LABEL_MEMBER] == "1"
+    cs = spec["TaskTemplate"]["ContainerSpec"]
+    assert cs["Image"] == "shoal/postgres:test"
+    assert cs["Hostname"] == "orders-1"
+
+
+def test_no_mounts_at_all(spec: JSON) -> None:
+    cs = spec["TaskTemplate"]["ContainerSpec"]
+    assert not cs.get("Mounts")
+    assert "Volumes" not in json.dumps(spec)
+    assert "bind" not in json.dumps(spec).lower()
+    assert "docker.sock" not in json.dumps(spec)
+
+
+def test_restart_policy_delay_zero_explicitly(spec: JSON) -> None:
+    policy = spec["TaskTemplate"]["RestartPolicy"]
+    assert policy == RESTART_POLICY
+    assert "Delay" in policy and policy["Delay"] == 0
+    assert policy["Condition"] == "any"
+
+
+def test_credentials_only_as_secret_files(spec: JSON) -> None:
+    cs = spec["TaskTemplate"]["ContainerSpec"]
+    secrets = cs["Secrets"]
+    assert {s["SecretID"] for s in secrets} == {f"id-{p}" for p in SECRET_FILES}
+    assert {s["File"]["Name"] for s in secrets} == set(SECRET_FILES.values())
+    for s in secrets:
+        assert s["SecretName"].startswith("shoal-orders-")
+        assert set(s["File"]) >= {"Name", "UID", "GID", "Mode"}
+    # the environment names the member, nothing secret
+    env = dict(e.split("=", 1) for e in cs["Env"])
+    assert env == {"SHOAL_DATABASE": "orders", "SHOAL_MEMBER": "orders-1"}
+    assert not any("PASSWORD" in k.upper() or "TOKEN" in k.upper() for k in env)
+
+
+def test_dnsrr_endpoint_and_both_networks(spec: JSON) -> None:
+    assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
+    nets = spec["TaskTemplate"]["Networks"]
+    assert [n["Target"] for n in nets] == ["net-db", "net-control"]
+    for n in nets:
+        assert n["Aliases"] == ["orders-1"]
+
+
+def test_placement_and_resources_passed_through(spec: JSON) -> None:
+    placement = spec["TaskTemplate"]["Placement"]
+    assert placement["Constraints"] == ["node.role==manager", "node.labels.disk!=slow"]
+    assert placement["Preferences"] == [{"Spread": {"SpreadDescriptor": "node.id"}}]
+    limits = spec["TaskTemplate"]["Resources"]["Limits"]
+    assert limits == {"MemoryBytes": 256 * 1024**2, "NanoCPUs": 500_000_000}
+
+
+def test_no_spread_means_no_preferences() -> None:
+    db = load_declaration(DECL.replace("spread: node.id", "spread: null"))
+    spec = member_service_spec(db, 0, "img", INFRA)
+    assert spec["TaskTemplate"]["Placement"]["Preferences"] == []
+
+
+def test_force_update_is_passed_for_replacement() -> None:
+    spec = member_service_spec(load_declaration(DECL), 2, "img", INFRA, force_update=3)
+    assert spec["TaskTemplate"]["ForceUpdate"] == 3
+    assert spec["Name"] == "orders-2"
