@@ -1,0 +1,294 @@
+"""Failover time: `docker kill` of the primary's container -> first acknowledged write on the
+new primary, seen by a real client inserting as fast as it can from a container on the
+database's overlay network; and kill -> `shoal status` Healthy again.
+
+    python -m bench.failover [--runs 10] [--keep]
+
+Host and writer container share one kernel clock (single machine), so the writer's
+`time.time()` stamps and the kill stamp taken here are directly comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import (
+    apply,
+    client_image,
+    container_of,
+    credentials,
+    delete,
+    docker,
+    healthy,
+    log,
+    machine,
+    status,
+    summary,
+    unique,
+    wait_until,
+    write_result,
+)
+from bench.common import declaration as make_declaration
+from shoal import names
+
+# Prints only transitions, so that thousands of inserts a second stay cheap to follow:
+#   ok <t_sent> <t_acked> <host> <n>   first ok after an error or on a different host
+#   last <t_sent> <t_acked> <host> <n> the last ok before an error
+#   err <t> <message>                  first error after an ok
+#   beat <t> <n>                       once a second: total acknowledged so far
+WRITER = r"""
+import sys, json, time, psycopg
+cfg = json.loads(sys.stdin.readline())
+uri, seconds = cfg["uri"], cfg["seconds"]
+conn = None
+n = 0
+prev_ok = None          # (t_sent, t_acked, host) of the previous ok
+prev_err = True
+next_beat = time.time() + 1
+end = time.time() + seconds
+while time.time() < end:
+    t0 = time.time()
+    try:
+        if conn is None or conn.closed:
+            conn = psycopg.connect(uri, autocommit=True)
+            conn.execute("SET statement_timeout = 5000")
+            conn.execute("CREATE TABLE IF NOT EXISTS bench_failover "
+                         "(id bigserial primary key, t double precision)")
+        host = conn.info.host
+        conn.execute("INSERT INTO bench_failover (t) VALUES (%s)", (t0,))
+        t1 = time.time()
+        n += 1
+        if prev_err or prev_ok is None or prev_ok[2] != host:
+            print(f"ok {t0:.6f} {t1:.6f} {host} {n}", flush=True)
+        prev_ok = (t0, t1, host)
+        prev_err = False
+    except Exception as e:
+        t1 = time.time()
+        if not prev_err:
+            if prev_ok is not None:
+                print(f"last {prev_ok[0]:.6f} {prev_ok[1]:.6f} {prev_ok[2]} {n}", flush=True)
+            msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:200]
+            print(f"err {t1:.6f} {msg}", flush=True)
+        prev_err = True
+        try:
+            if conn is not None:
+                conn.close()
+        except Exception:
+            pass
+        conn = None
+        time.sleep(0.05)
+    if t1 >= next_beat:
+        print(f"beat {t1:.6f} {n}", flush=True)
+        next_beat = t1 + 1
+"""
+
+
+@dataclass
+class WriterEvents:
+    lines: list[list[str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> list[list[str]]:
+        with self.lock:
+            return list(self.lines)
+
+
+class Writer:
+    def __init__(self, db: str, uri: str, seconds: float) -> None:
+        self.name = f"{db}-writer"
+        self.events = WriterEvents()
+        self.proc = subprocess.Popen(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "-i",
+                "--name",
+                self.name,
+                "--label",
+                "shoal.role=bench-writer",
+                "--network",
+                names.database_network(db),
+                "--entrypoint",
+                "/opt/shoal/venv/bin/python",
+                client_image(),
+                "-u",
+                "-c",
+                WRITER,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"uri": uri, "seconds": seconds}) + "\n")
+        self.proc.stdin.close()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            parts = line.split(maxsplit=4)
+            if parts:
+                with self.events.lock:
+                    self.events.lines.append(parts)
+
+    def acknowledged(self) -> int:
+        for ev in reversed(self.events.snapshot()):
+            if ev[0] == "beat":
+                return int(ev[2])
+        return 0
+
+    def first_ok_after(self, t: float, not_host: str) -> list[str] | None:
+        for ev in self.events.snapshot():
+            if ev[0] == "ok" and float(ev[2]) > t and ev[3] != not_host:
+                return ev
+        return None
+
+    def last_ok_before(self, t: float) -> float | None:
+        best: float | None = None
+        for ev in self.events.snapshot():
+            if ev[0] in ("ok", "last") and float(ev[2]) <= t:
+                best = float(ev[2])
+        return best
+
+    def errors_between(self, a: float, b: float) -> list[str]:
+        return [
+            ev[2] if len(ev) > 2 else ""
+            for ev in self.events.snapshot()
+            if ev[0] == "err" and a <= float(ev[1]) <= b
+        ]
+
+    def stop(self) -> None:
+        docker("rm", "-f", self.name, check=False)
+        self.proc.wait(timeout=30)
+
+
+def settled(db: str) -> dict[str, Any] | None:
+    """Healthy, one primary, every other member a streaming replica with ~no lag."""
+    s = status(db)
+    if not healthy(s, 3):
+        return None
+    roles = sorted(m.get("role") for m in s["members"])
+    if roles != ["primary", "replica", "replica"]:
+        return None
+    if any((m.get("lag_bytes") or 0) > 1024 * 1024 for m in s["members"]):
+        return None
+    return s
+
+
+def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
+    s, _ = wait_until(lambda: settled(db), 600, f"{db} settled before run {i}")
+    old = s["primary"]
+    cid = container_of(old)
+    if not cid:
+        raise RuntimeError(f"no container for primary {old}")
+    # the writer must be writing before the kill
+    before = writer.acknowledged()
+    wait_until(lambda: writer.acknowledged() > before + 50, 60, "writer progress", every=0.1)
+    t_kill = time.time()
+    docker("kill", cid)
+    t_killed = time.time()
+    first, _ = wait_until(
+        lambda: writer.first_ok_after(t_kill, old), 300, "first write on a new primary", 0.05
+    )
+    t_ack = float(first[2])
+    _, t_healthy = wait_until(lambda: settled(db), 600, f"{db} Healthy after the kill")
+    healthy_doc = status(db)
+    last_ok = writer.last_ok_before(t_kill)
+    run = {
+        "run": i,
+        "killed_member": old,
+        "killed_container": cid,
+        "new_primary_seen_by_client": first[3],
+        "new_primary_in_status": healthy_doc.get("primary"),
+        "t_kill": t_kill,
+        "docker_kill_seconds": round(t_killed - t_kill, 4),
+        "failover_seconds": round(t_ack - t_kill, 4),
+        "write_gap_seconds": round(t_ack - last_ok, 4) if last_ok else None,
+        "healthy_seconds": round(t_healthy - t_kill, 3),
+        "client_errors": writer.errors_between(t_kill, t_ack)[:3],
+    }
+    log(
+        f"run {i}: killed {old}; first write on {first[3]} after "
+        f"{run['failover_seconds']:.2f}s; Healthy after {run['healthy_seconds']:.1f}s"
+    )
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--memory", default="256M")
+    ap.add_argument("--cpus", type=float, default=0.5)
+    ap.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
+    ap.add_argument("--keep", action="store_true", help="do not delete the database")
+    args = ap.parse_args()
+
+    info = machine()
+    db = unique("benchfo")
+    text = make_declaration(db, 3, args.memory, args.cpus)
+    log(f"creating {db}")
+    t0 = time.time()
+    proc = apply(text, wait=True, timeout=600)
+    if proc.returncode != 0:
+        delete(db)
+        raise SystemExit(f"apply {db} failed: {proc.stderr}")
+    log(f"{db} Healthy after {time.time() - t0:.1f}s")
+    uri = str(credentials(db)["uri"])
+    writer = Writer(db, uri, seconds=args.runs * 600)
+    runs: list[dict[str, Any]] = []
+    try:
+        for i in range(1, args.runs + 1):
+            try:
+                runs.append(one_run(db, writer, i))
+            except (TimeoutError, RuntimeError) as e:
+                log(f"run {i} failed: {e}")
+                runs.append({"run": i, "error": str(e)})
+            time.sleep(args.pause)
+        acked = writer.acknowledged()
+    finally:
+        writer.stop()
+        if not args.keep:
+            log(f"deleting {db}")
+            delete(db)
+    ok = [r for r in runs if "error" not in r]
+    doc: dict[str, Any] = {
+        "machine": info,
+        "config": {
+            "runs": args.runs,
+            "members": 3,
+            "durability": "sync",
+            "resources": {"memory": args.memory, "cpus": args.cpus},
+            "client": "psycopg autocommit INSERT loop, multi-host URI from `shoal credentials` "
+            "(target_session_attrs=read-write, connect_timeout=3), 50 ms back-off on error",
+            "clock": "host time.time() before `docker kill` vs writer time.time() at ack",
+        },
+        "failover_seconds": summary([r["failover_seconds"] for r in ok]),
+        "write_gap_seconds": summary(
+            [r["write_gap_seconds"] for r in ok if r["write_gap_seconds"] is not None]
+        ),
+        "healthy_seconds": summary([r["healthy_seconds"] for r in ok]),
+        "docker_kill_seconds": summary([r["docker_kill_seconds"] for r in ok]),
+        "failed_runs": len(runs) - len(ok),
+        "acknowledged_writes": acked,
+        "runs": runs,
+    }
+    write_result("failover", doc)
+    f, h = doc["failover_seconds"], doc["healthy_seconds"]
+    print(
+        f"failover (kill -> first acked write): median {f['median']}s p95 {f['p95']}s n={f['n']}\n"
+        f"kill -> Healthy: median {h['median']}s p95 {h['p95']}s n={h['n']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
