@@ -22,6 +22,7 @@ from shoal.operator.members import (
     replace_member,
 )
 from shoal.operator.metrics import OperatorMetrics
+from shoal.operator.proxy import ensure_proxy, observe_proxy, prune_configs, remove_proxy
 from shoal.plugins.base import (
     Action,
     ActionFailed,
@@ -30,9 +31,12 @@ from shoal.plugins.base import (
     CreateMember,
     EnginePlugin,
     EnsureInfrastructure,
+    EnsureProxy,
     MemberObservation,
     Observation,
+    PruneProxyConfigs,
     RemoveMember,
+    RemoveProxy,
     ReplaceMember,
     TaskInfo,
 )
@@ -254,6 +258,7 @@ class DatabaseWorker:
             request=stored.request,
             infrastructure_ready=await infrastructure_ready(swarm, db, stored.uid),
             now=time.time(),
+            proxy=await observe_proxy(swarm, self.name, plugin.member_image()),
         )
 
     async def apply(
@@ -289,6 +294,12 @@ class DatabaseWorker:
                 await replace_member(ctx.swarm, m)
             case ClearRequest(request_id=rid):
                 await ctx.store.clear_request(self.name, rid)
+            case EnsureProxy(port=port, members=members):
+                await ensure_proxy(ctx.swarm, db, plugin.member_image(), port, members)
+            case RemoveProxy():
+                await remove_proxy(ctx.swarm, self.name)
+            case PruneProxyConfigs(configs=configs):
+                await prune_configs(ctx.swarm, configs)
             case _:
                 await plugin.apply(
                     action,

@@ -65,6 +65,17 @@ class MemberObservation(Generic[P]):
 
 
 @dataclass(frozen=True)
+class ProxyObservation:
+    """The read-write proxy service of a database (`spec.expose.port`) as Swarm has it."""
+
+    exists: bool = False
+    port: int | None = None  # the published port
+    config: str | None = None  # the name of the Docker config the service uses
+    image_current: bool = True  # it runs the image this operator would give it
+    configs: tuple[str, ...] = ()  # every proxy config of the database that exists
+
+
+@dataclass(frozen=True)
 class Observation(Generic[P]):
     database: Database
     uid: str
@@ -74,6 +85,7 @@ class Observation(Generic[P]):
     request: dict[str, Any] | None
     infrastructure_ready: bool
     now: float
+    proxy: ProxyObservation = ProxyObservation()
 
     def member(self, name: str | None) -> MemberObservation[P] | None:
         return next((m for m in self.members if m.name == name), None)
@@ -119,7 +131,36 @@ class ClearRequest(Action):
     request_id: str
 
 
-GENERIC_ACTIONS = (EnsureInfrastructure, CreateMember, RemoveMember, ReplaceMember, ClearRequest)
+@dataclass(frozen=True)
+class EnsureProxy(Action):
+    """Create or update the read-write proxy: published on `port`, checking `members`."""
+
+    port: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoveProxy(Action):
+    """Remove the proxy service and every proxy config of the database."""
+
+
+@dataclass(frozen=True)
+class PruneProxyConfigs(Action):
+    """Remove proxy configs no service uses any more (configs are immutable)."""
+
+    configs: tuple[str, ...]
+
+
+GENERIC_ACTIONS = (
+    EnsureInfrastructure,
+    CreateMember,
+    RemoveMember,
+    ReplaceMember,
+    ClearRequest,
+    EnsureProxy,
+    RemoveProxy,
+    PruneProxyConfigs,
+)
 
 
 @dataclass

@@ -28,12 +28,14 @@ async def _retry_remove(remove: object, ident: str, timeout: float) -> None:
 async def purge_database(
     swarm: SwarmClient, db: str, timeout: float = DEPENDENT_REMOVAL_TIMEOUT
 ) -> None:
-    """Remove every service, network and secret of `db`, the anchor last."""
+    """Remove every service, secret, config and network of `db`, the anchor last."""
     for s in await swarm.services_of(db):
         if s["Spec"]["Labels"].get(names.LABEL_ROLE) != "anchor":
             await swarm.remove_service(s["ID"])
     for sec in await swarm.secrets_with_label(names.LABEL_DATABASE, db):
         await _retry_remove(swarm.remove_secret, sec["ID"], timeout)
+    for cfg in await swarm.configs_with_label(names.LABEL_DATABASE, db):
+        await _retry_remove(swarm.remove_config, cfg["ID"], timeout)
     for net in await swarm.networks_with_label(names.LABEL_DATABASE, db):
         await _retry_remove(swarm.remove_network, net["Id"], timeout)
     await swarm.remove_service(names.anchor_service(db))
@@ -44,6 +46,7 @@ async def leftovers(swarm: SwarmClient, db: str | None = None) -> list[str]:
     key, value = (names.LABEL_DATABASE, db) if db else (names.LABEL_MANAGED, "true")
     found = [f"service {s['Spec']['Name']}" for s in await swarm.services_with_label(key, value)]
     found += [f"secret {s['Spec']['Name']}" for s in await swarm.secrets_with_label(key, value)]
+    found += [f"config {c['Spec']['Name']}" for c in await swarm.configs_with_label(key, value)]
     found += [f"network {n['Name']}" for n in await swarm.networks_with_label(key, value)]
     return found
 
@@ -59,5 +62,7 @@ async def purge_everything(swarm: SwarmClient, timeout: float = DEPENDENT_REMOVA
         await swarm.remove_service(s["ID"])
     for sec in await swarm.secrets_with_label(names.LABEL_MANAGED, "true"):
         await _retry_remove(swarm.remove_secret, sec["ID"], timeout)
+    for cfg in await swarm.configs_with_label(names.LABEL_MANAGED, "true"):
+        await _retry_remove(swarm.remove_config, cfg["ID"], timeout)
     for net in await swarm.networks_with_label(names.LABEL_MANAGED, "true"):
         await _retry_remove(swarm.remove_network, net["Id"], timeout)

@@ -223,6 +223,42 @@ class SwarmClient:
             return False
         return True
 
+    # --- configs (immutable, like secrets; their data is readable) ------------------------
+    async def config(self, name: str) -> JSON | None:
+        for c in await self.call("configs", params=_filters(name=name)):
+            if c["Spec"]["Name"] == name:
+                return dict(c)
+        return None
+
+    async def ensure_config(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
+        existing = await self.config(name)
+        if existing is not None:
+            return str(existing["ID"])
+        try:
+            result: JSON = await self.call(
+                "configs/create",
+                "POST",
+                data={"Name": name, "Data": data_b64, "Labels": dict(labels)},
+            )
+        except SwarmError:
+            again = await self.config(name)
+            if again is None:
+                raise
+            return str(again["ID"])
+        return str(result["ID"])
+
+    async def configs_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        label = f"{key}={value}" if value is not None else key
+        result: list[JSON] = await self.call("configs", params=_filters(label=label))
+        return result
+
+    async def remove_config(self, name_or_id: str) -> bool:
+        try:
+            await self.call(f"configs/{name_or_id}", "DELETE")
+        except NotFound:
+            return False
+        return True
+
     # --- containers (the local node only) -------------------------------------------------
     async def containers(self, **filters: str | list[str]) -> list[JSON]:
         result: list[JSON] = await self.call(

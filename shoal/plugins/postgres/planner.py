@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from shoal import names
 from shoal.declaration import Durability
+from shoal.operator.proxy import plan_proxy
 from shoal.plugins.base import (
     ClearRequest,
     CreateMember,
@@ -51,6 +52,14 @@ def sync_standby_names(standbys: list[str], durability: Durability) -> str:
 
 
 def plan(obs: PgObservation) -> Plan:
+    p = _plan(obs)
+    # The read-write proxy follows the primary by itself (its health checks): keeping it
+    # deployed never waits for, nor changes, the database's state.
+    p.add(*plan_proxy(obs))
+    return p
+
+
+def _plan(obs: PgObservation) -> Plan:
     cluster = Cluster(obs)
     p = cluster.new_plan()
     spec = obs.database.spec
