@@ -154,11 +154,22 @@ class Writer:
         return None
 
     def last_ok_before(self, t: float) -> float | None:
+        """Ack time of the last write before the outage that ends with the write sent at t
+        (it may be acknowledged by the old primary a little after `docker kill` began)."""
         best: float | None = None
         for ev in self.events.snapshot():
-            if ev[0] in ("ok", "last") and float(ev[2]) <= t:
+            if ev[0] in ("ok", "last") and float(ev[2]) < t:
                 best = float(ev[2])
         return best
+
+    def between(self, a: float, b: float) -> list[str]:
+        """The writer's transition lines in [a, b] (for the record)."""
+        out = []
+        for ev in self.events.snapshot():
+            t = float(ev[1]) if ev[0] in ("err", "beat") else float(ev[2])
+            if a <= t <= b and ev[0] != "beat":
+                out.append(" ".join(ev)[:160])
+        return out
 
     def errors_between(self, a: float, b: float) -> list[str]:
         return [
@@ -203,7 +214,7 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
     t_ack = float(first[2])
     _, t_healthy = wait_until(lambda: settled(db), 600, f"{db} Healthy after the kill")
     healthy_doc = status(db)
-    last_ok = writer.last_ok_before(t_kill)
+    last_ok = writer.last_ok_before(float(first[1]))
     run = {
         "run": i,
         "killed_member": old,
@@ -215,7 +226,9 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
         "failover_seconds": round(t_ack - t_kill, 4),
         "write_gap_seconds": round(t_ack - last_ok, 4) if last_ok else None,
         "healthy_seconds": round(t_healthy - t_kill, 3),
+        "acked_by_old_primary_after_kill_began": last_ok is not None and last_ok > t_kill,
         "client_errors": writer.errors_between(t_kill, t_ack)[:3],
+        "writer_transitions": writer.between(t_kill - 2, t_ack + 0.1)[:12],
     }
     log(
         f"run {i}: killed {old}; first write on {first[3]} after "
