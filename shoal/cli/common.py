@@ -29,7 +29,7 @@ class BadInput(RuntimeError):
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -44,7 +44,7 @@ def run(coro_fn: Callable[[DatabaseStore], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(main())
     except DeclarationError as e:
         for line in e.problems:
-            err.print(line, markup=False)
+            err.print(line, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except BadInput as e:
         fail(str(e), EXIT_BAD_INPUT)

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from shoal import names
-from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, out, poll, run
+from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, fail, out, poll, run
 from shoal.declaration import Database, DeclarationError, load_declaration
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.cleanup import leftovers, purge_database
@@ -29,7 +29,8 @@ def _read(path: Path) -> str:
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"-f {path}: cannot read: {e}") from None
+        # Outside `run()`: report it here, or a traceback with exit code 1 escapes.
+        fail(f"-f {path}: cannot read: {e}", EXIT_BAD_INPUT)
 
 
 async def _must_get(store: DatabaseStore, name: str) -> StoredDatabase:
@@ -246,7 +247,7 @@ def load_or_exit(text: str) -> Database:
         return load_declaration(text)
     except DeclarationError as e:
         for line in e.problems:
-            err.print(line, markup=False)
+            err.print(line, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 

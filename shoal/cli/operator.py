@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from shoal import names
-from shoal.cli.common import BadInput, Failed, out, run
+from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, fail, out, run
 from shoal.credentials import DatabaseCredentials, load_operator_key
 from shoal.swarm.store import DatabaseStore
 
@@ -51,7 +51,7 @@ def run_cmd(
     from shoal.operator.runtime import run_operator
 
     if log_format not in ("text", "json"):
-        raise BadInput("--log-format: must be text or json")
+        fail("--log-format: must be text or json", EXIT_BAD_INPUT)
     configure_logging(
         "json" if log_format == "json" else "text",
         getattr(logging, log_level.upper(), logging.INFO),
