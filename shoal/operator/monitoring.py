@@ -1,5 +1,5 @@
 """Optional monitoring: a Prometheus service on the shoal-control network that scrapes the
-operator (`shoal-operator:9650`) and evaluates deploy/prometheus/alerts.yml.
+operator (the tasks of `shoal-operator`, port 9650) and evaluates deploy/prometheus/alerts.yml.
 
 The image (`shoal/prometheus:VERSION`) is Debian's prometheus package on shoal's base image
 with the config and rules baked in: nothing is mounted, like everything else shoal runs.
