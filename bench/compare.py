@@ -31,12 +31,8 @@ def summaries(doc: Any, path: str = "") -> dict[str, dict[str, Any]]:
     return found
 
 
-def scalars(doc: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in doc.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+def scalars(doc: dict[str, Any]) -> dict[str, float | int]:
+    return {k: v for k, v in doc.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def fmt(x: Any) -> str:

@@ -70,14 +70,18 @@ def pgdata_bytes(member: str) -> int:
     return int(out.split()[0])
 
 
-def baseline_copy(source: str, target: str) -> dict[str, Any]:
+def baseline_copy(source: str, target: str, with_wal: bool) -> dict[str, Any]:
+    """Stream the primary's data directory into `target`'s /tmp. Without `with_wal` the
+    recycled WAL segments in pg_wal (up to max_wal_size, 1 GB by default, that a clone does
+    not need) are left out, which is closer to what a re-seed has to move."""
     src, dst = container_of(source), container_of(target)
     if not src or not dst:
         raise RuntimeError("containers missing for the baseline copy")
     docker("exec", dst, "sh", "-c", "rm -rf /tmp/bench-copy && mkdir -p /tmp/bench-copy")
+    exclude = [] if with_wal else ["--exclude=pgdata/pg_wal/*"]
     t0 = time.time()
     reader = subprocess.Popen(
-        ["docker", "exec", src, "tar", "-C", DATA_PARENT, "-c", "pgdata"],
+        ["docker", "exec", src, "tar", "-C", DATA_PARENT, *exclude, "-c", "pgdata"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -95,8 +99,15 @@ def baseline_copy(source: str, target: str) -> dict[str, Any]:
     docker("exec", dst, "rm", "-rf", "/tmp/bench-copy", timeout=300)
     if writer.returncode != 0:
         raise RuntimeError(f"baseline tar failed: {writer.stderr.decode()[:300]}")
-    log(f"baseline: {copied / 2**20:.0f} MiB {source} -> {target} in {seconds:.1f}s")
-    return {"seconds": round(seconds, 3), "bytes": copied, "source": source, "target": target}
+    what = "with pg_wal" if with_wal else "without pg_wal"
+    log(f"baseline ({what}): {copied / 2**20:.0f} MiB {source} -> {target} in {seconds:.1f}s")
+    return {
+        "seconds": round(seconds, 3),
+        "bytes": copied,
+        "with_wal": with_wal,
+        "source": source,
+        "target": target,
+    }
 
 
 def reseed(db: str, member: str) -> dict[str, Any]:
@@ -156,16 +167,22 @@ def main() -> None:
             primary = s["primary"]
             replica = sorted(m["name"] for m in s["members"] if m["name"] != primary)[i % 2]
             data.setdefault("pgdata_bytes", pgdata_bytes(primary))
+            data.setdefault(
+                "pg_wal_bytes", int(psql(primary, "SELECT sum(size) FROM pg_ls_waldir()"))
+            )
             try:
-                base = baseline_copy(primary, replica)
+                full = baseline_copy(primary, replica, with_wal=True)
+                base = baseline_copy(primary, replica, with_wal=False)
                 time.sleep(5)
                 rs = reseed(db, replica)
                 runs.append(
                     {
                         "run": i,
                         "baseline": base,
+                        "baseline_with_wal": full,
                         "reseed": rs,
                         "ratio": round(rs["seconds"] / base["seconds"], 3),
+                        "ratio_vs_copy_with_wal": round(rs["seconds"] / full["seconds"], 3),
                     }
                 )
             except (TimeoutError, RuntimeError) as e:
@@ -177,6 +194,7 @@ def main() -> None:
             delete(db)
     ok = [r for r in runs if "error" not in r]
     base_s = summary([r["baseline"]["seconds"] for r in ok])
+    full_s = summary([r["baseline_with_wal"]["seconds"] for r in ok])
     rs_s = summary([r["reseed"]["seconds"] for r in ok])
     doc: dict[str, Any] = {
         "machine": info,
@@ -185,8 +203,8 @@ def main() -> None:
             "durability": "sync",
             "resources": {"memory": "1G", "cpus": 1.0},
             "size_mb_target": args.size_mb,
-            "baseline": "docker exec P tar -C /var/lib/shoal -c pgdata | "
-            "docker exec -i R tar -C /tmp/bench-copy -x",
+            "baseline": "docker exec P tar -C /var/lib/shoal --exclude=pgdata/pg_wal/* -c pgdata "
+            "| docker exec -i R tar -C /tmp/bench-copy -x (baseline_with_wal: pg_wal included)",
             "reseed_done": "new task of the killed member: role replica, state running, "
             f"lag_bytes <= {LAG_OK}, database Healthy",
         },
@@ -197,6 +215,10 @@ def main() -> None:
             round(rs_s["median"] / base_s["median"], 3) if ok and base_s["median"] else None
         ),
         "ratio_per_run": summary([r["ratio"] for r in ok]),
+        "baseline_with_wal_seconds": full_s,
+        "ratio_of_medians_vs_copy_with_wal": (
+            round(rs_s["median"] / full_s["median"], 3) if ok and full_s["median"] else None
+        ),
         "failed_runs": len(runs) - len(ok),
         "runs": runs,
     }
