@@ -2,7 +2,8 @@
 
 Routes
   GET /                         human status page (server-rendered, then refreshed by a
-                                small inline script polling /api/v1/databases every 2 s)
+                                small inline script polling /api/v1/databases every 2 s);
+                                `/?db=NAME` shows that one database only
   GET /metrics                  Prometheus exposition
   GET /healthz                  200 "ok" or 503 with the reason
   GET /api/v1/databases         JSON list of DatabaseStatus
@@ -108,10 +109,14 @@ async def operator_info(request: web.Request) -> web.Response:
 
 
 async def status_page(request: web.Request) -> web.Response:
+    """`/?db=NAME` shows that one database only (a link to one database's status)."""
     source = request.app[SOURCE_KEY]
-    statuses = sorted(source.databases(), key=lambda s: s.name)
+    only = request.query.get("db") or None
+    statuses = sorted(
+        (s for s in source.databases() if only is None or s.name == only), key=lambda s: s.name
+    )
     ok, reason = source.healthy()
-    body = render_page(statuses, leader=source.is_leader(), healthy=ok, reason=reason)
+    body = render_page(statuses, leader=source.is_leader(), healthy=ok, reason=reason, only=only)
     return web.Response(text=body, content_type="text/html", charset="utf-8")
 
 
@@ -196,9 +201,18 @@ def render_database(s: DatabaseStatus) -> str:
     )
 
 
-def render_page(statuses: list[DatabaseStatus], *, leader: bool, healthy: bool, reason: str) -> str:
+def render_page(
+    statuses: list[DatabaseStatus],
+    *,
+    leader: bool,
+    healthy: bool,
+    reason: str,
+    only: str | None = None,
+) -> str:
     dbs = "".join(render_database(s) for s in statuses)
-    if not dbs:
+    if not dbs and only:
+        dbs = f'<p class="empty">No database {_e(only)}. <a href="/">All databases</a></p>'
+    elif not dbs:
         dbs = '<p class="empty">No databases declared. <code>shoal apply -f FILE</code></p>'
     op = "leader" if leader else "standby"
     health = "healthy" if healthy else f"unhealthy: {reason}"

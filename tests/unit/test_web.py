@@ -264,6 +264,17 @@ async def test_status_page_empty_and_unhealthy(client: Client, source: FakeSourc
     assert "unhealthy: no &lt;lease&gt;" in page
 
 
+async def test_status_page_of_one_database(client: Client, source: FakeSource) -> None:
+    other = orders().model_copy(update={"name": "billing"})
+    source.statuses = [orders(), other]
+    page = await (await client.get("/", params={"db": "billing"})).text()
+    assert 'id="db-billing"' in page and 'id="db-orders"' not in page
+    page = await (await client.get("/", params={"db": "<nope>"})).text()
+    assert "No database &lt;nope&gt;" in page and 'id="db-' not in page
+    page = await (await client.get("/")).text()
+    assert 'id="db-billing"' in page and 'id="db-orders"' in page
+
+
 def test_render_page_lists_newest_event_first() -> None:
     page = render_page([orders()], leader=True, healthy=True, reason="")
     assert page.index("re-seeding from orders-1") < page.index("promoted orders-1")

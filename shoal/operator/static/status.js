@@ -3,6 +3,8 @@
 (function () {
   "use strict";
   var EVENTS_SHOWN = 10;
+  // `/?db=NAME` shows that one database only (as the server-rendered page does)
+  var ONLY = new URLSearchParams(window.location.search).get("db");
 
   function el(tag, cls, text) {
     var n = document.createElement(tag);
@@ -106,7 +108,16 @@
   function render(list) {
     var main = document.getElementById("databases");
     var frag = document.createDocumentFragment();
-    if (!list.length) {
+    if (ONLY) {
+      list = list.filter(function (s) { return s.name === ONLY; });
+      if (!list.length) {
+        var none = el("p", "empty", "No database " + ONLY + ". ");
+        var all = el("a", null, "All databases");
+        all.href = "/";
+        none.appendChild(all);
+        frag.appendChild(none);
+      }
+    } else if (!list.length) {
       var p = el("p", "empty", "No databases declared. ");
       p.appendChild(el("code", null, "shoal apply -f FILE"));
       frag.appendChild(p);
