@@ -443,6 +443,14 @@ def test_status_page_in_chromium(stack: Stack) -> None:
     # the page was refreshed by its script (the live marker is set only by a good poll)
     assert re.search(r'id="live" class="live">live<', dom)
 
+    # `/?db=NAME`: this database only, also after the script's refresh
+    proc = _chromium(
+        stack.tmp, "--virtual-time-budget=5000", "--dump-dom", f"{OPERATOR_URL}/?db={db}"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.findall(r'<section class="db" id="db-([^"]+)"', proc.stdout) == [db]
+    assert re.search(r'id="live" class="live">live<', proc.stdout)
+
     shot = stack.tmp / "status-page.png"
     proc = _chromium(
         stack.tmp,
@@ -450,7 +458,7 @@ def test_status_page_in_chromium(stack: Stack) -> None:
         "--hide-scrollbars",
         f"--screenshot={shot}",
         "--window-size=1280,900",
-        f"{OPERATOR_URL}/#db-{db}",
+        f"{OPERATOR_URL}/?db={db}",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = shot.read_bytes()
