@@ -158,3 +158,25 @@ def test_expose_port_follows_the_primary(db: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proxy_service(db) is None
     assert not proxy_configs(db)
+
+
+def test_scaling_swaps_the_proxy_config(db: str, tmp_path: Path) -> None:
+    """Configs are immutable: a new member list is a new config, the old one is removed."""
+    port = free_port()
+    apply(declaration(db, members=2, expose={"port": port}), tmp_path)
+    wait_state(db, "Healthy", timeout=400)
+    first = wait_for(lambda: proxy_configs(db), 60, "the proxy config")
+    assert len(first) == 1
+    apply(declaration(db, members=3, expose={"port": port}), tmp_path)
+    wait_state(db, "Healthy", timeout=400)
+    second = wait_for(
+        lambda: (c := proxy_configs(db)) and len(c) == 1 and c != first and c,
+        120,
+        "one new proxy config, the old one removed",
+    )
+    svc = proxy_service(db)
+    assert svc is not None
+    used = svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Configs"]
+    assert [u["ConfigID"] for u in used] == second
+    password = str(credentials(db)["password"])
+    wait_for(lambda: on_primary(port, password, "", None), 120, f"the proxy on :{port}")
