@@ -230,7 +230,7 @@ def register(app: typer.Typer) -> None:
             if not await store.mark_deleting(name) and not await leftovers(store.client, name):
                 raise BadInput(f"no database named {name!r}")
             await purge_database(store.client, name)
-            if wait and not await poll(lambda: _gone(store, name), 120):
+            if wait and not await poll(lambda: _purged(store, name), 120, every=1.0):
                 left = ", ".join(await leftovers(store.client, name))
                 raise Failed(f"still present: {left}")
             out.print(f"database/{name} deleted")
@@ -240,6 +240,17 @@ def register(app: typer.Typer) -> None:
 
 async def _gone(store: DatabaseStore, name: str) -> bool:
     return not await leftovers(store.client, name)
+
+
+async def _purged(store: DatabaseStore, name: str) -> bool:
+    """Gone, or purge again: an operator cycle that was already in flight when the database
+    was deleted may have re-created an object. Never touches a database declared again under
+    the same name meanwhile (its anchor exists)."""
+    if await _gone(store, name):
+        return True
+    if await store.get(name) is None:
+        await purge_database(store.client, name)
+    return await _gone(store, name)
 
 
 def load_or_exit(text: str) -> Database:

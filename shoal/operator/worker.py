@@ -87,6 +87,11 @@ def task_info(t: JSON, node_names: dict[str, str]) -> TaskInfo:
     )
 
 
+class DatabaseGone(RuntimeError):
+    """The database was deleted (or deleted and declared again) while a cycle was in flight:
+    nothing may be created for it any more."""
+
+
 class DatabaseWorker:
     def __init__(self, ctx: OperatorContext, name: str) -> None:
         self.ctx = ctx
@@ -111,6 +116,11 @@ class DatabaseWorker:
                 delay, engine = await self.cycle()
             except asyncio.CancelledError:
                 raise
+            except DatabaseGone as e:
+                log.info("%s", e, extra={"event": "gone", "database": self.name})
+                self._gone = True
+                self.ctx.metrics.forget(self.name)
+                return
             except StaleFencingToken as e:
                 log.warning("%s", e, extra={"event": "fenced", "database": self.name})
                 delay = 2.0
@@ -273,8 +283,10 @@ class DatabaseWorker:
         log.info("%s", action.describe(), extra={"event": "action", "database": self.name})
         match action:
             case EnsureInfrastructure():
+                await self._still_declared(stored)
                 await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
             case CreateMember(index=i):
+                await self._still_declared(stored)
                 infra = await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
                 spec = member_service_spec(db, i, plugin.member_image(), infra)
                 try:
@@ -305,6 +317,14 @@ class DatabaseWorker:
                     action,
                     ApplyContext(ctx.swarm, ctx.http, credentials, ctx.lease.token, db),
                 )
+
+    async def _still_declared(self, stored: StoredDatabase) -> None:
+        """Re-read the anchor right before creating anything: `shoal delete` may have purged
+        the database since this cycle read it, and re-creating its secrets, network or members
+        then would leave objects behind that nothing owns."""
+        current = await self.ctx.store.get(self.name)
+        if current is None or current.deleting or current.uid != stored.uid:
+            raise DatabaseGone(f"{self.name} was deleted during the cycle; creating nothing")
 
 
 async def _none() -> None:
