@@ -77,12 +77,8 @@ def db(operator: BuiltImages, tmp_path_factory: pytest.TempPathFactory) -> Itera
         wait_state(name, "Healthy", timeout=240)
         yield name
     finally:
-        if (
-            subprocess.run(
-                ["docker", "service", "inspect", names.anchor_service(name)], capture_output=True
-            ).returncode
-            == 0
-        ):
+        label = f"label={names.LABEL_DATABASE}={name}"
+        if any(listed(kind, label) for kind in ("service", "network", "secret")):
             shoal("delete", name, "--wait", timeout=180)
 
 
