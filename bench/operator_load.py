@@ -74,10 +74,6 @@ def merge(b: Buckets, keep: set[str] | None = None) -> dict[float, float]:
     return total
 
 
-def delta(after: dict[float, float], before: dict[float, float]) -> dict[float, float]:
-    return {le: max(0.0, n - before.get(le, 0.0)) for le, n in after.items()}
-
-
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
     """Prometheus' histogram_quantile over cumulative buckets (linear within a bucket)."""
     les = sorted(buckets)
@@ -102,13 +98,29 @@ def parse_size(text: str) -> float:
     return float(m.group(1)) * UNITS.get(m.group(2), 1) if m else 0.0
 
 
+def increase(prev: Buckets, cur: Buckets) -> Buckets:
+    """Per-series increase between two scrapes, reset-aware like Prometheus' increase(): a
+    series that went down belongs to a restarted operator and counts from zero."""
+    out: Buckets = {}
+    for db, les in cur.items():
+        before = prev.get(db, {})
+        for le, n in les.items():
+            p = before.get(le, 0.0)
+            out.setdefault(db, {})[le] = n - p if n >= p else n
+    return out
+
+
 class Sampler:
-    """`docker stats --no-stream` of the operator container every `every` seconds."""
+    """`docker stats --no-stream` of the operator container and a `/metrics` scrape every
+    `every` seconds; histogram increases are accumulated per phase (restart-safe)."""
 
     def __init__(self, every: float = 5.0) -> None:
         self.every = every
         self.phase = "idle"
         self.samples: list[dict[str, Any]] = []
+        self.increases: dict[str, Buckets] = {}
+        self.last_scrape: Buckets | None = None
+        self.scrape_errors = 0
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -131,7 +143,21 @@ class Sampler:
                     )
                 except (ValueError, KeyError):
                     pass
+            self._scrape()
             self.stop_event.wait(max(0.0, self.every - (time.monotonic() - t0)))
+
+    def _scrape(self) -> None:
+        try:
+            cur = scrape()
+        except OSError:
+            self.scrape_errors += 1
+            return
+        if self.last_scrape is not None:
+            acc = self.increases.setdefault(self.phase, {})
+            for db, les in increase(self.last_scrape, cur).items():
+                for le, n in les.items():
+                    acc.setdefault(db, {})[le] = acc.get(db, {}).get(le, 0.0) + n
+        self.last_scrape = cur
 
     def start(self) -> None:
         self.thread.start()
@@ -179,7 +205,6 @@ def main() -> None:
         log(f"sampling the operator idle for {args.idle_seconds:.0f}s")
         time.sleep(args.idle_seconds)
         sampler.phase = "bringup"
-        metrics_start = scrape()
         for first in range(0, args.databases, args.batch):
             batch = [f"{prefix}-{i}" for i in range(first, min(first + args.batch, args.databases))]
             t0 = time.time()
@@ -203,16 +228,16 @@ def main() -> None:
         ok, states = all_healthy(healthy_dbs)
         log(f"all {len(healthy_dbs)} Healthy: {ok}; sampling for {args.sample_seconds:.0f}s")
         sampler.phase = "steady"
-        before = scrape()
         t_window = time.time()
         time.sleep(args.sample_seconds)
-        after = scrape()
+        sampler.phase = "after"
         window_seconds = time.time() - t_window
         ok_after, states_after = all_healthy(healthy_dbs)
         ours = set(created)
-        d_ours = delta(merge(after, ours), merge(before, ours))
-        d_all = delta(merge(after), merge(before))
-        d_bringup = delta(merge(before, ours), merge(metrics_start, ours))
+        steady = sampler.increases.get("steady", {})
+        d_ours = merge(steady, ours)
+        d_all = merge(steady)
+        d_bringup = merge(sampler.increases.get("bringup", {}), ours)
         window = {
             "seconds": round(window_seconds, 1),
             "healthy_at_start": ok,
@@ -254,6 +279,11 @@ def main() -> None:
         "stopped_because": stopped_because,
         "batch_seconds": summary(batch_times),
         "operator_container_changed": op_before != op_after,
+        "operator_containers_seen": sorted({x["container"] for x in sampler.samples}),
+        "operator_containers_in_window": sorted(
+            {x["container"] for x in sampler.samples if x["phase"] == "steady"}
+        ),
+        "metrics_scrape_errors": sampler.scrape_errors,
         "operator_cpu_percent": cpu,
         "operator_memory_mib": mem,
         "reconcile": window,
