@@ -13,6 +13,7 @@ Set SHOAL_UPDATE_SCREENSHOT=1 to (re)write docs/status-page.png from this run.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -219,7 +220,13 @@ def stack(operator: BuiltImages, tmp_path_factory: pytest.TempPathFactory) -> It
     db = _unique()
     service = f"{db}-prometheus"
     tmp = tmp_path_factory.mktemp("observability")
-    tag = f"shoal/prometheus-test:{db}"
+    # named by its content: reused by later runs, never removed by one (no leak per run)
+    recipe = hashlib.sha256()
+    config = prometheus_config_dir()
+    for path in (DOCKERFILE, config / "prometheus.yml", config / "alerts.yml"):
+        recipe.update(path.read_bytes())
+    recipe.update(TEST_FOR.encode())
+    tag = f"shoal/prometheus-test:{recipe.hexdigest()[:12]}"
 
     # the image builds while the database bootstraps
     built: dict[str, Any] = {}
@@ -259,7 +266,6 @@ def stack(operator: BuiltImages, tmp_path_factory: pytest.TempPathFactory) -> It
             asyncio.run(_remove(service))
         if created:
             shoal("delete", db, "--wait", timeout=300)
-        subprocess.run(["docker", "image", "rm", tag], capture_output=True)
 
 
 # ---------------------------------------------------------------------------- tests
