@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,22 +88,23 @@ def container_of(member: str) -> str | None:
     return out[0] if out else None
 
 
-def psql(member: str, sql: str, timeout: float = 30) -> str:
-    """Run SQL as the superuser on one member, over its local socket."""
-    cid = container_of(member)
-    assert cid, f"no running container for {member}"
-    proc = subprocess.run(
+def psql_in(container: str, sql: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run SQL as the superuser in one container over its local socket; the raw result
+    (exit status, stdout, stderr with any WARNING) for tests that assert on failures."""
+    return subprocess.run(
         [
             "docker",
             "exec",
             "-u",
             "postgres",
-            cid,
+            container,
             "psql",
             "-h",
             "/var/run/postgresql",
             "-d",
             names.APP_DATABASE,
+            "-v",
+            "ON_ERROR_STOP=1",
             "-Atqc",
             sql,
         ],
@@ -110,6 +112,13 @@ def psql(member: str, sql: str, timeout: float = 30) -> str:
         text=True,
         timeout=timeout,
     )
+
+
+def psql(member: str, sql: str, timeout: float = 30) -> str:
+    """Run SQL as the superuser on one member, over its local socket."""
+    cid = container_of(member)
+    assert cid, f"no running container for {member}"
+    proc = psql_in(cid, sql, timeout)
     assert proc.returncode == 0, f"psql on {member} failed: {proc.stderr}"
     return proc.stdout.strip()
 
@@ -195,10 +204,35 @@ class Writer:
         assert self.proc.stdin is not None
         self.proc.stdin.write(cfg + "\n")
         self.proc.stdin.close()
+        # Read both pipes as the writer runs: a full pipe would stall the writer, and a
+        # test needs the ids acknowledged so far (for example at the moment of a fault).
+        self._ids: list[int] = []
+        self.errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, stream: Any, ids: bool) -> None:
+        for line in stream:
+            line = line.strip()
+            if ids and line.isdigit():
+                self._ids.append(int(line))
+            elif line:
+                self.errors.append(line)
+
+    def so_far(self) -> set[int]:
+        """The ids acknowledged until now."""
+        return set(self._ids)
 
     def acknowledged(self, timeout: float) -> set[int]:
-        out, _err = self.proc.communicate(timeout=timeout)
-        return {int(x) for x in out.split()}
+        """Wait for the writer to finish; every id it acknowledged."""
+        self.proc.wait(timeout=timeout)
+        for t in self._readers:
+            t.join(timeout=10)
+        return set(self._ids)
 
     def kill(self) -> None:
         subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)

@@ -95,6 +95,8 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
             if s.state != DatabaseState.LOST:
                 p.event(obs.now, "lost", None, "every copy of the data is gone")
             s.state = DatabaseState.LOST
+            # No primary: the last one's data died with it (`status --json` says null).
+            s.primary = None
             s.message = (
                 "every member lost its data; nothing will be initialised over it. "
                 f"Run `shoal reinit {obs.database.name} --accept-data-loss` to start empty"
