@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -197,7 +198,7 @@ def settled(db: str) -> dict[str, Any] | None:
 
 
 def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
-    s, _ = wait_until(lambda: settled(db), 600, f"{db} settled before run {i}")
+    s, _ = wait_until(lambda: settled(db), 300, f"{db} settled before run {i}")
     old = s["primary"]
     cid = container_of(old)
     if not cid:
@@ -212,7 +213,7 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
         lambda: writer.first_ok_after(t_kill, old), 300, "first write on a new primary", 0.05
     )
     t_ack = float(first[2])
-    _, t_healthy = wait_until(lambda: settled(db), 600, f"{db} Healthy after the kill")
+    _, t_healthy = wait_until(lambda: settled(db), 300, f"{db} Healthy after the kill")
     healthy_doc = status(db)
     last_ok = writer.last_ok_before(float(first[1]))
     run = {
@@ -237,7 +238,14 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
     return run
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # SIGTERM (and SIGINT, which background shells ignore) stop after writing partial results
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--memory", default="256M")
@@ -259,13 +267,21 @@ def main() -> None:
     uri = str(credentials(db)["uri"])
     writer = Writer(db, uri, seconds=args.runs * 600)
     runs: list[dict[str, Any]] = []
+    stopped: str | None = None
     try:
         for i in range(1, args.runs + 1):
             try:
                 runs.append(one_run(db, writer, i))
             except (TimeoutError, RuntimeError) as e:
-                log(f"run {i} failed: {e}")
+                # the database did not recover: later runs would only measure that again
+                log(f"run {i} failed, stopping: {e}")
                 runs.append({"run": i, "error": str(e)})
+                stopped = str(e)
+                break
+            except KeyboardInterrupt:
+                stopped = "interrupted"
+                log("interrupted: writing the runs done so far")
+                break
             time.sleep(args.pause)
         acked = writer.acknowledged()
     finally:
@@ -292,6 +308,7 @@ def main() -> None:
         "healthy_seconds": summary([r["healthy_seconds"] for r in ok]),
         "docker_kill_seconds": summary([r["docker_kill_seconds"] for r in ok]),
         "failed_runs": len(runs) - len(ok),
+        "stopped_early": stopped,
         "acknowledged_writes": acked,
         "runs": runs,
     }
