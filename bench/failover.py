@@ -252,6 +252,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=float, default=0.5)
     ap.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
     ap.add_argument("--keep", action="store_true", help="do not delete the database")
+    ap.add_argument("--create-timeout", type=float, default=300)
     args = ap.parse_args()
 
     info = machine()
@@ -259,7 +260,7 @@ def main() -> None:
     text = make_declaration(db, 3, args.memory, args.cpus)
     log(f"creating {db}")
     t0 = time.time()
-    proc = apply(text, wait=True, timeout=600)
+    proc = apply(text, wait=True, timeout=args.create_timeout)
     if proc.returncode != 0:
         delete(db)
         raise SystemExit(f"apply {db} failed: {proc.stderr}")
