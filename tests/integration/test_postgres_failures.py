@@ -95,8 +95,10 @@ def healthy(
     """Wait until Healthy with `members` running members (primary + streaming replicas)
     and `extra(status)`: a Healthy read just after a fault may still be the old one."""
 
+    seen: list[dict[str, Any]] = [{}]
+
     def check() -> dict[str, Any] | None:
-        s = status(name)
+        s = seen[0] = status(name)
         ms = s.get("members", [])
         ok = (
             s.get("state") == "Healthy"
@@ -108,7 +110,11 @@ def healthy(
         )
         return s if ok else None
 
-    return wait_for(check, timeout, f"{name} Healthy with {members} members", every=1.0)  # type: ignore[no-any-return]
+    try:
+        return wait_for(check, timeout, f"{name} Healthy with {members} members", every=1.0)  # type: ignore[no-any-return]
+    except AssertionError as e:
+        last = {k: seen[0].get(k) for k in ("state", "primary", "message", "members", "events")}
+        raise AssertionError(f"{e}; status {json.dumps(last)}") from None
 
 
 def member_of(st: dict[str, Any], member: str) -> dict[str, Any]:
