@@ -348,3 +348,69 @@ def test_missing_infrastructure_comes_first() -> None:
     obs = observe(recording("healthy"))
     obs = Observation(**{**obs.__dict__, "infrastructure_ready": False})
     assert plan(obs).actions == [EnsureInfrastructure()]
+
+
+def _paused_primary_came_back(doc: dict[str, Any]) -> dict[str, Any]:
+    """Found by the full chaos run: orders-1 (the primary) was paused, a failover promoted
+    orders-0 and fenced orders-1; orders-1 was unpaused before Swarm stopped it and answered
+    as a primary again, on the old timeline, while the recorded primary was still orders-1."""
+    doc = _stopped_following(doc)
+    doc["probes"]["orders-1"] = None
+    return doc
+
+
+def test_old_primary_coming_back_never_wins_over_the_promoted_one() -> None:
+    doc = _paused_primary_came_back(recording("healthy"))
+    decided = plan(observe(doc, unreachable={"orders-1": 11.0}))
+    assert Promote("orders-0") in decided.actions
+    # orders-0 is promoted (new timeline); orders-1 wakes up still claiming to be primary.
+    doc["status"] = decided.status.model_dump(mode="json")
+    old_tl = recording("healthy")["probes"]["orders-1"]
+    doc["probes"]["orders-1"] = old_tl
+    doc["probes"]["orders-0"].update(role="primary", upstream=None, timeline=old_tl["timeline"] + 1)
+    after = plan(observe(doc))
+    assert after.status.primary == "orders-0"
+    assert not any(isinstance(a, ReplaceMember) and a.member == "orders-0" for a in after.actions)
+    # orders-1 was fenced when the failover was decided: not fenced again while Swarm works.
+    assert not any(isinstance(a, ReplaceMember) and a.member == "orders-1" for a in after.actions)
+
+
+def test_promoted_member_is_adopted_even_on_an_equal_timeline() -> None:
+    """A standby that had not switched to the newest timeline, once promoted, lands on a
+    timeline equal to the recorded one; the recorded decision still identifies it."""
+    doc = recording("after-failover")
+    tl = doc["probes"]["orders-0"]["timeline"]
+    doc["status"]["primary"] = "orders-2"
+    doc["status"]["timeline"] = tl
+    doc["status"]["progress"]["promoting"] = "orders-0"
+    doc["probes"]["orders-2"] = {"state": "empty", "member": "orders-2"}
+    p = plan(observe(doc))
+    assert p.status.primary == "orders-0"
+    assert "promoting" not in p.status.progress
+
+
+def test_a_fence_is_issued_once_per_container() -> None:
+    doc = recording("after-failover")
+    doc["probes"]["orders-1"].update(role="primary", upstream=None, timeline=1)
+    first = plan(observe(doc))
+    assert ReplaceMember("orders-1", "stale primary after failover") in first.actions
+    doc["status"] = first.status.model_dump(mode="json")
+    second = plan(observe(doc))
+    assert not any(isinstance(a, ReplaceMember) for a in second.actions)
+
+
+def test_a_new_member_is_seeded_not_counted_as_a_reseed() -> None:
+    doc = recording("healthy")
+    doc["declaration"]["spec"]["members"] = 4
+    obs = observe(doc)
+    new = MemberObservation[PgProbe](
+        index=3,
+        name="orders-3",
+        service_exists=True,
+        task=TaskInfo("t3", "running", "running", "n1", "vm", None),
+        probe=PgProbe(state="empty"),
+    )
+    p = plan(Observation(**{**obs.__dict__, "members": [*obs.members, new]}))
+    clones = [a for a in p.actions if isinstance(a, Clone)]
+    assert clones and clones[0].member == "orders-3" and not clones[0].reseed
+    assert p.status.reseeds == doc["status"]["reseeds"]

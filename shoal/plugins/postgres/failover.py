@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal import names
-from shoal.plugins.base import ClearRequest, Plan, ReplaceMember
+from shoal.plugins.base import ClearRequest, Plan
 from shoal.plugins.postgres.model import Demote, Follow, Promote
 from shoal.plugins.postgres.view import Cluster, PgMember, member_statuses
 from shoal.status import DatabaseState
@@ -28,21 +28,24 @@ from shoal.status import DatabaseState
 SWITCHOVER_TIMEOUT = 30.0
 
 
-def _adopt(cluster: Cluster, p: Plan) -> PgMember | None:
-    """A primary we promoted (possibly by an operator that died before writing it down)."""
+def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
+    """Make the newest primary the recorded one: the member we decided to promote (possibly
+    by an operator that died before writing the decision down), or any primary on a newer
+    timeline than the recorded one. An old primary that comes back (paused, cut off) is on
+    an older timeline, or was fenced, and never wins over the one promoted after it."""
     s = p.status
-    promoted = [
+    promoting = s.progress.get("promoting")
+    chosen = [
         m
-        for m in cluster.declared
-        if cluster.ours(m)
-        and m.probe is not None
-        and m.probe.is_primary
-        and (m.probe.timeline or 0) > (s.timeline or 0)
-        and m.name != s.primary
+        for m in cluster.live_primaries()
+        if m.name != s.primary
+        and (m.name == promoting or ((m.probe.timeline if m.probe else 0) or 0) > (s.timeline or 0))
     ]
-    if not promoted:
+    if not chosen:
         return None
-    best = max(promoted, key=lambda m: (m.probe.timeline if m.probe else 0) or 0)
+    best = max(
+        chosen, key=lambda m: (m.name == promoting, (m.probe.timeline if m.probe else 0) or 0)
+    )
     assert best.probe is not None
     planned = s.progress.pop("promoting_kind", "failover")
     old = s.primary
@@ -64,13 +67,18 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
     s = p.status
     spec = obs.database.spec
     p.requeue_after = 0.2
-    if _adopt(cluster, p) is not None:
+    if adopt(cluster, p) is not None:
         s.state = DatabaseState.FAILING_OVER
         p.requeue_after = 0.05
         s.members = member_statuses(cluster, None)
         return p
     old = obs.member(s.primary)
-    old_alive = old is not None and not old.swarm_dead and not cluster.task_changed(old)
+    old_alive = (
+        old is not None
+        and not old.swarm_dead
+        and not cluster.task_changed(old)
+        and not cluster.fenced(old)
+    )
     if old is not None and old_alive and old.probe is None:
         # Swarm says it runs but it does not answer: paused, partitioned, or overloaded.
         waited = old.unreachable_for
@@ -87,7 +95,11 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
     candidates = [
         m
         for m in cluster.declared
-        if m is not old and cluster.ours(m) and m.probe is not None and m.probe.is_standby
+        if m is not old
+        and cluster.ours(m)
+        and m.probe is not None
+        and m.probe.is_standby
+        and not cluster.fenced(m)
     ]
     s.members = member_statuses(cluster, None)
     if not candidates:
@@ -122,8 +134,7 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
 
     best = max(candidates, key=lambda m: ((m.probe.wal_lsn if m.probe else 0) or 0, -m.index))
     if old is not None and old.service_exists and old_alive:
-        p.add(ReplaceMember(old.name, "fence the old primary"))
-        p.event(obs.now, "fence", old.name, "old primary fenced: its task is replaced")
+        cluster.fence(p, old, "fence the old primary", "old primary fenced: its task is replaced")
     p.add(Promote(best.name))
     s.progress["promoting"] = best.name
     s.progress["promoting_kind"] = "failover"

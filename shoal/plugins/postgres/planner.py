@@ -20,9 +20,8 @@ from shoal.plugins.base import (
     Observation,
     Plan,
     RemoveMember,
-    ReplaceMember,
 )
-from shoal.plugins.postgres.failover import plan_failover, plan_switchover
+from shoal.plugins.postgres.failover import adopt, plan_failover, plan_switchover
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -31,8 +30,8 @@ from shoal.plugins.postgres.model import (
     Follow,
     PgProbe,
 )
-from shoal.plugins.postgres.view import Cluster, member_statuses
-from shoal.status import DatabaseState
+from shoal.plugins.postgres.view import TASK_KEY, Cluster, member_statuses
+from shoal.status import DatabaseState, MemberState
 
 PgObservation = Observation[PgProbe]
 PgMember = MemberObservation[PgProbe]
@@ -80,13 +79,15 @@ def _plan(obs: PgObservation) -> Plan:
     if p.status.identity is None:
         return _creating(cluster, p)
     for m in cluster.foreign():
-        p.add(ReplaceMember(m.name, "foreign system identifier"))
-        p.event(obs.now, "fence", m.name, "member holds a different cluster; replaced")
+        cluster.fence(
+            p, m, "foreign system identifier", "member holds a different cluster; replaced"
+        )
 
     if cluster.switchover_in_progress():
         carried = plan_switchover(cluster, p)
         assert carried is not None  # only a new request can be refused
         return carried
+    adopt(cluster, p)
     primary = cluster.current_primary()
     if primary is None:
         return plan_failover(cluster, p)
@@ -94,8 +95,12 @@ def _plan(obs: PgObservation) -> Plan:
     # A second primary of our cluster is an old one (a paused or partitioned primary that
     # came back after a failover): fence it, its data is behind and its timeline is over.
     for other in cluster.other_primaries(primary):
-        p.add(ReplaceMember(other.name, "stale primary after failover"))
-        p.event(obs.now, "fence", other.name, f"old primary fenced; {primary.name} is primary")
+        cluster.fence(
+            p,
+            other,
+            "stale primary after failover",
+            f"old primary fenced; {primary.name} is primary",
+        )
 
     if request.get("kind") == "switchover":
         started = plan_switchover(cluster, p, request=request)
@@ -186,14 +191,24 @@ def _standbys(cluster: Cluster, p: Plan, primary: PgMember) -> None:
             continue
         slot = names.slot_name(m.name)
         if m.probe.state in ("empty", "failed"):
-            p.add(Clone(m.name, primary.name, primary.probe.system_identifier, slot, ever_healthy))
-            if ever_healthy:
+            # A re-seed replaces data this member held before; a new member is just seeded.
+            reseed = ever_healthy and (TASK_KEY + m.name) in p.status.progress
+            p.add(Clone(m.name, primary.name, primary.probe.system_identifier, slot, reseed))
+            if reseed:
                 p.status.reseeds += 1
                 p.event(obs.now, "reseed", m.name, f"re-seeding from {primary.name}")
         elif m.probe.is_standby and m.probe.upstream != primary.name:
             p.add(Follow(m.name, primary.name, slot))
-        elif m.probe.state == "stopped":
-            p.add(ReplaceMember(m.name, "stopped member"))
+        elif m.probe.state == "stopped" and _was_stopped(cluster, m.name):
+            # Stopped for two observations in a row (a demoted primary restarting as a
+            # standby is stopped for a moment): PostgreSQL died under its agent.
+            cluster.fence(p, m, "stopped member", "PostgreSQL stopped; member replaced")
+
+
+def _was_stopped(cluster: Cluster, name: str) -> bool:
+    return any(
+        ms.name == name and ms.state == MemberState.FENCED for ms in cluster.obs.status.members
+    )
 
 
 def _scale_down(cluster: Cluster, p: Plan, primary: PgMember) -> None:

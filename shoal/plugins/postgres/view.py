@@ -8,6 +8,10 @@ from shoal.status import MemberRole, MemberState, MemberStatus
 
 PgMember = MemberObservation[PgProbe]
 TASK_KEY = "task:"
+FENCE_KEY = "fence:"
+# A fence is a forced service update; Swarm needs a few seconds to stop the old container.
+# Re-issuing it every cycle only churns tasks, so it is repeated only after this long.
+FENCE_RETRY_SECONDS = 30.0
 
 
 class Cluster:
@@ -38,7 +42,32 @@ class Cluster:
                 and (s.identity is None or m.probe.system_identifier == s.identity)
             ):
                 s.progress[TASK_KEY + m.name] = m.task.task_id
+        for m in self.obs.members:
+            record = s.progress.get(FENCE_KEY + m.name)
+            if record and m.task is not None and record.split("@")[0] != m.task.task_id:
+                del s.progress[FENCE_KEY + m.name]
         return Plan(status=s)
+
+    def fenced(self, m: PgMember) -> bool:
+        """The container this member runs in now was condemned by a fence: whatever it says,
+        it is never again a primary or a candidate (its replacement will start empty)."""
+        record = self.status.progress.get(FENCE_KEY + m.name, "")
+        return bool(record) and m.task is not None and record.split("@")[0] == m.task.task_id
+
+    def fence(self, p: Plan, m: PgMember, reason: str, message: str) -> None:
+        """Fence `m` once per container (again only if Swarm has not replaced it in time)."""
+        from shoal.plugins.base import ReplaceMember
+
+        now = self.obs.now
+        record = p.status.progress.get(FENCE_KEY + m.name, "")
+        task_id = m.task.task_id if m.task else ""
+        if record:
+            fenced_task, _, at = record.partition("@")
+            if fenced_task == task_id and now - float(at or 0) < FENCE_RETRY_SECONDS:
+                return
+        p.status.progress[FENCE_KEY + m.name] = f"{task_id}@{now}"
+        p.add(ReplaceMember(m.name, reason))
+        p.event(now, "fence", m.name, message)
 
     def remember_data_task(self, p: Plan, m: PgMember) -> None:
         if m.task is not None:
@@ -77,9 +106,17 @@ class Cluster:
         m = self.obs.member(self.status.primary)
         if m is None or m.probe is None or not self.ours(m) or not m.probe.is_primary:
             return None
-        if self.task_changed(m):
+        if self.task_changed(m) or self.fenced(m):
             return None
         return m
+
+    def live_primaries(self) -> list[PgMember]:
+        """Running primaries of our cluster that no fence has condemned."""
+        return [
+            m
+            for m in self.declared + self.extra
+            if self.ours(m) and m.probe is not None and m.probe.is_primary and not self.fenced(m)
+        ]
 
     def other_primaries(self, primary: PgMember) -> list[PgMember]:
         return [
