@@ -6,6 +6,7 @@ with it. Credentials reach members only as Docker secrets (files under /run/secr
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from shoal import names
@@ -36,10 +37,30 @@ def db_labels(db: str, role: str) -> dict[str, str]:
     return {names.LABEL_MANAGED: "true", names.LABEL_DATABASE: db, names.LABEL_ROLE: role}
 
 
+# Every member of every database and the operator take an address on the control network.
+# Swarm's default /24 leaves 254, and Docker 20.10 was seen not to give back the addresses of
+# replaced tasks fast enough under churn (chaos runs, benchmarks): new tasks then stay in
+# state "new" ("could not find an available IP"). A /20 gives 4094.
+CONTROL_SUBNET_CANDIDATES = tuple(f"10.{second}.0.0/20" for second in range(200, 250))
+
+
+def free_subnet(
+    in_use: list[str], candidates: tuple[str, ...] = CONTROL_SUBNET_CANDIDATES
+) -> str | None:
+    used = [ipaddress.ip_network(s, strict=False) for s in in_use if ":" not in s]
+    for c in candidates:
+        net = ipaddress.ip_network(c)
+        if not any(net.overlaps(u) for u in used):
+            return c
+    return None
+
+
 async def ensure_control_network(swarm: SwarmClient) -> str:
-    return await swarm.ensure_overlay(
-        names.CONTROL_NETWORK, {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "control"}
-    )
+    labels = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "control"}
+    if await swarm.network(names.CONTROL_NETWORK) is None:
+        subnet = free_subnet(await swarm.subnets_in_use())
+        return await swarm.ensure_overlay(names.CONTROL_NETWORK, labels, subnet)
+    return await swarm.ensure_overlay(names.CONTROL_NETWORK, labels)
 
 
 async def ensure_infrastructure(

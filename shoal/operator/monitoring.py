@@ -73,25 +73,15 @@ def build_prometheus_image(
 
 
 async def ensure_control_network(docker: aiodocker.Docker, name: str = CONTROL_NETWORK) -> str:
-    """The id of the shared control network, created (overlay, attachable) if absent."""
-    existing = await _network(docker, name)
-    if existing is not None:
-        return str(existing["Id"])
-    spec = {
-        "Name": name,
-        "Driver": "overlay",
-        "Attachable": True,
-        "CheckDuplicate": True,
-        "Labels": {LABEL_MANAGED: "true"},
-    }
+    """The id of the shared control network, created as the operator creates it."""
+    from shoal.operator.members import ensure_control_network as ensure
+    from shoal.swarm.client import SwarmClient, SwarmError
+
+    if name != CONTROL_NETWORK:
+        raise MonitoringError(f"monitoring joins {CONTROL_NETWORK}, not {name!r}")
     try:
-        created = await docker._query_json("networks/create", method="POST", data=spec)
-        return str(created["Id"])
-    except DockerError as e:
-        # somebody else created it at the same moment
-        again = await _network(docker, name)
-        if again is not None:
-            return str(again["Id"])
+        return await ensure(SwarmClient(docker))
+    except SwarmError as e:
         raise MonitoringError(f"cannot create network {name}: {e}") from e
 
 

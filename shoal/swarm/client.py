@@ -152,28 +152,38 @@ class SwarmClient:
                 return dict(net)
         return None
 
-    async def ensure_overlay(self, name: str, labels: Mapping[str, str]) -> str:
+    async def ensure_overlay(
+        self, name: str, labels: Mapping[str, str], subnet: str | None = None
+    ) -> str:
         existing = await self.network(name)
         if existing is not None:
             return str(existing["Id"])
+        spec: JSON = {
+            "Name": name,
+            "Driver": "overlay",
+            "Attachable": True,
+            "CheckDuplicate": True,
+            "Labels": dict(labels),
+        }
+        if subnet is not None:
+            spec["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
         try:
-            result: JSON = await self.call(
-                "networks/create",
-                "POST",
-                data={
-                    "Name": name,
-                    "Driver": "overlay",
-                    "Attachable": True,
-                    "CheckDuplicate": True,
-                    "Labels": dict(labels),
-                },
-            )
+            result: JSON = await self.call("networks/create", "POST", data=spec)
         except SwarmError:
             again = await self.network(name)  # created concurrently
             if again is None:
                 raise
             return str(again["Id"])
         return str(result["Id"])
+
+    async def subnets_in_use(self) -> list[str]:
+        nets: list[JSON] = await self.call("networks")
+        return [
+            str(c["Subnet"])
+            for n in nets
+            for c in ((n.get("IPAM") or {}).get("Config") or [])
+            if c.get("Subnet")
+        ]
 
     async def remove_network(self, name_or_id: str) -> bool:
         try:

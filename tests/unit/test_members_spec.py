@@ -115,3 +115,11 @@ def test_force_update_is_passed_for_replacement() -> None:
     spec = member_service_spec(load_declaration(DECL), 2, "img", INFRA, force_update=3)
     assert spec["TaskTemplate"]["ForceUpdate"] == 3
     assert spec["Name"] == "orders-2"
+
+
+def test_control_network_subnet_avoids_every_subnet_in_use() -> None:
+    from shoal.operator.members import free_subnet
+
+    assert free_subnet([]) == "10.200.0.0/20"
+    assert free_subnet(["10.0.0.0/24", "10.200.4.0/24", "fd00::/64"]) == "10.201.0.0/20"
+    assert free_subnet(["10.0.0.0/8"]) is None
