@@ -52,7 +52,18 @@ async def leftovers(swarm: SwarmClient, db: str | None = None) -> list[str]:
 
 
 async def purge_everything(swarm: SwarmClient, timeout: float = DEPENDENT_REMOVAL_TIMEOUT) -> None:
-    """`shoal down`: every object labelled shoal.managed; the swarm itself is left alone."""
+    """`shoal down`: every object labelled shoal.managed; the swarm itself is left alone.
+
+    The operators go first, and their containers must be gone before anything else is
+    removed: a live operator would re-create what is being removed (secrets, the lease)."""
+    loop = asyncio.get_running_loop()
+    for s in await swarm.services_with_label(names.LABEL_ROLE, "operator"):
+        await swarm.remove_service(s["ID"])
+        deadline = loop.time() + timeout
+        while await swarm.containers(label=f"com.docker.swarm.service.id={s['ID']}"):
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
     anchors = await swarm.services_with_label(names.LABEL_ROLE, "anchor")
     for a in anchors:
         db = a["Spec"]["Labels"].get(names.LABEL_DATABASE)
