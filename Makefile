@@ -15,6 +15,7 @@ STAMP  := $(VENV)/.shoal-installed
 up: venv
 	$(BIN)/python -m shoal.platform.engine
 	$(BIN)/shoal up
+	$(BIN)/shoal get
 
 test: venv platform lint typecheck pytest
 
