@@ -307,6 +307,7 @@ class DatabaseWorker:
             case ClearRequest(request_id=rid):
                 await ctx.store.clear_request(self.name, rid)
             case EnsureProxy(port=port, members=members):
+                await self._still_declared(stored)
                 await ensure_proxy(ctx.swarm, db, plugin.member_image(), port, members)
             case RemoveProxy():
                 await remove_proxy(ctx.swarm, self.name)
