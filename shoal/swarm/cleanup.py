@@ -28,16 +28,43 @@ async def _retry_remove(remove: object, ident: str, timeout: float) -> None:
 async def purge_database(
     swarm: SwarmClient, db: str, timeout: float = DEPENDENT_REMOVAL_TIMEOUT
 ) -> None:
-    """Remove every service, secret, config and network of `db`, the anchor last."""
-    for s in await swarm.services_of(db):
-        if s["Spec"]["Labels"].get(names.LABEL_ROLE) != "anchor":
-            await swarm.remove_service(s["ID"])
-    for sec in await swarm.secrets_with_label(names.LABEL_DATABASE, db):
-        await _retry_remove(swarm.remove_secret, sec["ID"], timeout)
-    for cfg in await swarm.configs_with_label(names.LABEL_DATABASE, db):
-        await _retry_remove(swarm.remove_config, cfg["ID"], timeout)
-    for net in await swarm.networks_with_label(names.LABEL_DATABASE, db):
-        await _retry_remove(swarm.remove_network, net["Id"], timeout)
+    """Remove every service, secret, config and network of `db`, the anchor last.
+
+    Secrets, configs and networks can only go once no task uses them, and an operator cycle
+    that began before the delete may still create a service (the anchor is marked Deleting
+    first, so that stops within a cycle): each round removes the services again before
+    retrying what is left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for s in await swarm.services_of(db):
+            if s["Spec"]["Labels"].get(names.LABEL_ROLE) != "anchor":
+                await swarm.remove_service(s["ID"])
+        failures: list[str] = []
+        removals = [
+            *(
+                (swarm.remove_secret, x["ID"])
+                for x in await swarm.secrets_with_label(names.LABEL_DATABASE, db)
+            ),
+            *(
+                (swarm.remove_config, x["ID"])
+                for x in await swarm.configs_with_label(names.LABEL_DATABASE, db)
+            ),
+            *(
+                (swarm.remove_network, x["Id"])
+                for x in await swarm.networks_with_label(names.LABEL_DATABASE, db)
+            ),
+        ]
+        for remove, ident in removals:
+            try:
+                await remove(ident)
+            except SwarmError as e:
+                failures.append(str(e))
+        if not failures:
+            break
+        if loop.time() > deadline:
+            raise SwarmError(f"could not remove everything of {db}: {failures[0]}")
+        await asyncio.sleep(0.5)
     await swarm.remove_service(names.anchor_service(db))
 
 
