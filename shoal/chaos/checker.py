@@ -206,7 +206,8 @@ def check(
         res.max_outage_window = longest
     ok = _ok_writes(ops)
     for f in faults:
-        nxt = _first_ok_after(ok, f.start)
+        in_effect = float(f.detail.get("in_effect", f.start))
+        nxt = _first_ok_after(ok, in_effect)
         after_end = _first_ok_after(ok, f.end) if f.end is not None else None
         res.faults.append(
             FaultOutcome(

@@ -207,9 +207,9 @@ class FaultRegistry:
             msg = e.message if isinstance(e, aiodocker.DockerError) else str(e)
             raise FaultError(f"{spec.name} on {target.name}: {msg}") from e
         # (On cancellation the fault stays in `active` and `undo_all` reverts it.)
-        # The fault is in effect once the call returns: writes that were already in flight
-        # or slipped in before it took hold must not count as recovery.
-        fault.start = time.time()
+        # The fault is certainly in effect once the call returns: writes that were in flight
+        # or slipped in while it was taking hold must not count as recovery.
+        fault.detail["in_effect"] = time.time()
         if fault not in self.active:
             self.active.append(fault)
         self.history.append(fault)

@@ -173,3 +173,13 @@ def test_property_checker_agrees_with_model(outcomes: list[str], data: st.DataOb
     assert res.diverged == []
     assert res.unknown_present == len(kept_unknown)
     assert res.valid == (not dropped)
+
+
+def test_write_that_slipped_in_while_the_fault_took_hold_is_not_recovery() -> None:
+    """A pause takes a moment to freeze the target: an insert that started after the Docker
+    call was made but before it returned can still succeed; recovery is the first acknowledged
+    write that started once the fault was certainly in effect."""
+    ops = [ins(1, t=1.0), ins(2, t=2.02), ins(3, t=9.0)]
+    fault = FaultRecord("pause-primary", "db-0", start=2.0, end=8.0, detail={"in_effect": 2.05})
+    res = check(ops, same({1, 2, 3}), primary="db-0", faults=[fault])
+    assert res.faults[0].recovery_seconds == pytest.approx(9.01 - 2.0)
