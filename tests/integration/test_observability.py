@@ -60,7 +60,10 @@ pytestmark = pytest.mark.integration
 
 OPERATOR_URL = "http://127.0.0.1:9650"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-TEST_FOR = "5s"  # every `for:` of the test copy of alerts.yml
+TEST_FOR = "1s"  # every `for:` of the test copy of alerts.yml
+# Scrape and rule evaluation every second in the test copy: a replica's re-seed keeps the
+# database Degraded for only a few seconds, shorter than the shipped 5 s intervals plus `for`.
+TEST_INTERVAL = "1s"
 SCREENSHOT = ROOT / "docs" / "status-page.png"
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -71,6 +74,16 @@ def shortened_rules(text: str, duration: str = TEST_FOR) -> str:
     return re.sub(r"(?m)^(\s+)for:[ \t]*\S+[ \t]*$", rf"\g<1>for: {duration}", text)
 
 
+def fast_config(text: str) -> str:
+    """prometheus.yml with every interval at TEST_INTERVAL (and the scrape timeout below it)."""
+    text = re.sub(
+        r"(?m)^(\s*)(scrape_interval|evaluation_interval):[ \t]*\S+",
+        rf"\g<1>\g<2>: {TEST_INTERVAL}",
+        text,
+    )
+    return re.sub(r"(?m)^(\s*)scrape_timeout:[ \t]*\S+", r"\g<1>scrape_timeout: 900ms", text)
+
+
 def build_test_prometheus(base: str, tag: str) -> str:
     """The shoal/prometheus recipe (DOCKERFILE, deploy/prometheus/prometheus.yml) with the
     test copy of alerts.yml."""
@@ -78,7 +91,9 @@ def build_test_prometheus(base: str, tag: str) -> str:
     with tempfile.TemporaryDirectory(prefix="shoal-prom-test-") as tmp:
         ctx = Path(tmp)
         (ctx / "deploy" / "prometheus").mkdir(parents=True)
-        shutil.copy2(config / "prometheus.yml", ctx / "deploy" / "prometheus" / "prometheus.yml")
+        (ctx / "deploy" / "prometheus" / "prometheus.yml").write_text(
+            fast_config((config / "prometheus.yml").read_text())
+        )
         rules = shortened_rules((config / "alerts.yml").read_text())
         (ctx / "deploy" / "prometheus" / "alerts.yml").write_text(rules)
         shutil.copy2(DOCKERFILE, ctx / "Dockerfile")
@@ -225,7 +240,7 @@ def stack(operator: BuiltImages, tmp_path_factory: pytest.TempPathFactory) -> It
     config = prometheus_config_dir()
     for path in (DOCKERFILE, config / "prometheus.yml", config / "alerts.yml"):
         recipe.update(path.read_bytes())
-    recipe.update(TEST_FOR.encode())
+    recipe.update(TEST_FOR.encode() + TEST_INTERVAL.encode())
     tag = f"shoal/prometheus-test:{recipe.hexdigest()[:12]}"
 
     # the image builds while the database bootstraps
