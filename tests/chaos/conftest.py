@@ -15,17 +15,9 @@ from pathlib import Path
 
 import pytest
 
-try:  # provided by the platform work; until then the operator-backed tests are skipped
-    from tests.integration.conftest import platform, unique_name
-except ImportError:  # pragma: no cover
+from tests.integration.conftest import operator, platform, unique_name
 
-    @pytest.fixture(scope="session")
-    def platform() -> object:
-        pytest.skip("tests/integration/conftest.py (platform fixture) is not available yet")
-
-    @pytest.fixture
-    def unique_name() -> str:
-        pytest.skip("tests/integration/conftest.py (unique_name fixture) is not available yet")
+__all__ = ["operator", "platform", "unique_name"]
 
 
 SHOAL = [sys.executable, "-c", "import sys; from shoal.cli.main import main; main()"]
@@ -50,7 +42,7 @@ def status(name: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def pg_db(platform: object, unique_name: str, tmp_path: Path) -> Iterator[str]:
+def pg_db(operator: object, unique_name: str, tmp_path: Path) -> Iterator[str]:
     name = unique_name[:20]
     decl = tmp_path / "db.yaml"
     decl.write_text(
