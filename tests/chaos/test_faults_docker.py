@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +21,6 @@ from shoal.chaos.faults import FaultRegistry, parse_fault
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.chaos,
-    pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI"),
 ]
 
 

@@ -160,7 +160,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if shutil.which("docker") is None or docker("info", check=False).returncode != 0:
-        pytest.skip("no Docker engine")
+        pytest.fail("integration tests need a Docker engine: run `make test` (it starts one)")
     image = member_image()
     prefix = "agtest-" + secrets.token_hex(3)
     network = f"{prefix}-net"
