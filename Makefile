@@ -1,23 +1,25 @@
 # Shoal developer entry points. Both targets work from a fresh clone on a fresh Debian
-# machine (as root): they create .venv when it is missing and bring up the platform
-# (Docker engine + single-node swarm) through shoal.platform.engine.
+# machine (as root): they create .venv when it is missing, install the host tools they need
+# and bring up the platform (Docker engine + single-node swarm) through shoal.platform.
 #
 #   make up     bring everything up: engine, swarm, images, operator, example database
-#   make test   ruff, mypy --strict, then the whole pytest suite
+#   make test   host tools, ruff, mypy --strict, unit tests (stop here if they fail), then
+#               the Docker engine, the images and the real-Swarm integration and chaos tests
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.shoal-installed
 
-.PHONY: up test venv platform images lint typecheck pytest clean-venv
+.PHONY: up test venv tools platform images lint typecheck unit integration clean-venv
 
 up: venv
 	$(BIN)/python -m shoal.platform.engine
 	$(BIN)/shoal up
 	$(BIN)/shoal get
 
-test: venv platform lint typecheck pytest
+# Order matters: the cheap checks first, so a broken unit stops the run in a minute.
+test: venv tools lint typecheck unit platform images integration
 
 venv: $(STAMP)
 
@@ -38,6 +40,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Host tools the tests use (promtool, chromium, debootstrap): shoal/platform/prerequisites.py
+tools: venv
+	$(BIN)/python -m shoal.platform.prerequisites test
+
 platform: venv
 	$(BIN)/python -m shoal.platform.engine
 
@@ -51,10 +57,15 @@ typecheck: venv
 	$(BIN)/mypy --strict shoal
 
 # Exit code 5 (no tests collected) is a failure, not a pass.
-pytest: venv
-	@rc=0; $(BIN)/python -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS) || rc=$$?; \
+PYTEST = rc=0; $(BIN)/python -m pytest -p no:cacheprovider -ra $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
+
+unit: venv
+	@$(call PYTEST,tests/unit)
+
+integration: venv
+	@$(call PYTEST,tests/integration tests/chaos)
 
 clean-venv:
 	rm -rf $(VENV)

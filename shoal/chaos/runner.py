@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import aiodocker
 from rich.console import Console
@@ -28,6 +25,8 @@ from shoal.chaos.faults import FaultError, FaultRegistry, parse_fault
 from shoal.chaos.history import parse_lines, save_ops
 from shoal.chaos.report import build_report, write_report
 from shoal.chaos.suite import Suite, schedule
+from shoal.swarm import operator_exec
+from shoal.swarm.client import SwarmClient, SwarmError
 
 CONFIG_DIR = "/tmp"
 CONFIG_NAME = "shoal-chaos.json"
@@ -47,25 +46,16 @@ class RunOptions:
     password: str | None = None
 
 
-def get_password(db: str) -> str:
-    """The application password, from `shoal credentials NAME --json`."""
-    exe = shutil.which("shoal")
-    if exe is None:
-        raise BadInput("cannot find the `shoal` command to read the credentials")
-    proc = subprocess.run(
-        [exe, "credentials", db, "--json"], capture_output=True, text=True, timeout=60
-    )
-    if proc.returncode != 0:
-        raise BadInput(f"shoal credentials {db} failed: {proc.stderr.strip()[-300:]}")
-    doc = json.loads(proc.stdout)
-    if doc.get("password"):
-        return str(doc["password"])
-    for key in ("uri", "url", "connection"):
-        if doc.get(key):
-            pw = urlparse(str(doc[key])).password
-            if pw:
-                return unquote(pw)
-    raise BadInput(f"shoal credentials {db} --json holds no password")
+async def get_password(docker: aiodocker.Docker, db: str) -> str:
+    """The application password, derived by the operator: the same call as
+    `shoal credentials NAME` (never the CLI found on `PATH`)."""
+    try:
+        doc = await operator_exec.fetch_credentials(SwarmClient(docker), db)
+    except operator_exec.NoSuchDatabase as e:
+        raise BadInput(f"--db {db}: {e}") from None
+    except (operator_exec.OperatorUnavailable, SwarmError) as e:
+        raise BadInput(f"cannot read the credentials of {db}: {e}") from None
+    return str(doc["password"])
 
 
 def client_config(
@@ -160,7 +150,7 @@ class Runner:
             names.member_service(opts.db, i) for i in range(max(status.members_desired, 1))
         ]
         network = status.network or names.database_network(opts.db)
-        password = opts.password or get_password(opts.db)
+        password = opts.password or await get_password(self.docker, opts.db)
         config = client_config(opts, status.engine, hosts, password, self.run_id)
         self.console.print(
             f"chaos run {self.run_id}: {opts.db} ({', '.join(hosts)}), "

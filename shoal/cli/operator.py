@@ -11,10 +11,10 @@ import typer
 from shoal import names
 from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, fail, out, run
 from shoal.credentials import DatabaseCredentials, load_operator_key
+from shoal.swarm import operator_exec
 from shoal.swarm.store import DatabaseStore
 
 app = typer.Typer(help="Deploy the operator service, or run its process.", no_args_is_help=True)
-OPERATOR_SHOAL = "/opt/shoal/venv/bin/shoal"
 
 
 @app.command("deploy")
@@ -90,30 +90,12 @@ def credentials_inside(name: str) -> None:
 
 async def fetch_credentials(store: DatabaseStore, name: str) -> dict[str, Any]:
     """Ask the operator (the only holder of the key) through `docker exec`."""
-    if await store.get(name) is None:
-        raise BadInput(f"no database named {name!r} (see `shoal get`)")
-    containers = await store.client.containers(
-        label=f"com.docker.swarm.service.name={names.OPERATOR_SERVICE}", status="running"
-    )
-    if not containers:
-        raise Failed(
-            "no running operator container on this node: run this on the manager where "
-            "`shoal-operator` runs (or `shoal operator deploy`)"
-        )
-    container = await store.client.docker.containers.get(containers[0]["Id"])
-    exe = await container.exec(
-        [OPERATOR_SHOAL, "operator", "credentials", name], stdout=True, stderr=True
-    )
-    chunks: list[bytes] = []
-    errors: list[bytes] = []
-    async with exe.start(detach=False) as stream:
-        while (msg := await stream.read_out()) is not None:
-            (chunks if msg.stream == 1 else errors).append(msg.data)
-    info = await exe.inspect()
-    if info.get("ExitCode") != 0:
-        raise Failed(f"operator could not derive credentials: {b''.join(errors).decode().strip()}")
-    result: dict[str, Any] = json.loads(b"".join(chunks).decode())
-    return result
+    try:
+        return await operator_exec.fetch_credentials(store.client, name)
+    except operator_exec.NoSuchDatabase as e:
+        raise BadInput(str(e)) from None
+    except operator_exec.OperatorUnavailable as e:
+        raise Failed(str(e)) from None
 
 
 def register(root: typer.Typer) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shoal import names
-from tests.chaos.conftest import SHOAL, shoal, status
+from tests.chaos.conftest import SHOAL, status
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
 
@@ -27,10 +30,39 @@ def _primary_container(db: str) -> str:
     return out.split()[0]
 
 
-def test_smoke_suite_passes(pg_db: str, tmp_path: Path) -> None:
-    proc = shoal("chaos", "run", "--db", pg_db, "--suite", "smoke", "--report", str(tmp_path))
-    report = json.loads((tmp_path / "report.json").read_text())
+# A new user's shell: the venv's `shoal` called by its path, no venv on PATH (issue: the
+# runner once looked its own CLI up on PATH and failed outside an activated venv).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+VENV_SHOAL = Path(sys.executable).with_name("shoal")
+
+
+def test_smoke_suite_passes_from_the_venv_script_with_no_venv_on_path(
+    pg_db: str, tmp_path: Path
+) -> None:
+    assert VENV_SHOAL.is_file(), f"{VENV_SHOAL} missing: install with `make venv`"
+    assert shutil.which("shoal", path=SYSTEM_PATH) is None, "a shoal on the system PATH"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = SYSTEM_PATH
+    proc = subprocess.run(
+        [
+            str(VENV_SHOAL),
+            "chaos",
+            "run",
+            "--db",
+            pg_db,
+            "--suite",
+            "smoke",
+            "--report",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
     assert report["lost"] == 0 and report["diverged"] == 0
     assert report["acknowledged"] > 100
     assert [f["type"] for f in report["faults"]] == ["kill-replica", "kill-primary"]

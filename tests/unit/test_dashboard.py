@@ -4,8 +4,6 @@ expression is valid PromQL (checked by promtool as recording rules)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from shoal.operator.dashboard import (
     substitute,
 )
 from shoal.operator.metrics import OperatorMetrics
+from shoal.platform import prerequisites
 
 pytestmark = pytest.mark.unit
 
@@ -115,11 +114,9 @@ def test_queries_include_annotations(tmp_path: Path) -> None:
 
 
 def test_every_query_parses(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
+    promtool = prerequisites.find("promtool")
     if promtool is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("promtool is required in CI (Debian package `prometheus`)")
-        pytest.skip("promtool not found: install Debian's `prometheus` package to run this test")
+        pytest.fail("promtool not found: `make tools` installs it (Debian package `prometheus`)")
     queries = dashboard_queries()
     rules = {
         "groups": [
