@@ -1,0 +1,260 @@
+"""Safety properties of failover on the real swarm (docs/failure-modes.md lists them).
+
+Every test records what a real client saw acknowledged, then checks that it survives; the
+sampling test records every member's role and synchronous standby list every ~20 ms from a
+container on the database's network. Timeouts are safety nets, not timing assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal import names
+from shoal.platform.images import BuiltImages
+from tests.integration.support import container_of, credentials, shoal, status, wait_for
+from tests.integration.test_postgres_failures import (
+    Db,
+    converged,
+    db,
+    healthy,
+    row_ids,
+    start_writer,
+    stop_writer,
+)
+
+__all__ = ["db"]
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+SAMPLER = r"""
+import sys, json, time, threading, psycopg
+cfg = json.loads(sys.stdin.readline())
+end = time.time() + cfg["seconds"]
+lock = threading.Lock()
+
+def sample(host):
+    conn = None
+    while time.time() < end:
+        t0 = time.time()
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(host=host, port=5432, user="app", dbname="app",
+                                       password=cfg["password"], autocommit=True,
+                                       connect_timeout=1)
+                conn.execute("SET statement_timeout = 500")
+            row = conn.execute("SELECT pg_is_in_recovery(), "
+                               "current_setting('synchronous_standby_names')").fetchone()
+            line = json.dumps({"t": time.time(), "m": host, "recovery": row[0], "ssn": row[1]})
+            with lock:
+                print(line, flush=True)
+        except Exception:
+            try:
+                if conn is not None:
+                    conn.close()
+            except Exception:
+                pass
+            conn = None
+            time.sleep(0.02)
+        time.sleep(max(0.0, 0.02 - (time.time() - t0)))
+
+threads = [threading.Thread(target=sample, args=(h,)) for h in cfg["hosts"]]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+class Sampler:
+    """Every member's (in recovery, synchronous_standby_names), sampled every ~20 ms over
+    the database network with the application user (both are readable by any role)."""
+
+    def __init__(self, d: Db, image: str, seconds: float = 600) -> None:
+        self.name = f"sampler-{d.name}-{time.monotonic_ns() % 10**8}"
+        hosts = [d.member(i) for i in range(3)]
+        cfg = json.dumps(
+            {"hosts": hosts, "password": credentials(d.name)["password"], "seconds": seconds}
+        )
+        self.proc = subprocess.Popen(
+            ["docker", "run", "--rm", "-i", "--name", self.name,
+             "--label", "shoal.role=test-writer", "--network", names.database_network(d.name),
+             "--entrypoint", "/opt/shoal/venv/bin/python", image, "-c", SAMPLER],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(cfg + "\n")
+        self.proc.stdin.close()
+        self.samples: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.samples.append(json.loads(line))
+
+    def writable(self, member: str, after: float = 0.0) -> list[dict[str, Any]]:
+        return [
+            s for s in self.samples if s["m"] == member and not s["recovery"] and s["t"] > after
+        ]
+
+    def stop(self) -> list[dict[str, Any]]:
+        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+        self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return self.samples
+
+
+def _new_primary(d: Db, old: str, what: str) -> str:
+    st = wait_for(lambda: (s := status(d.name)).get("primary") not in (None, old) and s, 180, what)
+    return str(st["primary"])
+
+
+def _kill(container: str) -> None:
+    subprocess.run(["docker", "kill", container], check=True, capture_output=True)
+
+
+def test_no_writable_member_ever_has_an_empty_synchronous_list(
+    db: Db, operator: BuiltImages
+) -> None:
+    """Property 2: under `durability: sync` a member that accepts writes has a synchronous
+    standby list in force at every sample, through a kill, a switchover and a pause."""
+    db.apply(unreachable=3)
+    st = healthy(db.name)
+    sampler = Sampler(db, operator.operator)
+    writer = start_writer(db, operator, "s2t")
+    try:
+        wait_for(lambda: len(sampler.samples) > 50, 60, "the sampler to start")
+        # 1. kill the primary
+        old = st["primary"]
+        cid = container_of(old)
+        assert cid
+        killed_at = time.time()
+        _kill(cid)
+        promoted = _new_primary(db, old, "a failover after the kill")
+        wait_for(lambda: len(sampler.writable(promoted, killed_at)) > 20, 60,
+                 f"samples of {promoted} as primary")  # fmt: skip
+        st = healthy(db.name, extra=lambda s: s["primary"] == promoted)
+        # 2. switchover to another member
+        target = next(m["name"] for m in st["members"] if m["role"] == "replica")
+        switched_at = time.time()
+        proc = shoal("switchover", db.name, "--to", target)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        wait_for(lambda: status(db.name).get("primary") == target, 120, "the switchover")
+        wait_for(lambda: len(sampler.writable(target, switched_at)) > 20, 60,
+                 f"samples of {target} as primary")  # fmt: skip
+        st = healthy(db.name, extra=lambda s: s["primary"] == target)
+        # 3. pause the primary past unreachableSeconds
+        cid = container_of(target)
+        assert cid
+        paused_at = time.time()
+        db.pause(cid)
+        third = _new_primary(db, target, "a failover while the primary is paused")
+        db.unpause(cid)
+        wait_for(lambda: len(sampler.writable(third, paused_at)) > 20, 60,
+                 f"samples of {third} as primary")  # fmt: skip
+        healthy(db.name, extra=lambda s: s["primary"] == third)
+    finally:
+        samples = sampler.stop()
+        acked = stop_writer(writer)
+    bad = [s for s in samples if not s["recovery"] and s["ssn"].strip() == ""]
+    assert not bad, f"{len(bad)} samples of a writable member with no synchronous list: {bad[:5]}"
+    converged([db.member(i) for i in range(3)], "s2t", acked)
+
+
+def _iptables(container: str, *rule: str) -> None:
+    """A rule in the member's own network namespace (its container is local here)."""
+    subprocess.run(
+        ["docker", "run", "--rm", "--network", f"container:{container}", "--cap-add",
+         "NET_ADMIN", names.IMAGE_BASE, "iptables", *rule],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_unreachable_standby_that_may_hold_the_newest_commit_is_waited_for(
+    db: Db, operator: BuiltImages
+) -> None:
+    """Property 1: s2's replication is cut for 10 s while writes go on (they are
+    acknowledged by s1 alone), then s1 is paused and the primary killed together. The
+    operator must wait for s1, not promote s2; every acknowledged write survives."""
+    db.apply(unreachable=3)
+    st = healthy(db.name)
+    old = st["primary"]
+    s1, s2 = [m["name"] for m in st["members"] if m["role"] == "replica"]
+    c_old, c1, c2 = container_of(old), container_of(s1), container_of(s2)
+    assert c_old and c1 and c2
+    writer = start_writer(db, operator, "s1t")
+    cut = ("OUTPUT", "-p", "tcp", "--dport", str(names.POSTGRES_PORT), "-j", "DROP")
+    try:
+        _iptables(c2, "-I", *cut)
+        time.sleep(10)
+        before = len(writer.so_far())
+        wait_for(lambda: len(writer.so_far()) > before + 20, 60, "writes acknowledged by s1")
+        db.pause(c1)
+        _kill(c_old)
+        # The operator must wait for s1: it may hold commits s2 never received.
+        waiting = wait_for(
+            lambda: (
+                (s := status(db.name)).get("state") == "Unavailable"
+                and s1 in (s.get("message") or "")
+                and s
+            ),
+            60,
+            f"Unavailable, waiting for {s1}",
+        )
+        assert waiting["primary"] in (None, old), waiting
+        time.sleep(4)
+        assert status(db.name).get("primary") in (None, old), "promoted without s1's position"
+        db.unpause(c1)
+        new = _new_primary(db, old, "a failover once s1 answers")
+    finally:
+        db.unpause()
+        if container_of(s2) == c2:
+            subprocess.run(
+                ["docker", "run", "--rm", "--network", f"container:{c2}", "--cap-add",
+                 "NET_ADMIN", names.IMAGE_BASE, "iptables", "-D", *cut],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+        acked = stop_writer(writer)
+    assert new == s1, f"{new} promoted; {s1} held the newest acknowledged commits"
+    missing = acked - row_ids(new, "s1t")
+    assert not missing, f"{len(missing)} acknowledged ids lost, e.g. {sorted(missing)[:5]}"
+    healthy(db.name, extra=lambda s: s["primary"] == new)
+    converged([db.member(i) for i in range(3)], "s1t", acked)
+
+
+def test_forced_failover_with_accepted_data_loss_is_explicit_and_logged(
+    db: Db, operator: BuiltImages, tmp_path: Path
+) -> None:
+    """The escape hatch: while the operator waits for an unreachable standby, the user may
+    promote another one, and only with --accept-data-loss; the event says so."""
+    db.apply(unreachable=3)
+    st = healthy(db.name)
+    old = st["primary"]
+    s1, s2 = [m["name"] for m in st["members"] if m["role"] == "replica"]
+    c_old, c1 = container_of(old), container_of(s1)
+    assert c_old and c1
+    try:
+        db.pause(c1)
+        _kill(c_old)
+        wait_for(lambda: s1 in (status(db.name).get("message") or ""), 60, f"waiting for {s1}")
+        refused = shoal("failover", db.name, "--to", s2)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "--accept-data-loss" in refused.stderr
+        forced = shoal("failover", db.name, "--to", s2, "--accept-data-loss")
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        wait_for(lambda: status(db.name).get("primary") == s2, 120, f"{s2} promoted")
+    finally:
+        db.unpause()
+    st = healthy(db.name, extra=lambda s: s["primary"] == s2)
+    assert any(
+        e["kind"] == "failover" and e["member"] == s2 and "data loss" in e["message"]
+        for e in st["events"]
+    ), st["events"]
