@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shoal.declaration import validate_document
+from shoal.declaration import Durability, validate_document
 from shoal.plugins.base import (
     ClearRequest,
     CreateMember,
@@ -27,6 +27,7 @@ from shoal.plugins.base import (
     ReplaceMember,
     TaskInfo,
 )
+from shoal.plugins.postgres.durability import list_for, sync_standby_names
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -37,7 +38,7 @@ from shoal.plugins.postgres.model import (
     PgProbe,
     Promote,
 )
-from shoal.plugins.postgres.planner import plan, sync_standby_names
+from shoal.plugins.postgres.planner import plan
 from shoal.status import DatabaseState, DatabaseStatus
 
 pytestmark = pytest.mark.unit
@@ -47,6 +48,21 @@ NOW = 1_800_000_000.0
 
 def recording(name: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((RECORDINGS / f"{name}.json").read_text())
+    return doc
+
+
+MEMBERS = ["orders-0", "orders-1", "orders-2"]
+# The list each member must have in force as a primary (durability.py).
+LISTS = {m: list_for(m, MEMBERS, Durability.SYNC) for m in MEMBERS}
+
+
+def steady(doc: dict[str, Any]) -> dict[str, Any]:
+    """The recordings were made before standbys kept their own synchronous list: give each
+    running standby the list the planner now keeps on it, as a steady cluster has."""
+    doc = copy.deepcopy(doc)
+    for name, raw in doc["probes"].items():
+        if raw is not None and raw.get("role") == "standby":
+            raw["synchronous_standby_names"] = LISTS[name]
     return doc
 
 
@@ -104,7 +120,7 @@ def kinds(p: Plan) -> list[str]:
 
 
 def test_healthy_cluster_needs_nothing() -> None:
-    p = plan(observe(recording("healthy")))
+    p = plan(observe(steady(recording("healthy"))))
     assert p.actions == []
     assert p.status.state == DatabaseState.HEALTHY
     assert p.status.primary == "orders-1"
@@ -135,8 +151,8 @@ def test_promotes_the_standby_with_the_most_wal() -> None:
     doc = _stopped_following(recording("primary-killed"))
     doc["probes"]["orders-2"]["wal_lsn"] += 8192
     p = plan(observe(doc))
-    assert Promote("orders-2") in p.actions
-    assert Promote("orders-0") not in p.actions
+    assert Promote("orders-2", LISTS["orders-2"]) in p.actions
+    assert Promote("orders-0", LISTS["orders-0"]) not in p.actions
     # The old primary's container is already gone (an empty replacement answers): nothing to
     # fence, its replacement will re-seed.
     assert not any(isinstance(a, ReplaceMember) for a in p.actions)
@@ -145,7 +161,9 @@ def test_promotes_the_standby_with_the_most_wal() -> None:
 
 def test_equal_wal_promotes_the_lowest_member() -> None:
     p = plan(observe(_stopped_following(recording("primary-killed"))))
-    assert [a for a in p.actions if isinstance(a, Promote)] == [Promote("orders-0")]
+    assert [a for a in p.actions if isinstance(a, Promote)] == [
+        Promote("orders-0", LISTS["orders-0"])
+    ]
 
 
 def test_promoted_standby_is_adopted_and_counted_once() -> None:
@@ -186,7 +204,7 @@ def test_unreachable_primary_is_fenced_when_a_standby_is_promoted() -> None:
     doc["probes"]["orders-1"] = None
     p = plan(observe(doc, unreachable={"orders-1": 11.0}))
     assert p.actions.index(ReplaceMember("orders-1", "fence the old primary")) < p.actions.index(
-        Promote("orders-0")
+        Promote("orders-0", LISTS["orders-0"])
     )
 
 
@@ -333,7 +351,7 @@ def test_requested_switchover_demotes_then_promotes_when_caught_up() -> None:
     doc["status"] = start.status.model_dump(mode="json")
     doc["probes"]["orders-1"].update(role="standby", upstream=None, receiving=False)
     p = plan(observe(doc))
-    assert Promote("orders-2") in p.actions
+    assert Promote("orders-2", LISTS["orders-2"]) in p.actions
     assert p.status.progress["promoting_kind"] == "switchover"
 
 
@@ -362,7 +380,7 @@ def _paused_primary_came_back(doc: dict[str, Any]) -> dict[str, Any]:
 def test_old_primary_coming_back_never_wins_over_the_promoted_one() -> None:
     doc = _paused_primary_came_back(recording("healthy"))
     decided = plan(observe(doc, unreachable={"orders-1": 11.0}))
-    assert Promote("orders-0") in decided.actions
+    assert Promote("orders-0", LISTS["orders-0"]) in decided.actions
     # orders-0 is promoted (new timeline); orders-1 wakes up still claiming to be primary.
     doc["status"] = decided.status.model_dump(mode="json")
     old_tl = recording("healthy")["probes"]["orders-1"]
@@ -414,3 +432,20 @@ def test_a_new_member_is_seeded_not_counted_as_a_reseed() -> None:
     clones = [a for a in p.actions if isinstance(a, Clone)]
     assert clones and clones[0].member == "orders-3" and not clones[0].reseed
     assert p.status.reseeds == doc["status"]["reseeds"]
+
+
+def test_every_standby_keeps_the_list_it_needs_as_a_primary() -> None:
+    """Recorded: standbys with no synchronous list. Each gets its own (the other members),
+    the primary's is left alone, so a promotion never starts asynchronous."""
+    p = plan(observe(recording("healthy")))
+    configures = {
+        a.member: a.synchronous_standby_names for a in p.actions if isinstance(a, Configure)
+    }
+    assert configures == {"orders-0": LISTS["orders-0"], "orders-2": LISTS["orders-2"]}
+    assert all(LISTS[m] for m in MEMBERS)
+
+
+def test_promote_carries_a_non_empty_list_under_sync() -> None:
+    p = plan(observe(_stopped_following(recording("primary-killed"))))
+    promotes = [a for a in p.actions if isinstance(a, Promote)]
+    assert promotes and all(a.synchronous_standby_names.startswith("ANY 1 (") for a in promotes)

@@ -3,7 +3,6 @@ plan, on recorded real observations (see test_pg_planner.py)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any
 
@@ -26,7 +25,7 @@ from shoal.plugins.base import (
 from shoal.plugins.postgres.model import PgProbe
 from shoal.plugins.postgres.planner import plan
 from shoal.status import DatabaseState
-from tests.unit.test_pg_planner import observe, recording
+from tests.unit.test_pg_planner import observe, recording, steady
 
 pytestmark = pytest.mark.unit
 MEMBERS = ("orders-0", "orders-1", "orders-2")
@@ -34,7 +33,7 @@ MEMBERS = ("orders-0", "orders-1", "orders-2")
 
 def exposed(expose: int | None = 15432, **proxy: Any) -> Observation[PgProbe]:
     """The recorded healthy cluster with `expose.port` = `expose` and the proxy as given."""
-    doc = copy.deepcopy(recording("healthy"))
+    doc = steady(recording("healthy"))
     doc["declaration"]["spec"]["expose"] = {"port": expose}
     obs = observe(doc)
     return dataclasses.replace(obs, proxy=ProxyObservation(**proxy))
@@ -131,7 +130,7 @@ def test_member_list_change_is_a_new_config_then_the_old_one_is_pruned() -> None
 
 
 def test_scale_down_keeps_checking_the_extra_members_while_they_exist() -> None:
-    doc = copy.deepcopy(recording("healthy"))
+    doc = steady(recording("healthy"))
     doc["declaration"]["spec"]["expose"] = {"port": 15432}
     obs = observe(doc, members=2)
     assert plan_proxy(obs) == [EnsureProxy(15432, MEMBERS)]

@@ -17,7 +17,7 @@ role, stale token), 500 (PostgreSQL failed).
   POST /bootstrap {parameters?}                          200 state body   (empty member)
   POST /clone {source, system_identifier, slot, parameters?}  202 state body (empty|failed)
   POST /follow {upstream: host|null, slot}               200 state body   (standby)
-  POST /promote {}                                       200 state body   (standby)
+  POST /promote {synchronous_standby_names?}             200 state body   (standby)
   POST /demote {}                                        200 state body + final_lsn (primary)
   POST /configure {parameters?, synchronous_standby_names?}   200 state body (running)
   POST /slots {slots: [name]}                            200 {slots, kept_active} (primary)
@@ -218,7 +218,10 @@ def r_follow(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def r_promote(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    return 200, a.promote()
+    ssn = field(b, "synchronous_standby_names", str, required=False)
+    if ssn is not None:
+        pg.quote_literal(ssn)
+    return 200, a.promote(ssn)
 
 
 def r_demote(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -388,8 +388,15 @@ SELECT json_build_object(
             time.sleep(0.2)
         return self.state_body()
 
-    def promote(self) -> dict[str, Any]:
+    def promote(self, ssn: str | None = None) -> dict[str, Any]:
+        """Promote this standby. With `ssn`, the synchronous standby list is put in force
+        first: on a standby `synchronous_standby_names` is reloaded like on a primary (the
+        checkpointer, which runs during recovery, publishes it to shared memory), so the
+        first commit after `pg_promote` already waits for a standby. A list that does not
+        take effect refuses the promotion rather than promoting asynchronous."""
         self.require_running("standby")
+        if ssn is not None:
+            self._set_sync_list(ssn)
         out = pg.psql("SELECT pg_promote(true, 60)", timeout=75)
         if out != "t":
             raise HttpError(500, "promotion did not complete within 60 s")
@@ -399,6 +406,27 @@ SELECT json_build_object(
             timeout=10,
         )
         return self.state_body()
+
+    def _set_sync_list(self, ssn: str, timeout: float = 5.0) -> None:
+        """ALTER SYSTEM + reload, then wait until a new session sees the value (the
+        postmaster has re-read the file, and so have the other children it signalled)."""
+        current = "SELECT current_setting('synchronous_standby_names')"
+        if pg.psql(current, timeout=3, statement_timeout_ms=2000) == ssn:
+            return
+        pg.psql(
+            f"ALTER SYSTEM SET synchronous_standby_names = {pg.quote_literal(ssn)};\n"
+            "SELECT pg_reload_conf();",
+            timeout=10,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pg.psql(current, timeout=3, statement_timeout_ms=2000) == ssn:
+                # Reload signals reach the checkpointer with the other children; give it
+                # the moment it needs to process its latch.
+                time.sleep(0.1)
+                return
+            time.sleep(0.05)
+        raise HttpError(500, f"synchronous_standby_names did not become {ssn!r}")
 
     def demote(self) -> dict[str, Any]:
         self.require_running("primary")

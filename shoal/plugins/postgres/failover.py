@@ -21,6 +21,7 @@ from typing import Any
 
 from shoal import names
 from shoal.plugins.base import ClearRequest, Plan
+from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
 from shoal.plugins.postgres.view import Cluster, PgMember, member_statuses
 from shoal.status import DatabaseState
@@ -135,12 +136,17 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
     best = max(candidates, key=lambda m: ((m.probe.wal_lsn if m.probe else 0) or 0, -m.index))
     if old is not None and old.service_exists and old_alive:
         cluster.fence(p, old, "fence the old primary", "old primary fenced: its task is replaced")
-    p.add(Promote(best.name))
+    p.add(Promote(best.name, _sync_list(cluster, best.name)))
     s.progress["promoting"] = best.name
     s.progress["promoting_kind"] = "failover"
     s.message = f"promoting {best.name}"
     p.requeue_after = 0.05
     return p
+
+
+def _sync_list(cluster: Cluster, member: str) -> str:
+    declared = [m.name for m in cluster.declared]
+    return list_for(member, declared, cluster.obs.database.spec.durability)
 
 
 def plan_switchover(
@@ -171,7 +177,7 @@ def plan_switchover(
         and target.probe.is_standby
         and (target.probe.wal_lsn or 0) >= final
     ):
-        p.add(Promote(target.name))
+        p.add(Promote(target.name, _sync_list(cluster, target.name)))
         s.progress["promoting"] = target.name
         s.progress["promoting_kind"] = "switchover"
         _end_switchover(s)
@@ -180,7 +186,7 @@ def plan_switchover(
     if obs.now - started > SWITCHOVER_TIMEOUT and old.probe.is_standby:
         # The target never caught up: give the role back to the old primary, which holds
         # every write it ever acknowledged.
-        p.add(Promote(old.name))
+        p.add(Promote(old.name, _sync_list(cluster, old.name)))
         s.progress["promoting"] = old.name
         s.progress["promoting_kind"] = "switchover"
         _end_switchover(s)

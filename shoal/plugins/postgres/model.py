@@ -111,7 +111,11 @@ class Follow(Action):
 
 @dataclass(frozen=True)
 class Promote(Action):
+    """Promote a standby. `synchronous_standby_names` is put in force on it *before*
+    `pg_promote`, so its first write as a primary already waits for a standby."""
+
     member: str
+    synchronous_standby_names: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ Order of concerns in one cycle (only the first unsettled one acts when it must):
 from __future__ import annotations
 
 from shoal import names
-from shoal.declaration import Durability
 from shoal.operator.proxy import plan_proxy
 from shoal.plugins.base import (
     ClearRequest,
@@ -21,6 +20,7 @@ from shoal.plugins.base import (
     Plan,
     RemoveMember,
 )
+from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.failover import adopt, plan_failover, plan_switchover
 from shoal.plugins.postgres.model import (
     Bootstrap,
@@ -35,19 +35,6 @@ from shoal.status import DatabaseState, MemberState
 
 PgObservation = Observation[PgProbe]
 PgMember = MemberObservation[PgProbe]
-
-
-def sync_standby_names(standbys: list[str], durability: Durability) -> str:
-    """`ANY 1 (...)`: quorum commit, a commit waits for any one listed standby to flush.
-
-    The list names every declared standby, streaming or not, and never shrinks to nothing:
-    with no standby connected a commit waits rather than being acknowledged by one copy
-    (https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES).
-    """
-    if durability is Durability.ASYNC or not standbys:
-        return ""
-    quoted = ", ".join(f'"{names.slot_name(s)}"' for s in sorted(standbys))
-    return f"ANY 1 ({quoted})"
 
 
 def plan(obs: PgObservation) -> Plan:
@@ -114,19 +101,16 @@ def _plan(obs: PgObservation) -> Plan:
 
     _standbys(cluster, p, primary)
     _scale_down(cluster, p, primary)
-    desired_sync = sync_standby_names(
-        [m.name for m in cluster.declared if m.name != primary.name], spec.durability
-    )
+    declared = [m.name for m in cluster.declared]
     params = tuple(sorted((k, _pg_value(v)) for k, v in spec.postgres.parameters.items()))
-    assert primary.probe is not None
-    if (
-        primary.probe.synchronous_standby_names != desired_sync
-        or dict(params) != primary.probe.parameters
-    ):
-        p.add(Configure(primary.name, params, desired_sync))
-    for m in cluster.declared:
-        if m.probe is not None and m.probe.is_standby and m.probe.parameters != dict(params):
-            p.add(Configure(m.name, params, desired_sync))
+    # Every member, standbys included, keeps the list it would need as a primary
+    # (durability.py): a promotion then never starts asynchronous.
+    standbys = [m for m in cluster.declared if m is not primary and m.probe and m.probe.is_standby]
+    for m in [primary, *standbys]:
+        assert m.probe is not None
+        wanted = list_for(m.name, declared, spec.durability)
+        if m.probe.synchronous_standby_names != wanted or m.probe.parameters != dict(params):
+            p.add(Configure(m.name, params, wanted))
 
     ready = cluster.ready_members(primary)
     p.status.members_ready = len(ready)

@@ -105,8 +105,8 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
                 )
             case Follow(member=m, upstream=up, slot=slot):
                 await post(m, "/follow", {"upstream": up, "slot": slot})
-            case Promote(member=m):
-                await post(m, "/promote", {})
+            case Promote(member=m, synchronous_standby_names=sync):
+                await post(m, "/promote", {"synchronous_standby_names": sync})
             case Demote(member=m):
                 await post(m, "/demote", {})
             case EnsureSlots(member=m, slots=slots):
