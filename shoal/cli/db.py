@@ -197,6 +197,53 @@ def register(app: typer.Typer) -> None:
         run(go)
 
     @app.command()
+    def failover(
+        name: str,
+        to: str = typer.Option(..., "--to", help="The standby to promote."),
+        accept_data_loss: bool = typer.Option(
+            False,
+            "--accept-data-loss",
+            help="Required: writes acknowledged only by an unreachable member may be lost.",
+        ),
+        timeout: float = typer.Option(120, help="Seconds to wait for the new primary."),
+    ) -> None:
+        """Force a promotion the safety rules refuse (they wait for a standby that may hold
+        the newest acknowledged commits). Logged as an event."""
+        if not accept_data_loss:
+            err.print(
+                "failover: refusing without --accept-data-loss (the member shoal waits for "
+                "may hold acknowledged writes that the new primary lacks)"
+            )
+            raise typer.Exit(EXIT_BAD_INPUT)
+
+        async def go(store: DatabaseStore) -> None:
+            stored = await _must_get(store, name)
+            members = [
+                names.member_service(name, i) for i in range(stored.declaration.spec.members)
+            ]
+            if to not in members:
+                raise BadInput(f"--to: {to!r} is not a member of {name} ({', '.join(members)})")
+            if stored.status.state not in (DatabaseState.UNAVAILABLE, DatabaseState.FAILING_OVER):
+                raise BadInput(
+                    f"{name} is {stored.status.state.value}: a forced failover is only for a "
+                    "database without a writable primary (use `shoal switchover`)"
+                )
+            rid = uuid.uuid4().hex[:12]
+            await store.set_request(
+                name, {"kind": "failover", "to": to, "id": rid, "accept_data_loss": True}
+            )
+
+            async def done() -> bool:
+                return (await _must_get(store, name)).status.primary == to
+
+            if not await poll(done, timeout):
+                s = (await _must_get(store, name)).status
+                raise Failed(f"forced failover did not complete: {s.message or s.state.value}")
+            out.print(f"{name}: primary is now {to} (data loss accepted)")
+
+        run(go)
+
+    @app.command()
     def reinit(
         name: str,
         accept_data_loss: bool = typer.Option(

@@ -244,7 +244,8 @@ class DatabaseWorker:
             svc = by_index.get(i)
             t = tasks.get(svc["ID"]) if svc else None
             info = task_info(t, node_names) if t else None
-            if probe is None and info is not None and info.running:
+            usable = probe is not None and plugin.answered(probe)
+            if not usable and info is not None and info.running:
                 since = self._unreachable_since.setdefault(n, now_mono)
             else:
                 self._unreachable_since.pop(n, None)

@@ -56,7 +56,9 @@ class MemberObservation(Generic[P]):
     service_exists: bool
     task: TaskInfo | None
     probe: P | None  # None when the member's engine did not answer
-    unreachable_for: float = 0.0  # seconds without an answer while Swarm says it runs
+    # Seconds without a usable answer (none, or `EnginePlugin.answered` false) while Swarm
+    # says it runs, by this operator's own monotonic clock.
+    unreachable_for: float = 0.0
 
     @property
     def swarm_dead(self) -> bool:
@@ -205,6 +207,12 @@ class EnginePlugin(ABC, Generic[P]):
         self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
     ) -> P | None:
         """Ask a member's engine about itself; None when it does not answer in time."""
+
+    def answered(self, probe: P) -> bool:
+        """False when the member replied but could not say what it is (its engine is in
+        crash recovery, out of connections, ...): the operator then counts it as unreachable,
+        so only Swarm's word that it is dead skips `failover.unreachableSeconds`."""
+        return True
 
     @abstractmethod
     def plan(self, observation: Observation[P]) -> Plan:

@@ -203,3 +203,18 @@ def test_reserved_mirrors_declaration() -> None:
     from shoal.declaration import RESERVED_PG_PARAMETERS
 
     assert RESERVED_PG_PARAMETERS <= agent_pg.RESERVED
+
+
+def test_newest_wal_timeline_from_pg_wal_names() -> None:
+    names = [
+        "000000010000000000000003",
+        "000000010000000000000004.partial",
+        "00000002.history",
+        "000000020000000000000004",
+        "00000003.history",  # fetched, but no segment of timeline 3: not followed
+        "archive_status",
+        "xlogtemp.123",
+    ]
+    assert agent_pg.newest_wal_timeline(names) == 2
+    assert agent_pg.newest_wal_timeline(["0000000A0000000000000001"]) == 10
+    assert agent_pg.newest_wal_timeline(["archive_status"]) is None

@@ -8,7 +8,6 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,10 +18,12 @@ pytestmark = pytest.mark.unit
 
 
 class FakeAgent:
+    """The real Agent's role bookkeeping (serving_role) over stand-in process state."""
+
     def __init__(self) -> None:
         self.state = "running"
         self.running = True
-        self.in_recovery: str | None = "f"  # None: psql fails
+        self.pg_role: str | None = "primary"
 
     def get_state(self) -> str:
         return self.state
@@ -30,20 +31,20 @@ class FakeAgent:
     def pg_running(self) -> bool:
         return self.running
 
+    serving_role = agent.Agent.serving_role
+    _lock = threading.Lock()
+
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeAgent, str]]:
     fake = FakeAgent()
 
     def psql(sql: str, **kw: Any) -> str:
-        assert "pg_is_in_recovery" in sql and kw["timeout"] <= 2.0
-        if fake.in_recovery is None:
-            raise agent_pg.PgError("could not connect")
-        return fake.in_recovery
+        raise AssertionError(f"the role check ran a query: {sql}")
 
     monkeypatch.setattr(agent_pg, "psql", psql)
-    handler = type("H", (agent.Handler,), {"agent": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler = type("H", (agent.Handler,), {"agent": fake, "timeout": 4.0})
+    server = agent.BoundedServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield fake, f"http://127.0.0.1:{server.server_address[1]}"
@@ -64,14 +65,14 @@ def test_primary_answers_200_only_on_primary(served: tuple[FakeAgent, str]) -> N
     fake, url = served
     assert get(url + "/primary") == (200, {"role": "primary"})
     assert get(url + "/replica") == (503, {"role": "primary"})
-    fake.in_recovery = "t"
+    fake.pg_role = "standby"
     assert get(url + "/primary") == (503, {"role": "replica"})
     assert get(url + "/replica") == (200, {"role": "replica"})
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"state": "stopped"}, {"state": "cloning"}, {"running": False}, {"in_recovery": None}],
+    [{"state": "stopped"}, {"state": "cloning"}, {"running": False}, {"pg_role": None}],
 )
 def test_not_running_is_neither(served: tuple[FakeAgent, str], change: dict[str, Any]) -> None:
     fake, url = served
@@ -86,3 +87,33 @@ def test_role_checks_need_no_token_but_state_does(served: tuple[FakeAgent, str])
     assert get(url + "/primary")[0] == 200
     assert get(url + "/state")[0] == 401
     assert get(url + "/primaryx")[0] == 401
+
+
+def test_a_flood_of_connections_is_bounded(
+    served: tuple[FakeAgent, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections past MAX_CONCURRENT are closed at once; the agent still answers after."""
+    import socket
+
+    _, url = served
+    host, port = url.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(agent.MAX_CONCURRENT + 20):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            held.append(s)  # idle: each holds a handler thread until its timeout
+        extra = socket.create_connection((host, int(port)), timeout=5)
+        extra.sendall(b"GET /primary HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert extra.recv(100) == b"", "a connection past the limit was served"
+        extra.close()
+    finally:
+        for s in held:
+            s.close()
+    # Slots come back once the idle connections are gone.
+    deadline = __import__("time").monotonic() + 10
+    while True:
+        try:
+            assert get(url + "/primary")[0] == 200
+            break
+        except (OSError, AssertionError):
+            assert __import__("time").monotonic() < deadline

@@ -150,6 +150,9 @@ def _stopped_following(doc: dict[str, Any]) -> dict[str, Any]:
 def test_promotes_the_standby_with_the_most_wal() -> None:
     doc = _stopped_following(recording("primary-killed"))
     doc["probes"]["orders-2"]["wal_lsn"] += 8192
+    # Recorded when a standby reported its checkpoint's timeline (1), which lags: it had
+    # received timeline 2 as orders-0 had. Now the agent reports the newest in pg_wal/.
+    doc["probes"]["orders-2"]["timeline"] = 2
     p = plan(observe(doc))
     assert Promote("orders-2", LISTS["orders-2"]) in p.actions
     assert Promote("orders-0", LISTS["orders-0"]) not in p.actions
@@ -157,6 +160,14 @@ def test_promotes_the_standby_with_the_most_wal() -> None:
     # fence, its replacement will re-seed.
     assert not any(isinstance(a, ReplaceMember) for a in p.actions)
     assert p.status.progress["promoting"] == "orders-2"
+
+
+def test_a_newer_timeline_wins_over_more_wal_on_an_older_one() -> None:
+    """(timeline, LSN): WAL past the fork point on the old timeline is not newer data."""
+    doc = _stopped_following(recording("primary-killed"))
+    doc["probes"]["orders-2"]["wal_lsn"] += 10**6  # timeline 1, further along
+    p = plan(observe(doc))
+    assert [a.member for a in p.actions if isinstance(a, Promote)] == ["orders-0"]
 
 
 def test_equal_wal_promotes_the_lowest_member() -> None:

@@ -43,10 +43,21 @@ except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
     from agent_member import Agent, HttpError, log  # type: ignore[import-not-found,no-redef]
 
-__all__ = ["Agent", "Handler", "HttpError", "check_host", "check_params", "check_slot", "main"]
+__all__ = [
+    "Agent",
+    "BoundedServer",
+    "Handler",
+    "HttpError",
+    "check_host",
+    "check_params",
+    "check_slot",
+    "main",
+]
 
 AGENT_PORT = 8008
 MAX_BODY = 1 << 20
+MAX_CONCURRENT = 64
+REQUEST_TIMEOUT = 10.0
 # Unauthenticated role checks for the read-write proxy: GET path -> role answered with 200.
 ROLE_CHECKS = {"/primary": "primary", "/replica": "replica"}
 UNLOGGED = frozenset({"/health", *ROLE_CHECKS})
@@ -97,25 +108,51 @@ def check_host(v: Any, name: str) -> str:
 
 
 def running_role(agent: Agent) -> str | None:
-    """`primary` or `replica` when PostgreSQL runs here and answers within 2 s, else None."""
-    if agent.get_state() != "running" or not agent.pg_running():
-        return None
-    try:
-        out = pg.psql("SELECT pg_is_in_recovery()", timeout=2.0, statement_timeout_ms=1500)
-    except pg.PgError:
-        return None
-    return "replica" if out == "t" else "primary"
+    """`primary` or `replica` while PostgreSQL runs here, from the agent's own record: no
+    query, no connection slot, bounded time (the proxy calls this every second)."""
+    role = agent.serving_role()
+    return None if role is None else ("replica" if role == "standby" else "primary")
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, but at most MAX_CONCURRENT at once: past that a connection
+    is closed at once, so a flood of requests cannot exhaust threads or memory."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst is queued, not dropped
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Handler(BaseHTTPRequestHandler):
     agent: Agent
+    timeout = REQUEST_TIMEOUT  # a slow client cannot hold a thread for long
     server_version = "shoal-agent"
     sys_version = ""
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        if self.path not in UNLOGGED and not self.path.startswith("/state"):
-            log(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}")
+        path = getattr(self, "path", "")  # unset when the request line never came
+        if path not in UNLOGGED and not path.startswith("/state"):
+            log(f"{getattr(self, 'command', '-')} {path} -> {args[1] if len(args) > 1 else ''}")
 
     def reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -287,8 +324,7 @@ def main() -> int:
     os.umask(0o077)
     agent = Agent(member)
     Handler.agent = agent
-    server = ThreadingHTTPServer(("0.0.0.0", AGENT_PORT), Handler)
-    server.daemon_threads = True
+    server = BoundedServer(("0.0.0.0", AGENT_PORT), Handler)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

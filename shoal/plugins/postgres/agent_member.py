@@ -43,6 +43,11 @@ class Agent:
         self._op = threading.Lock()  # one mutating operation at a time
         self.state = "stopped" if pg.has_data() else "empty"
         self.error: str | None = None
+        # What PostgreSQL runs as, as this agent made it (bootstrap/promote: primary; clone,
+        # demote, restart: standby). Nothing else can change it (no promote_trigger_file;
+        # pg_promote needs the local superuser), so the proxy's role check reads it with no
+        # query; every /state probe re-checks it against pg_is_in_recovery().
+        self.pg_role: str | None = None
         self.fence = self._load_fence()
         self.proc: subprocess.Popen[bytes] | None = None
         self._expect_exit = False
@@ -69,15 +74,28 @@ class Agent:
                 except OSError as e:
                     log(f"cannot persist fencing token: {e}")
 
-    def set_state(self, state: str, error: str | None = None) -> None:
+    def set_state(self, state: str, error: str | None = None, role: str | None = None) -> None:
         assert state in STATES
         with self._lock:
             self.state, self.error = state, error
+            if role is not None or state != "running":
+                self.pg_role = role
         log(f"state {state}" + (f": {error}" if error else ""))
 
     def get_state(self) -> str:
         with self._lock:
             return self.state
+
+    def serving_role(self) -> str | None:
+        """`primary` or `standby` while PostgreSQL runs here, else None. No I/O."""
+        with self._lock:
+            state, role = self.state, self.pg_role
+        return role if state == "running" and self.pg_running() else None
+
+    def _note_role(self, role: str) -> None:
+        with self._lock:
+            if self.state == "running":
+                self.pg_role = role
 
     def wipe(self) -> None:
         if pg.DATA_DIR.exists():
@@ -156,7 +174,7 @@ class Agent:
             pg.write_auto_conf(conf)
             pg.write_pgpass()
             self.start_pg()
-            self.set_state("running")
+            self.set_state("running", role="standby")
         except (pg.PgError, OSError) as e:
             self.set_state("failed", f"restart with existing data failed: {e}")
 
@@ -228,6 +246,7 @@ SELECT json_build_object(
         body["synchronous_standby_names"] = s["ssn"]
         body["pending_restart"] = s["pending"]
         body["slots"] = s["slots"]
+        self._note_role("standby" if s["in_recovery"] else "primary")
         if not s["in_recovery"]:
             body["role"] = "primary"
             body["wal_lsn"] = s["flush_lsn"]
@@ -242,7 +261,9 @@ SELECT json_build_object(
         body["replay_lsn"] = replay
         wr = s["wr"] or {}
         body["receiving"] = wr.get("status") == "streaming"
-        body["timeline"] = max(s["ckpt_tli"] or 0, wr.get("tli") or 0) or None
+        body["timeline"] = (
+            max(s["ckpt_tli"] or 0, wr.get("tli") or 0, pg.wal_timeline() or 0) or None
+        )
         body["upstream"] = pg.conninfo_get(s["conninfo"], "host") if s["conninfo"] else None
         if recv is None or (replay is not None and replay >= recv):
             body["lag_seconds"] = 0.0
@@ -296,7 +317,7 @@ SELECT json_build_object(
                 timeout=60,
             )
             BOOTSTRAP_MARKER.unlink(missing_ok=True)
-            self.set_state("running")
+            self.set_state("running", role="primary")
         except (pg.PgError, OSError, subprocess.SubprocessError) as e:
             self.stop_pg(immediate=True)
             self.wipe()
@@ -357,7 +378,7 @@ SELECT json_build_object(
             if self._abort:
                 raise pg.PgError("clone aborted by /stop")
             CLONE_MARKER.unlink(missing_ok=True)
-            self.set_state("running")
+            self.set_state("running", role="standby")
         except (pg.PgError, OSError, subprocess.SubprocessError, ValueError) as e:
             self.stop_pg(immediate=True)
             self.wipe()
@@ -400,6 +421,7 @@ SELECT json_build_object(
         out = pg.psql("SELECT pg_promote(true, 60)", timeout=75)
         if out != "t":
             raise HttpError(500, "promotion did not complete within 60 s")
+        self._note_role("primary")
         pg.psql(
             "ALTER SYSTEM RESET primary_conninfo;\nALTER SYSTEM RESET primary_slot_name;\n"
             "SELECT pg_reload_conf();",
@@ -430,6 +452,7 @@ SELECT json_build_object(
 
     def demote(self) -> dict[str, Any]:
         self.require_running("primary")
+        self._note_role("standby")  # from now on the proxy must not send clients here
         try:
             self.stop_pg(immediate=False)
             loc = pg.controldata().get("Latest checkpoint location", "")
@@ -440,6 +463,7 @@ SELECT json_build_object(
             conf.pop("primary_slot_name", None)
             pg.write_auto_conf(conf)
             self.start_pg()
+            self._note_role("standby")
         except (pg.PgError, OSError, ValueError, subprocess.SubprocessError) as e:
             self.set_state("failed", f"demote failed: {e}")
             raise HttpError(500, f"demote failed: {e}") from e

@@ -249,6 +249,20 @@ def primary_conninfo(host: str, application_name: str) -> str:
     )
 
 
+WAL_SEGMENT_RE = re.compile(r"^([0-9A-F]{8})[0-9A-F]{16}(?:\.partial)?$")
+
+
+def newest_wal_timeline(file_names: list[str]) -> int | None:
+    """The newest timeline this data directory holds WAL segments of, from the names in
+    pg_wal/. A standby's checkpoint timeline lags behind what it replays and PostgreSQL 15
+    has no SQL function for the replay timeline; the walreceiver writes each segment here
+    before it is replayed (https://www.postgresql.org/docs/15/wal-internals.html: a segment's
+    name starts with its timeline id). History files do not count: a standby fetches the
+    new timeline's history even when it then refuses to follow it (it forked off before)."""
+    tlis = [int(m.group(1), 16) for n in file_names if (m := WAL_SEGMENT_RE.match(n))]
+    return max(tlis) if tlis else None
+
+
 def parse_controldata(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():
@@ -326,6 +340,13 @@ def own_cidrs() -> list[str]:
     if routes.returncode == 0 and routes.stdout.strip():
         devs = frozenset(str(x.get("dev", "")) for x in json.loads(routes.stdout))
     return cidrs_from_ip_json(doc, devs)
+
+
+def wal_timeline() -> int | None:
+    try:
+        return newest_wal_timeline(os.listdir(DATA_DIR / "pg_wal"))
+    except OSError:
+        return None
 
 
 def has_data() -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal import names
+from shoal.declaration import Durability
 from shoal.plugins.base import ClearRequest, Plan
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
@@ -59,11 +60,17 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
         p.event(cluster.obs.now, "switchover", best.name, f"switched over from {old}")
     else:
         s.failovers += 1
-        p.event(cluster.obs.now, "failover", best.name, f"promoted after {old} was lost")
+        note = s.progress.pop("forced_note", "")
+        p.event(
+            cluster.obs.now,
+            "failover",
+            best.name,
+            f"promoted after {old} was lost" + (f"; {note}" if note else ""),
+        )
     return best
 
 
-def plan_failover(cluster: Cluster, p: Plan) -> Plan:
+def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = None) -> Plan:
     obs = cluster.obs
     s = p.status
     spec = obs.database.spec
@@ -80,8 +87,10 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
         and not cluster.task_changed(old)
         and not cluster.fenced(old)
     )
-    if old is not None and old_alive and old.probe is None:
-        # Swarm says it runs but it does not answer: paused, partitioned, or overloaded.
+    if old is not None and old_alive and _role_unknown(old):
+        # Swarm says it runs but it does not answer, or answers without knowing its role
+        # (crash recovery, out of connections): paused, partitioned, overloaded. It may
+        # still commit for clients it has, so only Swarm's word that it died skips this.
         waited = old.unreachable_for
         if waited < spec.failover.unreachable_seconds:
             s.state = DatabaseState.UNAVAILABLE
@@ -103,6 +112,7 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
         and not cluster.fenced(m)
     ]
     s.members = member_statuses(cluster, None)
+    forced = _forced_target(cluster, p, candidates, request)
     if not candidates:
         if not any(cluster.may_hold_data(m) for m in obs.members):
             if s.state != DatabaseState.LOST:
@@ -121,6 +131,20 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
         p.requeue_after = 0.5
         return p
 
+    # Every standby that may hold the newest acknowledged commit must have told us its
+    # position (DESIGN.md safety rules): with `ANY k (n standbys)` a commit may sit on any k
+    # of them, so one that is merely unreachable is waited for, never skipped.
+    unknown = _unheard(cluster, old, candidates)
+    if unknown and forced is None and spec.durability is Durability.SYNC:
+        s.state = DatabaseState.UNAVAILABLE
+        who = ", ".join(m.name for m in unknown)
+        s.message = (
+            f"waiting for {who}: it may hold acknowledged writes the other standbys lack; "
+            f"`shoal failover {obs.database.name} --to MEMBER --accept-data-loss` skips it"
+        )
+        p.requeue_after = 0.5
+        return p
+
     s.state = DatabaseState.FAILING_OVER
     if old is not None:
         s.progress["failover_from"] = old.name
@@ -133,15 +157,61 @@ def plan_failover(cluster: Cluster, p: Plan) -> Plan:
         p.requeue_after = 0.05
         return p
 
-    best = max(candidates, key=lambda m: ((m.probe.wal_lsn if m.probe else 0) or 0, -m.index))
+    best = forced or max(candidates, key=_position)
     if old is not None and old.service_exists and old_alive:
         cluster.fence(p, old, "fence the old primary", "old primary fenced: its task is replaced")
     p.add(Promote(best.name, _sync_list(cluster, best.name)))
     s.progress["promoting"] = best.name
     s.progress["promoting_kind"] = "failover"
+    if forced is not None:
+        assert request is not None
+        p.add(ClearRequest(str(request.get("id", ""))))
+        skipped = ", ".join(m.name for m in unknown) or "nobody"
+        s.progress["forced_note"] = (
+            f"forced by the user, data loss accepted (skipped waiting for {skipped})"
+        )
     s.message = f"promoting {best.name}"
     p.requeue_after = 0.05
     return p
+
+
+def _role_unknown(m: PgMember) -> bool:
+    return m.probe is None or (m.probe.state == "running" and m.probe.role is None)
+
+
+def _position(m: PgMember) -> tuple[int, int, int]:
+    """Candidates compare by (timeline, LSN): WAL on a newer timeline supersedes any amount
+    on an older one; equal positions prefer the lowest index."""
+    pr = m.probe
+    return ((pr.timeline or 0) if pr else 0, (pr.wal_lsn or 0) if pr else 0, -m.index)
+
+
+def _unheard(cluster: Cluster, old: PgMember | None, candidates: list[PgMember]) -> list[PgMember]:
+    """Declared standbys (the old primary's synchronous set) that may still hold data but
+    whose position is not known from this observation."""
+    heard = {c.name for c in candidates}
+    return [
+        m
+        for m in cluster.declared
+        if m is not old and m.name not in heard and cluster.may_hold_data(m)
+    ]
+
+
+def _forced_target(
+    cluster: Cluster, p: Plan, candidates: list[PgMember], request: dict[str, Any] | None
+) -> PgMember | None:
+    """`shoal failover NAME --to MEMBER --accept-data-loss`: the member to promote, when it
+    is a standby of ours that answers; otherwise the request is refused and cleared."""
+    if not request or request.get("kind") != "failover":
+        return None
+    wanted = str(request.get("to") or "")
+    target = next((c for c in candidates if c.name == wanted), None)
+    if target is None or request.get("accept_data_loss") is not True:
+        p.add(ClearRequest(str(request.get("id", ""))))
+        p.status.message = f"forced failover refused: {wanted} is not a standby that answers"
+        p.event(cluster.obs.now, "failover", wanted or None, p.status.message)
+        return None
+    return target
 
 
 def _sync_list(cluster: Cluster, member: str) -> str:

@@ -77,7 +77,10 @@ def _plan(obs: PgObservation) -> Plan:
     adopt(cluster, p)
     primary = cluster.current_primary()
     if primary is None:
-        return plan_failover(cluster, p)
+        return plan_failover(cluster, p, request)
+    if request.get("kind") == "failover":
+        p.add(ClearRequest(str(request.get("id", ""))))
+        p.status.message = f"forced failover refused: {primary.name} is a working primary"
 
     # A second primary of our cluster is an old one (a paused or partitioned primary that
     # came back after a failover): fence it, its data is behind and its timeline is over.

@@ -79,6 +79,11 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
             return None
         return PgProbe.from_json(data)
 
+    def answered(self, probe: PgProbe) -> bool:
+        # The agent runs PostgreSQL but its query failed: the role is unknown, and a primary
+        # in that state may still be committing for the clients it has.
+        return not (probe.state == "running" and probe.role is None)
+
     def plan(self, observation: Observation[PgProbe]) -> Plan:
         return planner.plan(observation)
 

@@ -97,6 +97,8 @@ class Cluster:
     def may_hold_data(self, m: PgMember) -> bool:
         """False only when the member's data is certainly gone."""
         if m.probe is not None:
+            if m.probe.state == "running" and m.probe.system_identifier is None:
+                return True  # it runs PostgreSQL but its probe query failed: unknown
             return self.ours(m) or m.probe.state in ("bootstrapping", "stopped")
         if m.task is None or not m.task.running:
             return False
