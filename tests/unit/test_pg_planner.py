@@ -460,3 +460,69 @@ def test_promote_carries_a_non_empty_list_under_sync() -> None:
     p = plan(observe(_stopped_following(recording("primary-killed"))))
     promotes = [a for a in p.actions if isinstance(a, Promote)]
     assert promotes and all(a.synchronous_standby_names.startswith("ANY 1 (") for a in promotes)
+
+
+# --- property 1: a standby that may hold the newest commit is waited for -----------------
+def _killed_primary_with_unreachable(standby: str) -> dict[str, Any]:
+    """orders-1 (primary) is dead and re-created empty; `standby` does not answer but Swarm
+    runs the same container (paused, cut off): it may hold commits the other one lacks."""
+    doc = _stopped_following(recording("primary-killed"))
+    doc["probes"][standby] = None
+    return doc
+
+
+def test_unreachable_standby_is_waited_for_not_skipped() -> None:
+    doc = _killed_primary_with_unreachable("orders-2")
+    doc["probes"]["orders-0"]["wal_lsn"] += 10**6  # the other one has far more WAL
+    p = plan(observe(doc, unreachable={"orders-2": 60.0}))
+    assert not any(isinstance(a, Promote) for a in p.actions)
+    assert p.status.state == DatabaseState.UNAVAILABLE
+    assert "orders-2" in p.status.message and "--accept-data-loss" in p.status.message
+
+
+def test_standby_whose_data_is_certainly_gone_is_not_waited_for() -> None:
+    doc = _stopped_following(recording("primary-killed"))
+    doc["probes"]["orders-2"] = {"state": "empty", "member": "orders-2"}  # new container
+    p = plan(observe(doc))
+    assert [a.member for a in p.actions if isinstance(a, Promote)] == ["orders-0"]
+
+
+def test_async_keeps_promoting_the_most_advanced_reachable_standby() -> None:
+    doc = _killed_primary_with_unreachable("orders-2")
+    doc["declaration"]["spec"]["durability"] = "async"
+    p = plan(observe(doc, unreachable={"orders-2": 60.0}))
+    assert [a.member for a in p.actions if isinstance(a, Promote)] == ["orders-0"]
+
+
+def test_forced_failover_needs_the_flag_and_is_recorded() -> None:
+    doc = _killed_primary_with_unreachable("orders-2")
+    req = {"kind": "failover", "to": "orders-0", "id": "r1", "accept_data_loss": True}
+    p = plan(observe(doc, unreachable={"orders-2": 60.0}, request=req))
+    assert Promote("orders-0", LISTS["orders-0"]) in p.actions
+    assert ClearRequest("r1") in p.actions
+    # The promoted member is adopted next cycle; the event says data loss was accepted.
+    doc["status"] = p.status.model_dump(mode="json")
+    doc["probes"]["orders-0"]["role"] = "primary"
+    doc["probes"]["orders-0"]["timeline"] = 3
+    after = plan(observe(doc, unreachable={"orders-2": 61.0}))
+    events = [e for e in after.status.events if e.kind == "failover" and e.member == "orders-0"]
+    assert events and "data loss accepted" in events[-1].message
+
+    without = {**req, "accept_data_loss": False, "id": "r2"}
+    refused = plan(observe(doc | {"status": recording("primary-killed")["status"]},
+                           unreachable={"orders-2": 60.0}, request=without))  # fmt: skip
+    assert not any(isinstance(a, Promote) for a in refused.actions)
+    assert ClearRequest("r2") in refused.actions
+
+
+# --- property 6: an answering-but-broken primary is not dead ------------------------------
+def test_primary_answering_without_a_role_waits_unreachable_seconds() -> None:
+    doc = _stopped_following(recording("healthy"))
+    broken = doc["probes"]["orders-1"]
+    broken.update(role=None, system_identifier=None, error="probe query failed: too many")
+    p = plan(observe(doc, unreachable={"orders-1": 2.0}))
+    assert not any(isinstance(a, (Promote, ReplaceMember)) for a in p.actions)
+    assert p.status.state == DatabaseState.UNAVAILABLE
+    later = plan(observe(doc, unreachable={"orders-1": 11.0}))
+    assert Promote("orders-0", LISTS["orders-0"]) in later.actions
+    assert ReplaceMember("orders-1", "fence the old primary") in later.actions
