@@ -66,9 +66,15 @@ class Event(BaseModel):
     message: str = ""
 
 
+# The status label's format. An operator that meets a newer one refuses to act on the
+# database (swarm/store.py) rather than guess at what it means.
+STATUS_FORMAT = 1
+
+
 class DatabaseStatus(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    format: int = STATUS_FORMAT
     name: str
     engine: str
     state: DatabaseState = DatabaseState.CREATING

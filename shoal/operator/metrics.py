@@ -153,6 +153,12 @@ class OperatorMetrics:
             DB_LABELS,
             registry=r,
         )
+        self.status_unreadable = Gauge(
+            "shoal_database_status_unreadable",
+            "1 while the database's stored status cannot be read: the operator does not act",
+            DB_LABELS,
+            registry=r,
+        )
         self.leader.set(0)
         # database -> the label sets of every series published for it, per metric
         self._series: dict[str, dict[str, set[_Labels]]] = {}
@@ -250,6 +256,11 @@ class OperatorMetrics:
     def databases(self) -> list[str]:
         """The databases that currently have series."""
         return sorted(self._series)
+
+    def set_status_unreadable(self, database: str, engine: str, unreadable: bool) -> None:
+        labels = (database, engine)
+        self.status_unreadable.labels(*labels).set(1 if unreadable else 0)
+        self._track("status_unreadable", labels)
 
     # ------------------------------------------------------------------ events
     def record_failover(self, database: str, engine: str) -> None:

@@ -43,7 +43,7 @@ from shoal.plugins.base import (
 from shoal.status import DatabaseStatus
 from shoal.swarm.client import JSON, SwarmClient, SwarmError
 from shoal.swarm.lease import Lease
-from shoal.swarm.store import DatabaseStore, StaleFencingToken, StoredDatabase
+from shoal.swarm.store import DatabaseStore, StaleFencingToken, StoredDatabase, UnreadableStatus
 
 log = logging.getLogger("shoal.operator")
 TASK_ORDER = {"running": 3, "starting": 2, "preparing": 2, "assigned": 1, "pending": 1, "new": 1}
@@ -100,6 +100,7 @@ class DatabaseWorker:
         self.last_status: DatabaseStatus | None = None
         self._unreachable_since: dict[str, float] = {}
         self._gone = False
+        self._unreadable: str | None = None
 
     def poke(self) -> None:
         self.wake.set()
@@ -121,6 +122,8 @@ class DatabaseWorker:
                 self._gone = True
                 self.ctx.metrics.forget(self.name)
                 return
+            except UnreadableStatus as e:  # it became unreadable during the cycle
+                delay = self._refuse_unreadable(str(e), engine)
             except StaleFencingToken as e:
                 log.warning("%s", e, extra={"event": "fenced", "database": self.name})
                 delay = 2.0
@@ -145,6 +148,9 @@ class DatabaseWorker:
             ctx.metrics.forget(self.name)
             return 0.0, "unknown"
         engine = stored.declaration.spec.engine.value
+        if stored.status_error is not None:
+            return self._refuse_unreadable(stored.status_error, engine), engine
+        ctx.metrics.set_status_unreadable(self.name, engine, False)
         plugin = ctx.plugins.get(engine)
         if plugin is None:
             # Declared but not runnable here (no mongod binary can be obtained on these
@@ -197,6 +203,20 @@ class DatabaseWorker:
         if failed:
             return 0.5, engine
         return (0.05 if plan.actions and plan.requeue_after > 0.5 else plan.requeue_after), engine
+
+    def _refuse_unreadable(self, why: str, engine: str) -> float:
+        """Fail closed: act on nothing, write nothing, say so (log, metric) until a person
+        repairs the anchor's status label (docs/failure-modes.md)."""
+        if self._unreadable != why:
+            log.error(
+                "not acting on %s: %s",
+                self.name,
+                why,
+                extra={"event": "status-unreadable", "database": self.name},
+            )
+            self._unreadable = why
+        self.ctx.metrics.set_status_unreadable(self.name, engine, True)
+        return 10.0
 
     def _count(self, before: DatabaseStatus, after: DatabaseStatus, engine: str) -> None:
         for _ in range(max(0, after.failovers - before.failovers)):

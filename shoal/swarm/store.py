@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from shoal import names
 from shoal.declaration import Database, DeclarationError, validate_document
-from shoal.status import DatabaseState, DatabaseStatus
+from shoal.status import STATUS_FORMAT, DatabaseState, DatabaseStatus
 from shoal.swarm.client import JSON, SwarmClient, SwarmError, VersionConflict
 
 LABEL_UID = "shoal.uid"
@@ -27,6 +27,10 @@ CAS_ATTEMPTS = 20
 
 class StaleFencingToken(RuntimeError):
     """A status write from an operator whose lease token is older than one already written."""
+
+
+class UnreadableStatus(RuntimeError):
+    """The stored status cannot be trusted; it is never overwritten by the operator."""
 
 
 class ApplyOutcome(StrEnum):
@@ -47,6 +51,9 @@ class StoredDatabase:
     service_id: str
     version: int
     labels: dict[str, str]
+    # Set when the stored status cannot be trusted: the operator then leaves the database
+    # alone (no action, no status write) until a person repairs or removes the label.
+    status_error: str | None = None
 
 
 def anchor_spec(name: str, labels: dict[str, str]) -> JSON:
@@ -69,12 +76,13 @@ def parse_anchor(service: JSON) -> StoredDatabase:
         declaration = validate_document(json.loads(labels[names.LABEL_SPEC]))
     except (DeclarationError, KeyError, json.JSONDecodeError) as e:
         raise RuntimeError(f"anchor of {name!r} holds an unreadable declaration: {e}") from e
-    try:
-        status = DatabaseStatus.model_validate_json(labels.get(names.LABEL_STATUS, "{}"))
-    except ValidationError:
-        status = DatabaseStatus(name=name, engine=declaration.spec.engine.value)
+    status, status_error = _parse_status(labels.get(names.LABEL_STATUS), name, declaration)
     raw_request = labels.get(names.LABEL_REQUEST)
-    request = json.loads(raw_request) if raw_request else None
+    try:
+        request = json.loads(raw_request) if raw_request else None
+    except json.JSONDecodeError as e:
+        request = None
+        status_error = status_error or f"the request label is unreadable: {e}"
     return StoredDatabase(
         name=name,
         uid=labels.get(LABEL_UID, ""),
@@ -86,7 +94,33 @@ def parse_anchor(service: JSON) -> StoredDatabase:
         service_id=str(service["ID"]),
         version=int(service["Version"]["Index"]),
         labels=labels,
+        status_error=status_error,
     )
+
+
+def _parse_status(
+    raw: str | None, name: str, declaration: Database
+) -> tuple[DatabaseStatus, str | None]:
+    """The status label, and why it cannot be trusted (None when it can). Fail closed: a
+    label that exists but cannot be read (a hand edit, a newer operator's format) must never
+    look like a fresh database, which would be bootstrapped over the real one."""
+    fresh = DatabaseStatus(name=name, engine=declaration.spec.engine.value)
+    if raw is None:
+        return fresh, None
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        fmt = doc.get("format", STATUS_FORMAT)
+        if not isinstance(fmt, int) or fmt > STATUS_FORMAT:
+            return fresh, (
+                f"the status label has format {fmt!r}, newer than this operator's "
+                f"({STATUS_FORMAT}): upgrade the operator"
+            )
+        return DatabaseStatus.model_validate(doc), None
+    except (ValueError, ValidationError) as e:
+        first = str(e).splitlines()[0][:200]
+        return fresh, f"the status label is unreadable ({first})"
 
 
 class DatabaseStore:
@@ -169,6 +203,8 @@ class DatabaseStore:
             current = await self.get(name)
             if current is None:
                 return False
+            if current.status_error is not None:
+                raise UnreadableStatus(f"{name}: {current.status_error}")
             if current.status.fence_token > status.fence_token:
                 raise StaleFencingToken(
                     f"status of {name!r} was written with token {current.status.fence_token}, "

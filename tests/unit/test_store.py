@@ -192,3 +192,62 @@ async def test_list_skips_unreadable_anchors() -> None:
     broken = {names.LABEL_ROLE: "anchor", names.LABEL_DATABASE: "broken", names.LABEL_SPEC: "{"}
     await swarm.create_service(anchor_spec("broken", broken))
     assert [d.name for d in await store.list()] == ["alpha", "beta"]
+
+
+def _anchor_with(status_label: str | None, request_label: str | None = None) -> dict[str, object]:
+    db = load_declaration(decl())
+    labels = {
+        names.LABEL_MANAGED: "true",
+        names.LABEL_ROLE: "anchor",
+        names.LABEL_DATABASE: "orders",
+        LABEL_UID: "0123456789abcdef",
+        names.LABEL_SPEC: json.dumps(db.to_document(), sort_keys=True),
+    }
+    if status_label is not None:
+        labels[names.LABEL_STATUS] = status_label
+    if request_label is not None:
+        labels[names.LABEL_REQUEST] = request_label
+    return {"ID": "abc", "Version": {"Index": 1}, "Spec": anchor_spec("orders", labels)}
+
+
+@pytest.mark.parametrize(
+    ("label", "why"),
+    [
+        ("{not json", "unreadable"),
+        ('["a list"]', "unreadable"),
+        ('{"name": "orders", "engine": "postgres", "state": "Exploded"}', "unreadable"),
+        ('{"format": 2, "name": "orders", "engine": "postgres", "identity": "7"}', "newer"),
+    ],
+)
+def test_unreadable_status_fails_closed(label: str, why: str) -> None:
+    """Property 8: a status that cannot be read is reported, never taken for a new database
+    (whose identity None would let the planner bootstrap over the real one)."""
+    stored = parse_anchor(_anchor_with(label))
+    assert stored.status_error is not None and why in stored.status_error
+
+
+def test_unreadable_request_fails_closed() -> None:
+    good = DatabaseStatus(name="orders", engine="postgres", identity="7").model_dump_json()
+    stored = parse_anchor(_anchor_with(good, request_label="{broken"))
+    assert stored.request is None and stored.status_error is not None
+
+
+def test_readable_and_absent_status_are_trusted() -> None:
+    good = DatabaseStatus(name="orders", engine="postgres", identity="7").model_dump_json()
+    assert parse_anchor(_anchor_with(good)).status_error is None
+    assert parse_anchor(_anchor_with(good)).status.identity == "7"
+    assert parse_anchor(_anchor_with(None)).status_error is None
+
+
+async def test_an_unreadable_status_is_never_overwritten() -> None:
+    from shoal.swarm.store import UnreadableStatus
+
+    store, _ = store_with_fake()
+    await store.apply(load_declaration(decl()))
+    stored = await store.get("orders")
+    assert stored is not None
+    await store._write_labels(stored, {names.LABEL_STATUS: "{hand edited"})
+    with pytest.raises(UnreadableStatus):
+        await store.write_status("orders", DatabaseStatus(name="orders", engine="postgres"))
+    after = await store.get("orders")
+    assert after is not None and after.labels[names.LABEL_STATUS] == "{hand edited"
