@@ -106,7 +106,13 @@ def member_service_spec(
             "ContainerSpec": {
                 "Image": image,
                 "Hostname": name,
-                "Env": [f"SHOAL_DATABASE={db.name}", f"SHOAL_MEMBER={name}"],
+                # The task id lets a probe answer say which container it came from: during a
+                # fence the old container may answer under the member's name for a moment.
+                "Env": [
+                    f"SHOAL_DATABASE={db.name}",
+                    f"SHOAL_MEMBER={name}",
+                    "SHOAL_TASK_ID={{.Task.ID}}",
+                ],
                 "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
                 "Secrets": [
                     {

@@ -85,7 +85,11 @@ def test_credentials_only_as_secret_files(spec: JSON) -> None:
         assert set(s["File"]) >= {"Name", "UID", "GID", "Mode"}
     # the environment names the member, nothing secret
     env = dict(e.split("=", 1) for e in cs["Env"])
-    assert env == {"SHOAL_DATABASE": "orders", "SHOAL_MEMBER": "orders-1"}
+    assert env == {
+        "SHOAL_DATABASE": "orders",
+        "SHOAL_MEMBER": "orders-1",
+        "SHOAL_TASK_ID": "{{.Task.ID}}",  # a Swarm template: no secret in it
+    }
     assert not any("PASSWORD" in k.upper() or "TOKEN" in k.upper() for k in env)
 
 

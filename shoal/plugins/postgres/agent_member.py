@@ -217,6 +217,7 @@ SELECT json_build_object(
             "replay_lsn": None, "receiving": False, "upstream": None, "replication": [],
             "slots": [], "synchronous_standby_names": "", "lag_seconds": None,
             "fence_token": fence, "pending_restart": [], "parameters": {},
+            "task_id": os.environ.get("SHOAL_TASK_ID") or None,
         }  # fmt: skip
         if state in ("empty", "bootstrapping", "cloning"):
             return body

@@ -35,6 +35,7 @@ class PgProbe:
     fence_token: int = 0
     parameters: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    task_id: str | None = None  # the Swarm task of the container that answered
 
     @property
     def has_data(self) -> bool:
@@ -80,6 +81,7 @@ class PgProbe:
             fence_token=int(d.get("fence_token") or 0),
             parameters={str(k): str(v) for k, v in (d.get("parameters") or {}).items()},
             error=d.get("error"),
+            task_id=str(d["task_id"]) if d.get("task_id") else None,
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from shoal.plugins.base import MemberObservation, Observation, Plan
 from shoal.plugins.postgres.model import PgProbe
 from shoal.status import MemberRole, MemberState, MemberStatus
@@ -14,10 +16,21 @@ FENCE_KEY = "fence:"
 FENCE_RETRY_SECONDS = 30.0
 
 
+def _own_answer(m: PgMember) -> PgMember:
+    """An answer from a container that is not the member's current task is no answer for the
+    member: while a fenced (replaced) container is being stopped it may still answer under
+    the member's name, as the old primary, and must be neither obeyed nor fenced again."""
+    pr, task = m.probe, m.task
+    if pr is None or pr.task_id is None or task is None or pr.task_id == task.task_id:
+        return m
+    return replace(m, probe=None)
+
+
 class Cluster:
     """One observation plus the status being planned (a copy the plan may change)."""
 
     def __init__(self, obs: Observation[PgProbe]) -> None:
+        obs = replace(obs, members=[_own_answer(m) for m in obs.members])
         self.obs = obs
         n = obs.database.spec.members
         self.declared = sorted((m for m in obs.members if m.index < n), key=lambda m: m.index)
