@@ -46,7 +46,18 @@ from shoal.swarm.lease import Lease
 from shoal.swarm.store import DatabaseStore, StaleFencingToken, StoredDatabase, UnreadableStatus
 
 log = logging.getLogger("shoal.operator")
-TASK_ORDER = {"running": 3, "starting": 2, "preparing": 2, "assigned": 1, "pending": 1, "new": 1}
+# Actions that change Swarm objects: the lease is re-read right before each (fencing
+# tokens guard the agents' actions; Swarm itself has no notion of them).
+SWARM_CHANGES = (
+    CreateMember,
+    RemoveMember,
+    ReplaceMember,
+    ClearRequest,
+    EnsureInfrastructure,
+    EnsureProxy,
+    RemoveProxy,
+    PruneProxyConfigs,
+)
 
 
 @dataclass
@@ -168,6 +179,12 @@ class DatabaseWorker:
             return 30.0, engine
         credentials = DatabaseCredentials.derive(ctx.key, stored.uid)
         obs = await self.observe(stored, plugin, credentials)
+        seen = max(
+            (plugin.fence_token_seen(m.probe) for m in obs.members if m.probe is not None),
+            default=0,
+        )
+        if seen > ctx.lease.token and not await ctx.lease.advance_past(seen):
+            return 1.0, engine
         plan = plugin.plan(obs)
         token = ctx.lease.token
         failed = False
@@ -175,8 +192,24 @@ class DatabaseWorker:
             if not ctx.lease.held or ctx.lease.token != token:
                 log.warning("lease lost mid-cycle; stopping", extra={"database": self.name})
                 return 1.0, engine
+            if isinstance(action, SWARM_CHANGES) and not await ctx.lease.confirm():
+                log.warning(
+                    "lease not confirmed before %s; stopping",
+                    action.describe(),
+                    extra={"database": self.name},
+                )
+                return 1.0, engine
             try:
-                await self.apply(action, stored, plugin, credentials)
+                # No action outlives the lease it was started under.
+                async with asyncio.timeout(max(ctx.lease.remaining(), 0.001)):
+                    await self.apply(action, stored, plugin, credentials)
+            except TimeoutError:
+                log.warning(
+                    "%s outlived the lease; stopping",
+                    action.describe(),
+                    extra={"event": "action-failed", "database": self.name},
+                )
+                return 1.0, engine
             except (SwarmError, ActionFailed) as e:
                 # Re-observe before trying anything else: the world changed under the plan.
                 log.warning(

@@ -208,6 +208,10 @@ class EnginePlugin(ABC, Generic[P]):
     ) -> P | None:
         """Ask a member's engine about itself; None when it does not answer in time."""
 
+    def fence_token_seen(self, probe: P) -> int:
+        """The highest fencing token the member has recorded (0 if the engine keeps none)."""
+        return 0
+
     def answered(self, probe: P) -> bool:
         """False when the member replied but could not say what it is (its engine is in
         crash recovery, out of connections, ...): the operator then counts it as unreachable,

@@ -129,6 +129,58 @@ class Lease:
             log.warning("lease step failed: %s", e, extra={"event": "lease-error"})
             return self.held
 
+    def remaining(self) -> float:
+        """Seconds this process may still act without renewing (0 when not held)."""
+        return max(0.0, self._valid_until - self.clock()) if self.token > 0 else 0.0
+
+    async def confirm(self) -> bool:
+        """Re-read the record right before an action that changes Swarm: True only if it is
+        still ours, with our token, and our own clock says it has not run out."""
+        if not self.held:
+            return False
+        try:
+            service = await self.client.service(names.LEASE_SERVICE)
+        except SwarmError:
+            return False
+        if service is None:
+            return False
+        record = LeaseRecord.from_label(service["Spec"].get("Labels", {}).get(names.LABEL_LEASE))
+        if record.holder != self.identity or record.token != self.token:
+            self._lost()
+            return False
+        return self.held
+
+    async def advance_past(self, seen: int) -> bool:
+        """A member recorded a fencing token above ours (written by a bug, or by hand): take
+        a token above it, by compare-and-swap on our own record, so nothing can lock the
+        lease holder out. A deposed holder's attempt fails (the record is not its own)."""
+        if not self.held or seen <= self.token:
+            return self.held
+        try:
+            service = await self.client.service(names.LEASE_SERVICE)
+            if service is None:
+                return False
+            record = LeaseRecord.from_label(
+                service["Spec"].get("Labels", {}).get(names.LABEL_LEASE)
+            )
+            if record.holder != self.identity or record.token != self.token:
+                self._lost()
+                return False
+            ahead = LeaseRecord(self.identity, seen + 1, record.beat + 1)
+            await self.client.update_service(
+                service["ID"], int(service["Version"]["Index"]), lease_spec(ahead)
+            )
+        except (VersionConflict, SwarmError):
+            return False
+        log.warning(
+            "fencing token advanced from %d to %d past one a member had seen",
+            self.token,
+            seen + 1,
+            extra={"event": "lease-advanced"},
+        )
+        self.token = seen + 1
+        return self.held
+
     async def release(self) -> None:
         """Hand the lease back at shutdown so a standby takes over at once."""
         if not self.token:

@@ -365,3 +365,45 @@ async def test_swarm_reporting_the_holder_dead_allows_an_immediate_take_over() -
     b.holder_dead = dead
     assert await b.step()  # certain death: no waiting
     assert b.token == 2 and record(swarm).holder == "b"
+
+
+# --- property 5: tokens airtight -----------------------------------------------------------
+async def test_confirm_rereads_the_record_before_a_swarm_change() -> None:
+    swarm = FakeSwarm()
+    clock_a, clock_b = Clock(), Clock()  # a's clock stands still: a is stalled
+    a, b = contender(swarm, "a", clock_a), contender(swarm, "b", clock_b)
+    await a.step()
+    assert await a.confirm()
+    await b.step()
+    clock_b.advance(SETTINGS.duration + 0.1)
+    assert await b.step()  # b took over while a was stalled
+    assert a.held, "a's own clock still believes it holds"
+    assert not await a.confirm(), "a stale holder must learn from the record, not its clock"
+    assert not a.held
+
+
+async def test_remaining_bounds_an_action_to_the_lease() -> None:
+    swarm = FakeSwarm()
+    clock = Clock()
+    a = contender(swarm, "a", clock)
+    assert a.remaining() == 0.0
+    await a.step()
+    assert a.remaining() == SETTINGS.duration - SETTINGS.safety_margin
+    clock.advance(5.0)
+    assert a.remaining() == SETTINGS.duration - SETTINGS.safety_margin - 5.0
+    clock.advance(10.0)
+    assert a.remaining() == 0.0
+
+
+async def test_an_absurd_token_seen_on_a_member_cannot_lock_the_holder_out() -> None:
+    swarm = FakeSwarm()
+    clock = Clock()
+    a, b = contender(swarm, "a", clock), contender(swarm, "b", clock)
+    await a.step()
+    absurd = 9 * 10**15
+    assert await a.advance_past(absurd)
+    assert a.token == absurd + 1 == record(swarm).token
+    assert await a.step() and a.token == absurd + 1  # renewals keep the advanced token
+    await b.step()
+    assert not await b.advance_past(absurd + 5), "only the holder may advance"
+    assert record(swarm).holder == "a"

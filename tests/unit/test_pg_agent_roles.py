@@ -117,3 +117,31 @@ def test_a_flood_of_connections_is_bounded(
             break
         except (OSError, AssertionError):
             assert __import__("time").monotonic() < deadline
+
+
+def post(url: str, body: dict[str, Any], token: str = "t0ken") -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.parametrize("token", [9 * 10**18, 1 << 53, 0, -3])
+def test_an_implausible_fencing_token_is_refused_not_recorded(
+    served: tuple[FakeAgent, str], monkeypatch: pytest.MonkeyPatch, token: int
+) -> None:
+    fake, url = served
+    monkeypatch.setattr(agent_pg, "read_secret", lambda name: "t0ken")
+    recorded: list[int] = []
+    fake.check_fence = recorded.append  # type: ignore[attr-defined]
+    fake._op = threading.Lock()  # type: ignore[attr-defined]
+    status, body = post(url + "/stop", {"token": token})
+    assert status == 400 and "plausible" in body["error"]
+    assert recorded == []

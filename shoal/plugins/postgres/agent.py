@@ -57,6 +57,9 @@ __all__ = [
 AGENT_PORT = 8008
 MAX_BODY = 1 << 20
 MAX_CONCURRENT = 64
+# Lease tokens count take-overs from 1; one far beyond any real count (and beyond what JSON
+# numbers hold exactly) is refused rather than recorded, so it cannot lock the operator out.
+MAX_FENCE_TOKEN = 1 << 53
 REQUEST_TIMEOUT = 10.0
 # Unauthenticated role checks for the read-write proxy: GET path -> role answered with 200.
 ROLE_CHECKS = {"/primary": "primary", "/replica": "replica"}
@@ -207,10 +210,14 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(body, dict):
                 raise HttpError(400, "body must be a JSON object")
             token = field(body, "token", int)
-            self.agent.check_fence(token)
+            if not 0 < token < MAX_FENCE_TOKEN:
+                raise HttpError(400, f"field 'token': {token} is not a plausible fencing token")
             if not self.agent._op.acquire(timeout=60):
                 raise HttpError(409, "another operation is in progress")
             try:
+                # Checked and recorded under the operation lock: an older token can never
+                # act after a newer one, even if its request arrived first.
+                self.agent.check_fence(token)
                 status, out = route(self.agent, body)
             finally:
                 self.agent._op.release()

@@ -79,6 +79,9 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
             return None
         return PgProbe.from_json(data)
 
+    def fence_token_seen(self, probe: PgProbe) -> int:
+        return probe.fence_token
+
     def answered(self, probe: PgProbe) -> bool:
         # The agent runs PostgreSQL but its query failed: the role is unknown, and a primary
         # in that state may still be committing for the clients it has.
