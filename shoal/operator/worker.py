@@ -323,6 +323,8 @@ class DatabaseWorker:
             infrastructure_ready=await infrastructure_ready(swarm, db, stored.uid),
             now=time.time(),
             proxy=await observe_proxy(swarm, self.name, plugin.member_image()),
+            token=self.ctx.lease.token,
+            monotonic=time.monotonic(),
         )
 
     async def apply(

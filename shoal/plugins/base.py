@@ -86,8 +86,13 @@ class Observation(Generic[P]):
     members: list[MemberObservation[P]]  # declared members first, then extra services
     request: dict[str, Any] | None
     infrastructure_ready: bool
-    now: float
+    now: float  # wall clock: for events a person reads, never for a decision
     proxy: ProxyObservation = ProxyObservation()
+    # The observing operator's fencing token and its own monotonic clock. A duration that a
+    # decision depends on (a switchover's timeout, a fence's retry) is stamped with both and
+    # only measured by the operator that stamped it: clocks of different operators differ.
+    token: int = 0
+    monotonic: float = 0.0
 
     def member(self, name: str | None) -> MemberObservation[P] | None:
         return next((m for m in self.members if m.name == name), None)

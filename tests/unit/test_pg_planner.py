@@ -9,6 +9,7 @@ real `GET /state`. Tests change one recorded fact at a time to reach the cases a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -526,3 +527,34 @@ def test_primary_answering_without_a_role_waits_unreachable_seconds() -> None:
     later = plan(observe(doc, unreachable={"orders-1": 11.0}))
     assert Promote("orders-0", LISTS["orders-0"]) in later.actions
     assert ReplaceMember("orders-1", "fence the old primary") in later.actions
+
+
+# --- property 4: no two primaries across an operator hand-over ----------------------------
+def test_demoted_primary_without_a_recorded_switchover_is_a_candidate_not_fenced() -> None:
+    """The operator died after Demote, before writing the switchover down: its successor
+    finds the recorded primary running as a standby. It holds every write: it may be chosen
+    again, and it is never fenced."""
+    doc = _stopped_following(recording("healthy"))
+    doc["probes"]["orders-1"].update(role="standby", receiving=False, upstream=None)
+    doc["probes"]["orders-1"]["wal_lsn"] += 64  # its shutdown checkpoint
+    p = plan(observe(doc))
+    assert [a.member for a in p.actions if isinstance(a, Promote)] == ["orders-1"]
+    assert not any(isinstance(a, ReplaceMember) for a in p.actions)
+
+
+def test_durations_stamped_by_another_operator_are_not_compared() -> None:
+    """A switchover started by a previous operator (another token, another clock) is timed
+    by this operator from when it first sees it, whatever the stamps' numbers say."""
+    doc = recording("healthy")
+    doc["status"]["progress"].update(
+        switchover_from="orders-1", switchover_to="orders-0", switchover_started="3:99999.0"
+    )
+    doc["probes"]["orders-1"].update(role="standby", receiving=False, upstream=None)
+    doc["probes"]["orders-0"]["wal_lsn"] -= 10**6  # the target has not caught up
+    obs = dataclasses.replace(observe(doc), token=4, monotonic=5.0)
+    p = plan(obs)
+    assert p.status.progress["switchover_started"] == "4:5.000"
+    assert not any(isinstance(a, Promote) for a in p.actions), "no abort on a foreign clock"
+    doc["status"] = p.status.model_dump(mode="json")
+    later = plan(dataclasses.replace(observe(doc), token=4, monotonic=5.0 + 31))
+    assert [a.member for a in later.actions if isinstance(a, Promote)] == ["orders-1"]

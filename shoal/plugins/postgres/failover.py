@@ -24,7 +24,7 @@ from shoal.declaration import Durability
 from shoal.plugins.base import ClearRequest, Plan
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
-from shoal.plugins.postgres.view import Cluster, PgMember, member_statuses
+from shoal.plugins.postgres.view import Cluster, PgMember, elapsed, member_statuses, stamp
 from shoal.status import DatabaseState
 
 SWITCHOVER_TIMEOUT = 30.0
@@ -102,10 +102,12 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
             p.requeue_after = 0.5
             return p
 
+    # The recorded primary itself is a candidate when it answers as a standby (demoted by a
+    # switchover whose operator died before writing it down): it holds every write.
     candidates = [
         m
         for m in cluster.declared
-        if m is not old
+        if (m is not old or (old_alive and m.probe is not None and m.probe.is_standby))
         and cluster.ours(m)
         and m.probe is not None
         and m.probe.is_standby
@@ -158,7 +160,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         return p
 
     best = forced or max(candidates, key=_position)
-    if old is not None and old.service_exists and old_alive:
+    if old is not None and old is not best and old.service_exists and old_alive:
         cluster.fence(p, old, "fence the old primary", "old primary fenced: its task is replaced")
     p.add(Promote(best.name, _sync_list(cluster, best.name)))
     s.progress["promoting"] = best.name
@@ -229,13 +231,16 @@ def plan_switchover(
         return _start_switchover(cluster, p, request)
     old = obs.member(s.progress.get("switchover_from"))
     target = obs.member(s.progress.get("switchover_to"))
-    started = float(s.progress.get("switchover_started", obs.now))
+    waited = elapsed(obs, s.progress.get("switchover_started", ""))
+    if waited is None:  # started by another operator (or never stamped): count from now
+        s.progress["switchover_started"] = stamp(obs)
+        waited = 0.0
     s.state = DatabaseState.FAILING_OVER
     s.members = member_statuses(cluster, None)
     p.requeue_after = 0.1
     if old is None or target is None or old.probe is None:
         s.message = "switchover: waiting for the old primary to answer"
-        if obs.now - started > SWITCHOVER_TIMEOUT:
+        if waited > SWITCHOVER_TIMEOUT:
             _end_switchover(s)  # the failover logic takes it from here
         return p
     if old.probe.is_primary:
@@ -253,7 +258,7 @@ def plan_switchover(
         _end_switchover(s)
         s.message = f"switchover: promoting {target.name}"
         return p
-    if obs.now - started > SWITCHOVER_TIMEOUT and old.probe.is_standby:
+    if waited > SWITCHOVER_TIMEOUT and old.probe.is_standby:
         # The target never caught up: give the role back to the old primary, which holds
         # every write it ever acknowledged.
         p.add(Promote(old.name, _sync_list(cluster, old.name)))
@@ -300,7 +305,7 @@ def _start_switchover(cluster: Cluster, p: Plan, request: dict[str, Any]) -> Pla
     s.progress.update(
         switchover_from=primary.name,
         switchover_to=target.name,
-        switchover_started=str(obs.now),
+        switchover_started=stamp(obs),
     )
     s.state = DatabaseState.FAILING_OVER
     s.message = f"switchover: {primary.name} -> {target.name}"

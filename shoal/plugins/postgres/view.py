@@ -16,6 +16,23 @@ FENCE_KEY = "fence:"
 FENCE_RETRY_SECONDS = 30.0
 
 
+def stamp(obs: Observation[PgProbe]) -> str:
+    """`token:monotonic` of the observing operator (see Observation.token)."""
+    return f"{obs.token}:{obs.monotonic:.3f}"
+
+
+def elapsed(obs: Observation[PgProbe], raw: str) -> float | None:
+    """Seconds since `raw` was stamped, or None when another operator (another token)
+    stamped it: its monotonic clock means nothing here, so the caller starts counting anew."""
+    token, sep, mono = raw.partition(":")
+    if not sep or token != str(obs.token):
+        return None
+    try:
+        return obs.monotonic - float(mono)
+    except ValueError:
+        return None
+
+
 def _own_answer(m: PgMember) -> PgMember:
     """An answer from a container that is not the member's current task is no answer for the
     member: while a fenced (replaced) container is being stopped it may still answer under
@@ -71,16 +88,20 @@ class Cluster:
         """Fence `m` once per container (again only if Swarm has not replaced it in time)."""
         from shoal.plugins.base import ReplaceMember
 
-        now = self.obs.now
         record = p.status.progress.get(FENCE_KEY + m.name, "")
         task_id = m.task.task_id if m.task else ""
         if record:
             fenced_task, _, at = record.partition("@")
-            if fenced_task == task_id and now - float(at or 0) < FENCE_RETRY_SECONDS:
-                return
-        p.status.progress[FENCE_KEY + m.name] = f"{task_id}@{now}"
+            if fenced_task == task_id:
+                waited = elapsed(self.obs, at)
+                if waited is None:  # fenced by an earlier operator: count from now
+                    p.status.progress[FENCE_KEY + m.name] = f"{task_id}@{stamp(self.obs)}"
+                    return
+                if waited < FENCE_RETRY_SECONDS:
+                    return
+        p.status.progress[FENCE_KEY + m.name] = f"{task_id}@{stamp(self.obs)}"
         p.add(ReplaceMember(m.name, reason))
-        p.event(now, "fence", m.name, message)
+        p.event(self.obs.now, "fence", m.name, message)
 
     def remember_data_task(self, p: Plan, m: PgMember) -> None:
         if m.task is not None:
