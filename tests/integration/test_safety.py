@@ -10,7 +10,6 @@ import json
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,31 +229,49 @@ def test_unreachable_standby_that_may_hold_the_newest_commit_is_waited_for(
     converged([db.member(i) for i in range(3)], "s1t", acked)
 
 
-def test_forced_failover_with_accepted_data_loss_is_explicit_and_logged(
-    db: Db, operator: BuiltImages, tmp_path: Path
+def test_forced_failover_is_explicit_and_a_forked_standby_is_reseeded(
+    db: Db, operator: BuiltImages
 ) -> None:
-    """The escape hatch: while the operator waits for an unreachable standby, the user may
-    promote another one, and only with --accept-data-loss; the event says so."""
+    """The escape hatch, and property 3. While the operator waits for s1 (paused, holding
+    writes s2 never received), the user promotes s2, which needs --accept-data-loss and is
+    logged. s1 then wakes up with WAL past the point where s2's new timeline branched off:
+    it can never follow, so it must be re-seeded, not left Degraded forever."""
     db.apply(unreachable=3)
     st = healthy(db.name)
     old = st["primary"]
     s1, s2 = [m["name"] for m in st["members"] if m["role"] == "replica"]
-    c_old, c1 = container_of(old), container_of(s1)
-    assert c_old and c1
+    c_old, c1, c2 = container_of(old), container_of(s1), container_of(s2)
+    assert c_old and c1 and c2
+    writer = start_writer(db, operator, "s3t")
+    cut = ("OUTPUT", "-p", "tcp", "--dport", str(names.POSTGRES_PORT), "-j", "DROP")
     try:
+        _iptables(c2, "-I", *cut)
+        time.sleep(10)
         db.pause(c1)
         _kill(c_old)
         wait_for(lambda: s1 in (status(db.name).get("message") or ""), 60, f"waiting for {s1}")
+        _iptables(c2, "-D", *cut)
         refused = shoal("failover", db.name, "--to", s2)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "--accept-data-loss" in refused.stderr
         forced = shoal("failover", db.name, "--to", s2, "--accept-data-loss")
         assert forced.returncode == 0, forced.stdout + forced.stderr
-        wait_for(lambda: status(db.name).get("primary") == s2, 120, f"{s2} promoted")
+        promoted_at = max(writer.so_far() or {0})
+        db.unpause(c1)
+        st = healthy(db.name, timeout=300, extra=lambda s: s["primary"] == s2)
+        more = len(writer.so_far())
+        wait_for(lambda: len(writer.so_far()) > more + 30, 60, "writes on the new primary")
     finally:
         db.unpause()
-    st = healthy(db.name, extra=lambda s: s["primary"] == s2)
+        acked = stop_writer(writer)
+    assert container_of(s1) != c1, f"{s1} (forked) must run in a new, re-seeded container"
+    events = st["events"]
     assert any(
-        e["kind"] == "failover" and e["member"] == s2 and "data loss" in e["message"]
-        for e in st["events"]
-    ), st["events"]
+        e["kind"] == "failover" and e["member"] == s2 and "data loss accepted" in e["message"]
+        for e in events
+    ), events
+    assert any(e["member"] == s1 and "re-seeded" in e["message"] for e in events), events
+    after = {i for i in acked if i > promoted_at}
+    rows = row_ids(s2, "s3t")
+    assert after and after <= rows, "a write acknowledged by the new primary is missing"
+    converged([db.member(i) for i in range(3)], "s3t", rows)

@@ -218,3 +218,9 @@ def test_newest_wal_timeline_from_pg_wal_names() -> None:
     assert agent_pg.newest_wal_timeline(names) == 2
     assert agent_pg.newest_wal_timeline(["0000000A0000000000000001"]) == 10
     assert agent_pg.newest_wal_timeline(["archive_status"]) is None
+
+
+def test_parse_history() -> None:
+    text = "1\t0/3000108\tno recovery target specified\n\n2\t0/5000060\tno recovery target\n"
+    assert agent_pg.parse_history(text) == [(1, 0x3000108), (2, 0x5000060)]
+    assert agent_pg.parse_history("garbage\n1 nonsense\n") == []

@@ -558,3 +558,29 @@ def test_durations_stamped_by_another_operator_are_not_compared() -> None:
     doc["status"] = p.status.model_dump(mode="json")
     later = plan(dataclasses.replace(observe(doc), token=4, monotonic=5.0 + 31))
     assert [a.member for a in later.actions if isinstance(a, Promote)] == ["orders-1"]
+
+
+# --- property 3: timelines ----------------------------------------------------------------
+def _primary_on_timeline_2_with(standby_lsn_past_fork: int) -> dict[str, Any]:
+    """orders-1 is primary on timeline 2, branched from timeline 1 at FORK; orders-0 is a
+    standby still on timeline 1 at FORK + `standby_lsn_past_fork` (not streaming)."""
+    doc = recording("healthy")
+    fork = doc["probes"]["orders-1"]["wal_lsn"] - 4096
+    doc["probes"]["orders-1"].update(timeline=2, history=[[1, fork]])
+    doc["status"]["timeline"] = 2
+    doc["probes"]["orders-0"].update(
+        timeline=1, wal_lsn=fork + standby_lsn_past_fork, receiving=False
+    )
+    return doc
+
+
+def test_standby_forked_off_the_primarys_timeline_is_reseeded_not_followed() -> None:
+    p = plan(observe(_primary_on_timeline_2_with(+512)))
+    assert ReplaceMember("orders-0", "forked off the primary's timeline") in p.actions
+    assert not any(isinstance(a, Follow) and a.member == "orders-0" for a in p.actions)
+    assert p.status.state == DatabaseState.DEGRADED
+
+
+def test_standby_at_the_fork_point_just_follows() -> None:
+    p = plan(observe(_primary_on_timeline_2_with(0)))
+    assert not any(isinstance(a, ReplaceMember) for a in p.actions)

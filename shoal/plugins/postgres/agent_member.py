@@ -217,7 +217,7 @@ SELECT json_build_object(
             "replay_lsn": None, "receiving": False, "upstream": None, "replication": [],
             "slots": [], "synchronous_standby_names": "", "lag_seconds": None,
             "fence_token": fence, "pending_restart": [], "parameters": {},
-            "task_id": os.environ.get("SHOAL_TASK_ID") or None,
+            "task_id": os.environ.get("SHOAL_TASK_ID") or None, "history": [],
         }  # fmt: skip
         if state in ("empty", "bootstrapping", "cloning"):
             return body
@@ -252,6 +252,8 @@ SELECT json_build_object(
             body["role"] = "primary"
             body["wal_lsn"] = s["flush_lsn"]
             body["timeline"] = int(s["walfile"][:8], 16) if s["walfile"] else s["ckpt_tli"]
+            if body["timeline"]:
+                body["history"] = pg.timeline_history(int(body["timeline"]))
             body["replication"] = s["replication"]
             body["lag_seconds"] = 0.0
             return body

@@ -263,6 +263,21 @@ def newest_wal_timeline(file_names: list[str]) -> int | None:
     return max(tlis) if tlis else None
 
 
+def parse_history(text: str) -> list[tuple[int, int]]:
+    """A timeline history file: one `parentTLI<TAB>switchpoint<TAB>reason` line per ancestor
+    timeline; returns (timeline, LSN where it ended) pairs, oldest first
+    (https://www.postgresql.org/docs/15/continuous-archiving.html#BACKUP-TIMELINES)."""
+    out: list[tuple[int, int]] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit() and "/" in parts[1]:
+            try:
+                out.append((int(parts[0]), lsn_to_int(parts[1])))
+            except ValueError:
+                continue
+    return out
+
+
 def parse_controldata(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():
@@ -347,6 +362,14 @@ def wal_timeline() -> int | None:
         return newest_wal_timeline(os.listdir(DATA_DIR / "pg_wal"))
     except OSError:
         return None
+
+
+def timeline_history(tli: int) -> list[tuple[int, int]]:
+    """The history of timeline `tli` from this data directory (timeline 1 has none)."""
+    try:
+        return parse_history((DATA_DIR / "pg_wal" / f"{tli:08X}.history").read_text())
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def has_data() -> bool:

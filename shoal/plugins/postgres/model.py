@@ -36,6 +36,8 @@ class PgProbe:
     parameters: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     task_id: str | None = None  # the Swarm task of the container that answered
+    # A primary's timeline history: (ancestor timeline, LSN where it ended), oldest first.
+    history: tuple[tuple[int, int], ...] = ()
 
     @property
     def has_data(self) -> bool:
@@ -82,6 +84,11 @@ class PgProbe:
             parameters={str(k): str(v) for k, v in (d.get("parameters") or {}).items()},
             error=d.get("error"),
             task_id=str(d["task_id"]) if d.get("task_id") else None,
+            history=tuple(
+                (int(h[0]), int(h[1]))
+                for h in d.get("history") or []
+                if isinstance(h, list | tuple) and len(h) == 2
+            ),
         )
 
 

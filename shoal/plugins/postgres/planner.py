@@ -184,6 +184,13 @@ def _standbys(cluster: Cluster, p: Plan, primary: PgMember) -> None:
             if reseed:
                 p.status.reseeds += 1
                 p.event(obs.now, "reseed", m.name, f"re-seeding from {primary.name}")
+        elif m.probe.is_standby and cluster.ours(m) and cluster.forked(m, primary):
+            cluster.fence(
+                p,
+                m,
+                "forked off the primary's timeline",
+                f"holds WAL past timeline {m.probe.timeline}'s end on {primary.name}: re-seeded",
+            )
         elif m.probe.is_standby and m.probe.upstream != primary.name:
             p.add(Follow(m.name, primary.name, slot))
         elif m.probe.state == "stopped" and _was_stopped(cluster, m.name):

@@ -161,6 +161,19 @@ class Cluster:
             if m is not primary and self.ours(m) and m.probe is not None and m.probe.is_primary
         ]
 
+    def forked(self, m: PgMember, primary: PgMember) -> bool:
+        """`m` holds WAL the primary's history does not: it received WAL on an older timeline
+        past the point where the primary's timeline branched off it (a standby that stayed
+        with the old primary after a forced failover). It can never follow; it is re-seeded.
+        This is the divergence test pg_rewind makes."""
+        pr, pp = m.probe, primary.probe
+        if pr is None or pp is None or pr.timeline is None or pp.timeline is None:
+            return False
+        if pr.timeline >= pp.timeline or pr.wal_lsn is None:
+            return False
+        ended = dict(pp.history).get(pr.timeline)
+        return ended is not None and pr.wal_lsn > ended
+
     def switchover_in_progress(self) -> bool:
         return "switchover_to" in self.status.progress
 
