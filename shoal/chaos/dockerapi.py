@@ -154,3 +154,17 @@ async def run_once(
 async def list_run_containers(docker: aiodocker.Docker, run_id: str) -> list[str]:
     found = await docker.containers.list(all=True, filters={"label": [f"{LABEL_RUN}={run_id}"]})
     return [c.id for c in found]
+
+
+async def request_switchover(docker: aiodocker.Docker, db: str) -> None:
+    """A planned switchover, as `shoal switchover DB` asks for it (the operator picks the
+    target), stored on the database's anchor."""
+    import uuid
+
+    from shoal.swarm.client import SwarmClient
+    from shoal.swarm.store import DatabaseStore
+
+    store = DatabaseStore(SwarmClient(docker))
+    if await store.get(db) is None:
+        raise ChaosDockerError(f"no database {db}")
+    await store.set_request(db, {"kind": "switchover", "to": None, "id": uuid.uuid4().hex[:12]})

@@ -1,7 +1,11 @@
 """Faults injected through the Docker API (Pumba style), each with an undo.
 
 A fault name is `ACTION-TARGET` (`kill-primary`, `pause-replica`, `partition-primary`, ...)
-or `kill-operator`. Targets are resolved from the database status (the `shoal.status` label
+or `kill-operator`; `switchover-primary` asks for a planned switchover (under load, like any
+fault). A compound fault joins two or three with `+` (`pause-replica+kill-primary`,
+`partition-replica+kill-primary`, `kill-primary+kill-operator`): every target is chosen
+first, then the parts are injected back to back, in the order written, and undone together.
+Targets are resolved from the database status (the `shoal.status` label
 on the anchor service) and the Swarm task of the member's service. Network faults run in a
 short-lived helper container (the base image, with iptables and iproute2) that shares the
 target's network namespace and has NET_ADMIN: the member itself stays unprivileged.
@@ -26,7 +30,8 @@ from shoal.chaos import dockerapi
 from shoal.chaos.history import FaultRecord
 from shoal.status import MemberRole
 
-ACTIONS = ("kill", "stop", "pause", "partition", "disconnect", "loss", "latency")
+ACTIONS = ("kill", "stop", "pause", "partition", "disconnect", "loss", "latency", "switchover")
+MAX_PARTS = 3
 SELECTORS = ("primary", "replica", "random")
 PARTITION_RULES = [("INPUT", "!", "-i", "lo"), ("OUTPUT", "!", "-o", "lo")]
 
@@ -57,11 +62,24 @@ def parse_fault(name: str) -> FaultSpec:
             f"unknown fault {name!r}: expected kill-operator or ACTION-TARGET with ACTION in "
             f"{', '.join(ACTIONS)} and TARGET in {', '.join(SELECTORS)}"
         )
+    if action == "switchover" and selector != "primary":
+        raise ValueError(f"unknown fault {name!r}: a switchover is of the primary only")
     return FaultSpec(action, selector)
 
 
+def parse_faults(name: str) -> tuple[FaultSpec, ...]:
+    """A single or compound (`A+B`) fault name; raises ValueError naming the problem."""
+    parts = name.split("+")
+    if len(parts) > MAX_PARTS:
+        raise ValueError(f"fault {name!r}: a compound fault has at most {MAX_PARTS} parts")
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"fault {name!r}: the same part twice")
+    return tuple(parse_fault(p) for p in parts)
+
+
 def all_fault_names() -> list[str]:
-    return [f"{a}-{s}" for a in ACTIONS for s in SELECTORS] + ["kill-operator"]
+    single = [f"{a}-{s}" for a in ACTIONS for s in SELECTORS if a != "switchover"]
+    return [*single, "switchover-primary", "kill-operator"]
 
 
 @dataclass(frozen=True)
@@ -109,9 +127,18 @@ class ActiveFault:
     end: float | None = None
     undone: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    parts: list[ActiveFault] = field(default_factory=list)  # a compound fault's injections
+
+    @property
+    def name(self) -> str:
+        return "+".join(p.spec.name for p in self.parts) if self.parts else self.spec.name
+
+    @property
+    def target_names(self) -> str:
+        return "+".join(p.target.name for p in self.parts) if self.parts else self.target.name
 
     def record(self) -> FaultRecord:
-        return FaultRecord(self.spec.name, self.target.name, self.start, self.end, self.detail)
+        return FaultRecord(self.name, self.target_names, self.start, self.end, self.detail)
 
 
 def _iptables(op: str, rules: Sequence[tuple[str, ...]], extra: str = "") -> str:
@@ -181,12 +208,41 @@ class FaultRegistry:
             raise
         return bool(info.get("State", {}).get("Running"))
 
-    async def inject(self, spec: FaultSpec, rng: random.Random) -> ActiveFault:
-        target = await resolve_target(self.docker, self.db, spec.selector, rng)
+    async def inject_all(self, specs: Sequence[FaultSpec], rng: random.Random) -> ActiveFault:
+        """One fault, or a compound one: every target is chosen before anything is injected
+        (so `pause-replica+kill-primary` pauses a replica of the primary it then kills)."""
+        if len(specs) == 1:
+            return await self.inject(specs[0], rng)
+        targets = [await resolve_target(self.docker, self.db, s.selector, rng) for s in specs]
+        compound = ActiveFault(specs[0], targets[0], time.time())
+        try:
+            for spec, target in zip(specs, targets, strict=True):
+                part = await self.inject(spec, rng, target=target, record=False)
+                compound.parts.append(part)
+        except BaseException:
+            for part in reversed(compound.parts):
+                with contextlib.suppress(Exception):
+                    await self.undo(part)
+            raise
+        compound.detail["in_effect"] = time.time()
+        self.history.append(compound)
+        return compound
+
+    async def inject(
+        self,
+        spec: FaultSpec,
+        rng: random.Random,
+        target: Target | None = None,
+        record: bool = True,
+    ) -> ActiveFault:
+        if target is None:
+            target = await resolve_target(self.docker, self.db, spec.selector, rng)
         container = self.docker.containers.container(target.container_id)
         fault = ActiveFault(spec, target, time.time())
         try:
-            if spec.action == "kill":
+            if spec.action == "switchover":
+                await dockerapi.request_switchover(self.docker, self.db)
+            elif spec.action == "kill":
                 await container.kill(signal="SIGKILL")
             elif spec.action == "stop":
                 await container.stop(t=5)
@@ -212,12 +268,21 @@ class FaultRegistry:
         fault.detail["in_effect"] = time.time()
         if fault not in self.active:
             self.active.append(fault)
-        self.history.append(fault)
+        if record:
+            self.history.append(fault)
         return fault
 
     async def undo(self, fault: ActiveFault) -> None:
         """Revert one fault; a target that has disappeared needs no undo."""
         if fault.undone:
+            return
+        if fault.parts:
+            try:
+                for part in reversed(fault.parts):
+                    await self.undo(part)
+            finally:
+                fault.undone = True
+                fault.end = time.time()
             return
         spec, target = fault.spec, fault.target
         try:

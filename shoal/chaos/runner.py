@@ -21,7 +21,7 @@ from shoal import names
 from shoal.chaos import dockerapi
 from shoal.chaos.checker import MemberRead, check
 from shoal.chaos.engines import SUPPORTED_ENGINES
-from shoal.chaos.faults import FaultError, FaultRegistry, parse_fault
+from shoal.chaos.faults import FaultError, FaultRegistry, parse_faults
 from shoal.chaos.history import parse_lines, save_ops
 from shoal.chaos.report import build_report, write_report
 from shoal.chaos.suite import Suite, schedule
@@ -128,18 +128,18 @@ class Runner:
                     st.update(f"[{n}/{len(plan)}] {name} in {wait:.0f}s")
                     await asyncio.sleep(min(wait, 1.0))
             try:
-                fault = await self.registry.inject(parse_fault(name), self.rng)
+                fault = await self.registry.inject_all(parse_faults(name), self.rng)
             except (FaultError, dockerapi.ChaosDockerError) as e:
                 self.console.print(f"[yellow]skipped {name}: {e}[/yellow]")
                 continue
-            self.console.print(f"injected {name} on {fault.target.name}")
+            self.console.print(f"injected {name} on {fault.target_names}")
             await asyncio.sleep(s.fault_duration)
             await self.registry.undo(fault)
 
     async def run(self) -> tuple[int, dict[str, Any]]:
         opts, s = self.opts, self.opts.suite
         for f in s.faults:
-            parse_fault(f)
+            parse_faults(f)
         try:
             status = await dockerapi.database_status(self.docker, opts.db)
         except dockerapi.ChaosDockerError as e:

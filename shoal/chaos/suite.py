@@ -11,9 +11,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shoal.chaos.faults import parse_fault
+from shoal.chaos.faults import parse_faults
 
-BUILTIN = ("smoke", "full")
+BUILTIN = ("smoke", "full", "safety")
 
 
 class Suite(BaseModel):
@@ -42,7 +42,7 @@ class Suite(BaseModel):
         if not v:
             raise ValueError("at least one fault is needed")
         for f in v:
-            parse_fault(f)
+            parse_faults(f)
         return v
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from shoal.chaos.faults import all_fault_names, parse_fault
+from shoal.chaos.faults import all_fault_names, parse_faults
 
 app = typer.Typer(help="The chaos suite.", no_args_is_help=True)
 
@@ -22,11 +22,16 @@ def _bad(msg: str) -> typer.Exit:
 def run(
     db: str = typer.Option(..., "--db", help="The database to torture."),
     faults: str | None = typer.Option(
-        None, "--faults", help=f"Comma-separated faults, from: {', '.join(all_fault_names())}."
+        None,
+        "--faults",
+        help=(
+            f"Comma-separated faults, from: {', '.join(all_fault_names())}; "
+            "join two or three with + for a compound fault (pause-replica+kill-primary)."
+        ),
     ),
     duration: float | None = typer.Option(None, "--duration", help="Workload seconds."),
     report_dir: str = typer.Option("chaos-report", "--report", help="Report directory."),
-    suite: str = typer.Option("smoke", "--suite", help="smoke, full or a suite YAML file."),
+    suite: str = typer.Option("smoke", "--suite", help="smoke, full, safety or a suite YAML file."),
     workload: str | None = typer.Option(None, "--workload", help="set or bank."),
     interval: float | None = typer.Option(None, "--settle", help="Seconds between faults."),
     fault_duration: float | None = typer.Option(None, "--fault-duration", help="Hold seconds."),
@@ -47,7 +52,7 @@ def run(
         if faults is not None:
             names_ = [f.strip() for f in faults.split(",") if f.strip()]
             for f in names_:
-                parse_fault(f)
+                parse_faults(f)
             if not names_:
                 raise ValueError("--faults: at least one fault is needed")
             updates["faults"] = names_

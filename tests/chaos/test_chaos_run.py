@@ -65,7 +65,11 @@ def test_smoke_suite_passes_from_the_venv_script_with_no_venv_on_path(
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["lost"] == 0 and report["diverged"] == 0
     assert report["acknowledged"] > 100
-    assert [f["type"] for f in report["faults"]] == ["kill-replica", "kill-primary"]
+    assert [f["type"] for f in report["faults"]] == [
+        "kill-replica",
+        "kill-primary",
+        "partition-replica+kill-primary",
+    ]
     assert all(f["recovery_seconds"] is not None for f in report["faults"])
     assert (tmp_path / "index.html").exists() and (tmp_path / "timeline.png").exists()
 

@@ -107,11 +107,19 @@ def test_fault_names() -> None:
 
 def test_builtin_suites() -> None:
     smoke, full = load_suite("smoke"), load_suite("full")
-    assert smoke.duration + smoke.converge_timeout < 180
-    assert {n for _, n in schedule(smoke)} == {"kill-replica", "kill-primary"}
+    assert smoke.duration + smoke.converge_timeout < 240
+    assert [n for _, n in schedule(smoke)] == [
+        "kill-replica",
+        "kill-primary",
+        "partition-replica+kill-primary",
+    ]
     plan = schedule(full)
     assert full.duration >= 1800 and len(plan) >= 50
     assert {n for _, n in plan} == set(full.faults) and "kill-operator" in full.faults
+    safety = load_suite("safety")
+    counts = [n for _, n in schedule(safety)]
+    assert {counts.count(f) for f in safety.faults} == {15}, "15 injections of every type"
+    assert all(("primary" in f) for f in safety.faults)
 
 
 def test_report_files(tmp_path: Path) -> None:
@@ -127,3 +135,23 @@ def test_report_files(tmp_path: Path) -> None:
     assert (tmp_path / "index.html").read_text().count(">PASS<") == 1
     assert (tmp_path / "timeline.png").stat().st_size > 1000
     assert sum(r["ok"] for r in per_second(ops)) == 30
+
+
+def test_compound_faults_parse_in_order_and_bad_ones_are_named() -> None:
+    from shoal.chaos.faults import parse_faults
+
+    specs = parse_faults("pause-replica+kill-primary")
+    assert [s.name for s in specs] == ["pause-replica", "kill-primary"]
+    assert [s.name for s in parse_faults("kill-primary+kill-operator")] == [
+        "kill-primary",
+        "kill-operator",
+    ]
+    assert parse_faults("switchover-primary")[0].action == "switchover"
+    for bad, why in [
+        ("kill-primary+kill-primary", "twice"),
+        ("a-b+kill-primary", "unknown fault"),
+        ("kill-primary+kill-replica+pause-replica+stop-random", "at most"),
+        ("switchover-replica", "primary only"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            parse_faults(bad)
