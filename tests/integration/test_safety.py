@@ -168,13 +168,45 @@ def test_no_writable_member_ever_has_an_empty_synchronous_list(
     converged([db.member(i) for i in range(3)], "s2t", acked)
 
 
-def _iptables(container: str, *rule: str) -> None:
-    """A rule in the member's own network namespace (its container is local here)."""
+def _iptables(container: str, script: str, check: bool = True) -> None:
+    """Rules in the member's own network namespace (its container is local here)."""
     subprocess.run(
         ["docker", "run", "--rm", "--network", f"container:{container}", "--cap-add",
-         "NET_ADMIN", names.IMAGE_BASE, "iptables", *rule],
-        check=True, capture_output=True, timeout=60,
+         "NET_ADMIN", names.IMAGE_BASE, "sh", "-c", script],
+        check=check, capture_output=True, timeout=60,
     )  # fmt: skip
+
+
+# Both directions of every PostgreSQL connection of the member (its walreceiver's included):
+# dropping only what it sends would still let it receive WAL, just not acknowledge it.
+_PG = str(names.POSTGRES_PORT)
+_CUT = (
+    f"iptables -w -I OUTPUT -p tcp --dport {_PG} -j DROP && "
+    f"iptables -w -I INPUT -p tcp --sport {_PG} -j DROP"
+)
+_HEAL = (
+    f"iptables -w -D OUTPUT -p tcp --dport {_PG} -j DROP; "
+    f"iptables -w -D INPUT -p tcp --sport {_PG} -j DROP; true"
+)
+
+
+def _replication_broken(d: Db, member: str) -> None:
+    """The cut took: the operator no longer sees the member streaming."""
+    wait_for(
+        lambda: (
+            next(m for m in status(d.name)["members"] if m["name"] == member)["role"] != "replica"
+        ),
+        60,
+        f"{member}'s replication to break",
+    )
+
+
+def _cut(container: str) -> None:
+    _iptables(container, _CUT)
+
+
+def _heal(container: str) -> None:
+    _iptables(container, _HEAL, check=False)
 
 
 def test_unreachable_standby_that_may_hold_the_newest_commit_is_waited_for(
@@ -190,9 +222,9 @@ def test_unreachable_standby_that_may_hold_the_newest_commit_is_waited_for(
     c_old, c1, c2 = container_of(old), container_of(s1), container_of(s2)
     assert c_old and c1 and c2
     writer = start_writer(db, operator, "s1t")
-    cut = ("OUTPUT", "-p", "tcp", "--dport", str(names.POSTGRES_PORT), "-j", "DROP")
     try:
-        _iptables(c2, "-I", *cut)
+        _cut(c2)
+        _replication_broken(db, s2)
         time.sleep(10)
         before = len(writer.so_far())
         wait_for(lambda: len(writer.so_far()) > before + 20, 60, "writes acknowledged by s1")
@@ -216,11 +248,7 @@ def test_unreachable_standby_that_may_hold_the_newest_commit_is_waited_for(
     finally:
         db.unpause()
         if container_of(s2) == c2:
-            subprocess.run(
-                ["docker", "run", "--rm", "--network", f"container:{c2}", "--cap-add",
-                 "NET_ADMIN", names.IMAGE_BASE, "iptables", "-D", *cut],
-                capture_output=True, timeout=60,
-            )  # fmt: skip
+            _heal(c2)
         acked = stop_writer(writer)
     assert new == s1, f"{new} promoted; {s1} held the newest acknowledged commits"
     missing = acked - row_ids(new, "s1t")
@@ -243,14 +271,14 @@ def test_forced_failover_is_explicit_and_a_forked_standby_is_reseeded(
     c_old, c1, c2 = container_of(old), container_of(s1), container_of(s2)
     assert c_old and c1 and c2
     writer = start_writer(db, operator, "s3t")
-    cut = ("OUTPUT", "-p", "tcp", "--dport", str(names.POSTGRES_PORT), "-j", "DROP")
     try:
-        _iptables(c2, "-I", *cut)
+        _cut(c2)
+        _replication_broken(db, s2)
         time.sleep(10)
         db.pause(c1)
         _kill(c_old)
         wait_for(lambda: s1 in (status(db.name).get("message") or ""), 60, f"waiting for {s1}")
-        _iptables(c2, "-D", *cut)
+        _heal(c2)
         refused = shoal("failover", db.name, "--to", s2)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "--accept-data-loss" in refused.stderr

@@ -584,3 +584,32 @@ def test_standby_forked_off_the_primarys_timeline_is_reseeded_not_followed() -> 
 def test_standby_at_the_fork_point_just_follows() -> None:
     p = plan(observe(_primary_on_timeline_2_with(0)))
     assert not any(isinstance(a, ReplaceMember) for a in p.actions)
+
+
+# --- property 9: a fence is issued once, not every cycle ----------------------------------
+def test_the_fenced_container_answering_under_the_members_name_is_not_fenced_again() -> None:
+    """Seen in the full chaos runs: after a fence the member's newest task is its
+    replacement, but the old container, still stopping, answers under the member's name as
+    the old primary. Its answer (another task id) is no answer for the member: no second
+    fence, which would replace the replacement before it could start."""
+    doc = recording("after-failover")
+    old = next(n for n, pr in doc["probes"].items() if n != doc["status"]["primary"])
+    doc["probes"][old] = copy.deepcopy(doc["probes"][doc["status"]["primary"]])
+    doc["probes"][old].update(member=old, timeline=1, task_id="the-old-container")
+    p = plan(observe(doc))
+    assert not any(isinstance(a, ReplaceMember) and a.member == old for a in p.actions)
+    assert p.status.primary == doc["status"]["primary"]
+
+
+def test_the_same_answer_from_the_members_current_task_is_fenced_once() -> None:
+    doc = recording("after-failover")
+    old = next(n for n, pr in doc["probes"].items() if n != doc["status"]["primary"])
+    remembered = doc["status"]["progress"].get(f"task:{old}", f"task-{old}")
+    doc["probes"][old] = copy.deepcopy(doc["probes"][doc["status"]["primary"]])
+    doc["probes"][old].update(member=old, timeline=1, task_id=remembered)
+    p = plan(observe(doc))
+    fences = [a for a in p.actions if isinstance(a, ReplaceMember) and a.member == old]
+    assert len(fences) == 1
+    doc["status"] = p.status.model_dump(mode="json")
+    again = plan(observe(doc))
+    assert not any(isinstance(a, ReplaceMember) and a.member == old for a in again.actions)
