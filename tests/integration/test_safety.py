@@ -10,13 +10,21 @@ import json
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from shoal import names
 from shoal.platform.images import BuiltImages
-from tests.integration.support import container_of, credentials, shoal, status, wait_for
+from tests.integration.support import (
+    Writer,
+    container_of,
+    credentials,
+    shoal,
+    status,
+    wait_for,
+)
 from tests.integration.test_postgres_failures import (
     Db,
     converged,
@@ -209,27 +217,50 @@ def _heal(container: str) -> None:
     _iptables(container, _HEAL, check=False)
 
 
+@dataclass
+class AheadCluster:
+    old: str
+    s1: str
+    s2: str
+    c_old: str
+    c1: str
+    c2: str
+    writer: Writer
+
+
+def _s1_ahead_of_s2(d: Db, operator: BuiltImages, table: str) -> AheadCluster:
+    """A Healthy 3-member database under writes whose standby s2 has had its replication cut
+    for 10 s: every commit since was acknowledged by s1 alone."""
+    d.apply(unreachable=3)
+    st = healthy(d.name)
+    old = st["primary"]
+    s1, s2 = [m["name"] for m in st["members"] if m["role"] == "replica"]
+    c_old, c1, c2 = container_of(old), container_of(s1), container_of(s2)
+    assert c_old and c1 and c2
+    writer = start_writer(d, operator, table)
+    try:
+        _cut(c2)
+        _replication_broken(d, s2)
+        time.sleep(10)
+    except BaseException:
+        stop_writer(writer)
+        raise
+    return AheadCluster(old, s1, s2, c_old, c1, c2, writer)
+
+
 def test_unreachable_standby_that_may_hold_the_newest_commit_is_waited_for(
     db: Db, operator: BuiltImages
 ) -> None:
     """Property 1: s2's replication is cut for 10 s while writes go on (they are
     acknowledged by s1 alone), then s1 is paused and the primary killed together. The
     operator must wait for s1, not promote s2; every acknowledged write survives."""
-    db.apply(unreachable=3)
-    st = healthy(db.name)
-    old = st["primary"]
-    s1, s2 = [m["name"] for m in st["members"] if m["role"] == "replica"]
-    c_old, c1, c2 = container_of(old), container_of(s1), container_of(s2)
-    assert c_old and c1 and c2
-    writer = start_writer(db, operator, "s1t")
+    c = _s1_ahead_of_s2(db, operator, "s1t")
+    old, s1, s2, c1, c2, writer = c.old, c.s1, c.s2, c.c1, c.c2, c.writer
     try:
-        _cut(c2)
-        _replication_broken(db, s2)
-        time.sleep(10)
         before = len(writer.so_far())
         wait_for(lambda: len(writer.so_far()) > before + 20, 60, "writes acknowledged by s1")
         db.pause(c1)
-        _kill(c_old)
+        _kill(c.c_old)
         # The operator must wait for s1: it may hold commits s2 never received.
         waiting = wait_for(
             lambda: (
@@ -264,19 +295,11 @@ def test_forced_failover_is_explicit_and_a_forked_standby_is_reseeded(
     writes s2 never received), the user promotes s2, which needs --accept-data-loss and is
     logged. s1 then wakes up with WAL past the point where s2's new timeline branched off:
     it can never follow, so it must be re-seeded, not left Degraded forever."""
-    db.apply(unreachable=3)
-    st = healthy(db.name)
-    old = st["primary"]
-    s1, s2 = [m["name"] for m in st["members"] if m["role"] == "replica"]
-    c_old, c1, c2 = container_of(old), container_of(s1), container_of(s2)
-    assert c_old and c1 and c2
-    writer = start_writer(db, operator, "s3t")
+    c = _s1_ahead_of_s2(db, operator, "s3t")
+    s1, s2, c1, c2, writer = c.s1, c.s2, c.c1, c.c2, c.writer
     try:
-        _cut(c2)
-        _replication_broken(db, s2)
-        time.sleep(10)
         db.pause(c1)
-        _kill(c_old)
+        _kill(c.c_old)
         wait_for(lambda: s1 in (status(db.name).get("message") or ""), 60, f"waiting for {s1}")
         _heal(c2)
         refused = shoal("failover", db.name, "--to", s2)
