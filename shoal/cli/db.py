@@ -143,7 +143,13 @@ def register(app: typer.Typer) -> None:
 
         async def go(store: DatabaseStore) -> None:
             while True:
-                s = (await _must_get(store, name)).status
+                stored = await _must_get(store, name)
+                if stored.status_error is not None:
+                    raise Failed(
+                        f"{name}: {stored.status_error}; the operator does not act on this "
+                        "database until the anchor's status label is repaired"
+                    )
+                s = stored.status
                 if as_json:
                     typer.echo(json.dumps(s.model_dump(mode="json"), indent=2))
                 else:
