@@ -17,7 +17,10 @@ from shoal.swarm.client import JSON, SwarmClient
 # A killed member is replaced at once: Swarm's default 5 s restart delay would be pure
 # outage (DESIGN.md §5).
 RESTART_POLICY: JSON = {"Condition": "any", "Delay": 0, "MaxAttempts": 0}
-STOP_GRACE_NS = 5 * 10**9
+# A stopped member's data dies with its container, and with `durability: sync` every
+# acknowledged commit is on a standby already: a long graceful stop protects nothing, while
+# a fence (a forced update) waits this long before Swarm kills the old container.
+STOP_GRACE_NS = 1 * 10**9
 SECRET_FILES = {
     "superuser": "superuser-password",
     "replication": "replication-password",

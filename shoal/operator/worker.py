@@ -280,8 +280,16 @@ class DatabaseWorker:
             if idx is not None:
                 by_index[idx] = s
         tasks: dict[str, JSON] = {}
+        earlier_running: set[str] = set()
         if services:
-            tasks = newest_tasks(await swarm.tasks(service=[s["Spec"]["Name"] for s in services]))
+            every = await swarm.tasks(service=[s["Spec"]["Name"] for s in services])
+            tasks = newest_tasks(every)
+            earlier_running = {
+                t["ServiceID"]
+                for t in every
+                if t["ID"] != tasks[t["ServiceID"]]["ID"]
+                and t.get("Status", {}).get("State") == "running"
+            }
         node_names = {n["ID"]: n["Description"]["Hostname"] for n in await swarm.nodes()}
         indices = sorted(set(range(db.spec.members)) | set(by_index))
         member_names = [names.member_service(self.name, i) for i in indices]
@@ -311,6 +319,7 @@ class DatabaseWorker:
                     task=info,
                     probe=probe,
                     unreachable_for=now_mono - since,
+                    previous_running=svc is not None and svc["ID"] in earlier_running,
                 )
             )
         return Observation(

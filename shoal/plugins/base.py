@@ -59,6 +59,9 @@ class MemberObservation(Generic[P]):
     # Seconds without a usable answer (none, or `EnginePlugin.answered` false) while Swarm
     # says it runs, by this operator's own monotonic clock.
     unreachable_for: float = 0.0
+    # Swarm still runs an earlier container of this member (one being stopped by a fence or
+    # a replacement): until it is gone, that container may still answer clients.
+    previous_running: bool = False
 
     @property
     def swarm_dead(self) -> bool:

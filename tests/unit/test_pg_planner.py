@@ -73,6 +73,7 @@ def observe(
     members: int | None = None,
     unreachable: dict[str, float] | None = None,
     request: dict[str, Any] | None = None,
+    replaced: dict[str, bool] | None = None,
 ) -> Observation[PgProbe]:
     """An observation from a recording. A member whose agent reports `empty` is a new
     container, so its task id differs from the one the status remembers holding data."""
@@ -86,9 +87,12 @@ def observe(
         probe = PgProbe.from_json(raw) if raw is not None else None
         remembered = status.progress.get(f"task:{name}", f"task-{name}")
         fresh = probe is not None and probe.state == "empty"
+        # `replaced`: Swarm has replaced the member's task (a fence); True while it still
+        # runs the earlier container.
+        swapped = replaced is not None and name in replaced
         task = TaskInfo(
-            task_id=f"new-{name}" if fresh else remembered,
-            state="running",
+            task_id=f"new-{name}" if fresh or swapped else remembered,
+            state="starting" if swapped else "running",
             desired_state="running",
             node_id="n1",
             node="vm",
@@ -100,8 +104,11 @@ def observe(
                 name=name,
                 service_exists=True,
                 task=task,
-                probe=probe,
+                # The replacement does not answer yet; an answer that names its task (the
+                # old container's) is kept, for the planner to recognise.
+                probe=None if swapped and (probe is None or probe.task_id is None) else probe,
                 unreachable_for=(unreachable or {}).get(name, 0.0),
+                previous_running=bool(swapped and replaced and replaced[name]),
             )
         )
     return Observation(
@@ -211,13 +218,19 @@ def test_unreachable_primary_waits_for_unreachable_seconds() -> None:
     assert not any(isinstance(a, Promote) for a in due.actions)
 
 
-def test_unreachable_primary_is_fenced_when_a_standby_is_promoted() -> None:
+def test_unreachable_primary_is_fenced_and_the_promotion_waits_for_its_container() -> None:
+    """Property 7: fence first; promote only once Swarm no longer runs the old container."""
     doc = _stopped_following(recording("healthy"))
     doc["probes"]["orders-1"] = None
-    p = plan(observe(doc, unreachable={"orders-1": 11.0}))
-    assert p.actions.index(ReplaceMember("orders-1", "fence the old primary")) < p.actions.index(
-        Promote("orders-0", LISTS["orders-0"])
-    )
+    fenced = plan(observe(doc, unreachable={"orders-1": 11.0}))
+    assert ReplaceMember("orders-1", "fence the old primary") in fenced.actions
+    assert not any(isinstance(a, Promote) for a in fenced.actions)
+    doc["status"] = fenced.status.model_dump(mode="json")
+    stopping = plan(observe(doc, replaced={"orders-1": True}))
+    assert not any(isinstance(a, (Promote, ReplaceMember)) for a in stopping.actions)
+    assert "orders-1" in stopping.status.message
+    stopped = plan(observe(doc, replaced={"orders-1": False}))
+    assert Promote("orders-0", LISTS["orders-0"]) in stopped.actions
 
 
 def test_every_copy_gone_is_lost_and_never_bootstrapped() -> None:
@@ -391,14 +404,19 @@ def _paused_primary_came_back(doc: dict[str, Any]) -> dict[str, Any]:
 
 def test_old_primary_coming_back_never_wins_over_the_promoted_one() -> None:
     doc = _paused_primary_came_back(recording("healthy"))
-    decided = plan(observe(doc, unreachable={"orders-1": 11.0}))
+    fenced = plan(observe(doc, unreachable={"orders-1": 11.0}))
+    assert ReplaceMember("orders-1", "fence the old primary") in fenced.actions
+    doc["status"] = fenced.status.model_dump(mode="json")
+    decided = plan(observe(doc, replaced={"orders-1": False}))
     assert Promote("orders-0", LISTS["orders-0"]) in decided.actions
     # orders-0 is promoted (new timeline); orders-1 wakes up still claiming to be primary.
     doc["status"] = decided.status.model_dump(mode="json")
-    old_tl = recording("healthy")["probes"]["orders-1"]
+    old_tl = copy.deepcopy(recording("healthy")["probes"]["orders-1"])
+    # Its answer names the container it came from: the fenced one, not the replacement.
+    old_tl["task_id"] = doc["status"]["progress"].get("task:orders-1", "task-orders-1")
     doc["probes"]["orders-1"] = old_tl
     doc["probes"]["orders-0"].update(role="primary", upstream=None, timeline=old_tl["timeline"] + 1)
-    after = plan(observe(doc))
+    after = plan(observe(doc, replaced={"orders-1": True}))
     assert after.status.primary == "orders-0"
     assert not any(isinstance(a, ReplaceMember) and a.member == "orders-0" for a in after.actions)
     # orders-1 was fenced when the failover was decided: not fenced again while Swarm works.
@@ -525,8 +543,10 @@ def test_primary_answering_without_a_role_waits_unreachable_seconds() -> None:
     assert not any(isinstance(a, (Promote, ReplaceMember)) for a in p.actions)
     assert p.status.state == DatabaseState.UNAVAILABLE
     later = plan(observe(doc, unreachable={"orders-1": 11.0}))
-    assert Promote("orders-0", LISTS["orders-0"]) in later.actions
     assert ReplaceMember("orders-1", "fence the old primary") in later.actions
+    doc["status"] = later.status.model_dump(mode="json")
+    confirmed = plan(observe(doc, replaced={"orders-1": False}))
+    assert Promote("orders-0", LISTS["orders-0"]) in confirmed.actions
 
 
 # --- property 4: no two primaries across an operator hand-over ----------------------------

@@ -161,7 +161,17 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
 
     best = forced or max(candidates, key=_position)
     if old is not None and old is not best and old.service_exists and old_alive:
+        # Fence first; promote once Swarm confirms the old container stopped (next cycles),
+        # so clients can never reach two primaries (docs/failure-modes.md, property 7).
         cluster.fence(p, old, "fence the old primary", "old primary fenced: its task is replaced")
+        s.message = f"fencing {old.name}; promoting {best.name} once its container has stopped"
+        p.requeue_after = 0.1
+        return p
+    if old is not None and old is not best and old.previous_running:
+        s.state = DatabaseState.UNAVAILABLE
+        s.message = f"waiting for the fenced container of {old.name} to stop before promoting"
+        p.requeue_after = 0.1
+        return p
     p.add(Promote(best.name, _sync_list(cluster, best.name)))
     s.progress["promoting"] = best.name
     s.progress["promoting_kind"] = "failover"
