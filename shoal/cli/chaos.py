@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import typer
@@ -97,3 +98,47 @@ def run(
             f"report: {report / 'index.html'}"
         )
     raise typer.Exit(code)
+
+
+report_app = typer.Typer(help="Work with chaos reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("merge")
+def merge(
+    dirs: list[Path] = typer.Argument(..., help="Report directories (or report.json files)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the merged report.json here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the merged report as JSON."),
+) -> None:
+    """Add several runs' reports up; exit 1 if any run lost or diverged anything."""
+    from rich.table import Table
+
+    from shoal.chaos.merge import ReportError, load_reports, merge_reports
+
+    try:
+        merged = merge_reports(load_reports(dirs))
+    except ReportError as e:
+        raise _bad(str(e)) from None
+    if out is not None:
+        try:
+            out.write_text(json.dumps(merged, indent=1))
+        except OSError as e:
+            raise _bad(f"--out {out}: {e}") from None
+    if as_json:
+        typer.echo(json.dumps(merged, indent=1))
+    else:
+        console = Console()
+        table = Table("fault", "injections", "recovered", "median s", "p95 s", "max s")
+        for r in merged["recovery"]:
+            table.add_row(
+                r["type"], str(r["injections"]), str(r["recovered"]),
+                *(str(r[k]) for k in ("median_recovery_seconds", "p95_recovery_seconds",
+                                      "max_recovery_seconds")),
+            )  # fmt: skip
+        console.print(table)
+        console.print(
+            f"{len(merged['runs'])} runs: acknowledged={merged['acknowledged']} "
+            f"lost={merged['lost']} phantom={merged['phantom']} diverged={merged['diverged']} "
+            f"max_outage={merged['max_outage_seconds']}s"
+        )
+    raise typer.Exit(0 if merged["valid"] else 1)

@@ -326,3 +326,90 @@ def test_forced_failover_is_explicit_and_a_forked_standby_is_reseeded(
     rows = row_ids(s2, "s3t")
     assert after and after <= rows, "a write acknowledged by the new primary is missing"
     converged([db.member(i) for i in range(3)], "s3t", rows)
+
+
+IDENTITY_WRITER = r"""
+import sys, json, time, psycopg
+cfg = json.loads(sys.stdin.readline())
+conn = None
+i = 0
+end = time.time() + cfg["seconds"]
+while time.time() < end:
+    try:
+        if conn is None or conn.closed:
+            conn = psycopg.connect(cfg["uri"], autocommit=True, connect_timeout=2)
+            conn.execute("SET statement_timeout = 5000")
+            conn.execute("CREATE TABLE IF NOT EXISTS who (id bigint primary key)")
+        i += 1
+        started = time.time()
+        addr = conn.execute("INSERT INTO who VALUES (%s) RETURNING host(inet_server_addr())",
+                            (i,)).fetchone()[0]
+        print(json.dumps({"id": i, "addr": addr, "started": started, "acked": time.time()}),
+              flush=True)
+    except Exception:
+        try:
+            if conn is not None:
+                conn.close()
+        except Exception:
+            pass
+        conn = None
+        time.sleep(0.1)
+"""
+
+
+def _address_on(container: str, network: str) -> str:
+    nets = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", container],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    return str(nets[network]["IPAddress"])
+
+
+def test_a_deposed_primary_acknowledges_nothing_after_it_is_replaced(
+    db: Db, operator: BuiltImages
+) -> None:
+    """Property 7, with `durability: async` (where nothing else would stop it): the primary
+    is paused past unreachableSeconds and unpaused the moment the promotion is recorded. A
+    client writing through the multi-host URI records which server acknowledged each write:
+    none acknowledged after the pause may come from the old primary."""
+    db.apply(durability="async", unreachable=3)
+    st = healthy(db.name)
+    old = st["primary"]
+    cid = container_of(old)
+    assert cid
+    old_addr = _address_on(cid, names.database_network(db.name))
+    name = f"who-{db.name}-{time.monotonic_ns() % 10**8}"
+    cfg = json.dumps({"uri": credentials(db.name)["uri"], "seconds": 240})
+    proc = subprocess.Popen(
+        ["docker", "run", "--rm", "-i", "--name", name, "--label", "shoal.role=test-writer",
+         "--network", names.database_network(db.name), "--entrypoint",
+         "/opt/shoal/venv/bin/python", operator.operator, "-c", IDENTITY_WRITER],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(cfg + "\n")
+    proc.stdin.close()
+    acks: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=lambda: acks.extend(json.loads(x) for x in proc.stdout or [] if x.startswith("{")),
+        daemon=True,
+    )
+    reader.start()
+    try:
+        wait_for(lambda: len(acks) > 30, 90, "the writer to acknowledge rows")
+        paused_at = time.time()
+        db.pause(cid)
+        new = _new_primary(db, old, "a failover while the primary is paused")
+        db.unpause(cid)
+        seen = len(acks)
+        wait_for(lambda: len(acks) > seen + 50, 90, f"writes acknowledged by {new}")
+    finally:
+        db.unpause()
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    by_old = [a for a in acks if a["addr"] == old_addr and a["acked"] > paused_at]
+    assert not by_old, f"the deposed primary acknowledged {len(by_old)} writes: {by_old[:3]}"
+    assert any(a["acked"] > paused_at for a in acks)
