@@ -173,12 +173,6 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         p.requeue_after = 0.1
         return p
     p.add(Promote(best.name, _sync_list(cluster, best.name)))
-    # The new primary's first commit waits for a standby (its list is in force at once):
-    # point the others at it in the same step rather than a cycle later. Each holds no more
-    # than it does (or, after a forced failover, is re-seeded once found forked).
-    p.add(
-        *(Follow(c.name, best.name, names.slot_name(c.name)) for c in candidates if c is not best)
-    )
     s.progress["promoting"] = best.name
     s.progress["promoting_kind"] = "failover"
     if forced is not None:
@@ -191,10 +185,6 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
     s.message = f"promoting {best.name}"
     p.requeue_after = 0.05
     return p
-
-
-def _follow(primary: PgMember, standbys: list[PgMember]) -> list[Follow]:
-    return [Follow(m.name, primary.name, names.slot_name(m.name)) for m in standbys]
 
 
 def _role_unknown(m: PgMember) -> bool:
@@ -273,12 +263,6 @@ def plan_switchover(
         and (target.probe.wal_lsn or 0) >= final
     ):
         p.add(Promote(target.name, _sync_list(cluster, target.name)))
-        others = [
-            m
-            for m in cluster.declared
-            if m is not target and cluster.ours(m) and m.probe is not None and m.probe.is_standby
-        ]
-        p.add(*_follow(target, others))
         s.progress["promoting"] = target.name
         s.progress["promoting_kind"] = "switchover"
         _end_switchover(s)
