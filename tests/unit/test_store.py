@@ -9,7 +9,7 @@ import json
 import pytest
 
 from shoal import names
-from shoal.declaration import DeclarationError, load_declaration
+from shoal.declaration import Database, DeclarationError, load_declaration
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.store import (
     LABEL_DELETING,
@@ -37,21 +37,31 @@ def store_with_fake() -> tuple[DatabaseStore, FakeSwarm]:
     return DatabaseStore(swarm), swarm  # type: ignore[arg-type]
 
 
+def anchor_labels(db: Database, **extra: str) -> dict[str, str]:
+    """The labels `shoal apply` writes on an anchor, plus `extra`."""
+    return {
+        names.LABEL_MANAGED: "true",
+        names.LABEL_ROLE: "anchor",
+        names.LABEL_DATABASE: db.name,
+        LABEL_UID: "0123456789abcdef",
+        names.LABEL_SPEC: json.dumps(db.to_document(), sort_keys=True),
+        **extra,
+    }
+
+
 def test_anchor_spec_and_parse_anchor_round_trip() -> None:
     db = load_declaration(decl(members=5))
     status = DatabaseStatus(name="orders", engine="postgres", state=DatabaseState.HEALTHY)
     status.primary = "orders-1"
     status.fence_token = 4
-    labels = {
-        names.LABEL_MANAGED: "true",
-        names.LABEL_ROLE: "anchor",
-        names.LABEL_DATABASE: "orders",
-        LABEL_UID: "0123456789abcdef",
-        names.LABEL_SPEC: json.dumps(db.to_document(), sort_keys=True),
-        names.LABEL_GENERATION: "3",
-        names.LABEL_STATUS: status.model_dump_json(),
-        names.LABEL_REQUEST: json.dumps({"kind": "switchover", "to": None, "id": "r1"}),
-    }
+    labels = anchor_labels(
+        db,
+        **{
+            names.LABEL_GENERATION: "3",
+            names.LABEL_STATUS: status.model_dump_json(),
+            names.LABEL_REQUEST: json.dumps({"kind": "switchover", "to": None, "id": "r1"}),
+        },
+    )
     spec = anchor_spec("orders", labels)
     assert spec["Name"] == names.anchor_service("orders") == "shoal-db-orders"
     assert spec["Mode"] == {"Replicated": {"Replicas": 0}}
@@ -195,14 +205,7 @@ async def test_list_skips_unreadable_anchors() -> None:
 
 
 def _anchor_with(status_label: str | None, request_label: str | None = None) -> dict[str, object]:
-    db = load_declaration(decl())
-    labels = {
-        names.LABEL_MANAGED: "true",
-        names.LABEL_ROLE: "anchor",
-        names.LABEL_DATABASE: "orders",
-        LABEL_UID: "0123456789abcdef",
-        names.LABEL_SPEC: json.dumps(db.to_document(), sort_keys=True),
-    }
+    labels = anchor_labels(load_declaration(decl()))
     if status_label is not None:
         labels[names.LABEL_STATUS] = status_label
     if request_label is not None:
