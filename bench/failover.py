@@ -299,7 +299,7 @@ def main() -> None:
             "durability": "sync",
             "resources": {"memory": args.memory, "cpus": args.cpus},
             "client": "psycopg autocommit INSERT loop, multi-host URI from `shoal credentials` "
-            "(target_session_attrs=read-write, connect_timeout=3), 50 ms back-off on error",
+            "(target_session_attrs=read-write, connect_timeout=2), 50 ms back-off on error",
             "clock": "host time.time() before `docker kill` vs writer time.time() at ack",
         },
         "failover_seconds": summary([r["failover_seconds"] for r in ok]),

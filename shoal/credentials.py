@@ -89,5 +89,5 @@ def postgres_uri(hosts: list[str], password: str | None = None) -> str:
     hostlist = ",".join(f"{h}:{names.POSTGRES_PORT}" for h in hosts)
     return (
         f"postgresql://{auth}@{hostlist}/{names.APP_DATABASE}"
-        "?target_session_attrs=read-write&connect_timeout=3"
+        "?target_session_attrs=read-write&connect_timeout=2"
     )

@@ -126,8 +126,7 @@ def snapshot(name: str) -> None:
     """Inside the operator container: print what the operator observes of a database (every
     member's probe as the engine reports it, and its Swarm task), as JSON. Used to record
     real observations for the planner's unit tests, and for debugging."""
-    import aiohttp
-
+    from shoal.plugins.base import member_http_session
     from shoal.plugins.postgres.plugin import PROBE_TIMEOUT, agent_call
 
     key = load_operator_key()
@@ -143,7 +142,7 @@ def snapshot(name: str) -> None:
             service=[s["Spec"]["Name"] for s in services if s["Spec"]["Name"] in members]
         )
         probes: dict[str, Any] = {}
-        async with aiohttp.ClientSession() as http:
+        async with member_http_session() as http:
             for m in members:
                 try:
                     probes[m] = await agent_call(

@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from shoal import names
@@ -27,7 +26,7 @@ from shoal.credentials import load_operator_key
 from shoal.operator.metrics import OperatorMetrics
 from shoal.operator.web import make_app
 from shoal.operator.worker import DatabaseWorker, OperatorContext
-from shoal.plugins.base import DEAD_TASK_STATES
+from shoal.plugins.base import DEAD_TASK_STATES, member_http_session
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseStatus
 from shoal.swarm.client import SwarmClient, SwarmError
@@ -71,7 +70,7 @@ class Operator:
 
     # --- main ---------------------------------------------------------------------------
     async def run(self) -> None:
-        async with SwarmClient() as swarm, aiohttp.ClientSession() as http:
+        async with SwarmClient() as swarm, member_http_session() as http:
             self._lease = Lease(swarm, self.identity, self.settings.lease)
             self._lease.holder_dead = lambda holder: holder_container_dead(swarm, holder)
             ctx = OperatorContext(

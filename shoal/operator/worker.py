@@ -98,6 +98,10 @@ def task_info(t: JSON, node_names: dict[str, str]) -> TaskInfo:
     )
 
 
+def _may_answer(info: TaskInfo | None) -> bool:
+    return info is not None and info.state in ("starting", "running")
+
+
 class DatabaseGone(RuntimeError):
     """The database was deleted (or deleted and declared again) while a cycle was in flight:
     nothing may be created for it any more."""
@@ -293,18 +297,23 @@ class DatabaseWorker:
         node_names = {n["ID"]: n["Description"]["Hostname"] for n in await swarm.nodes()}
         indices = sorted(set(range(db.spec.members)) | set(by_index))
         member_names = [names.member_service(self.name, i) for i in indices]
+        infos: list[TaskInfo | None] = []
+        for i in indices:
+            svc = by_index.get(i)
+            t = tasks.get(svc["ID"]) if svc else None
+            infos.append(task_info(t, node_names) if t else None)
+        # Only a member whose newest task runs can answer: probing one Swarm reports dead
+        # would hold the whole observation (and so the failover) for the probe's timeout.
         probes = await asyncio.gather(
             *(
-                plugin.probe(self.ctx.http, n, credentials) if i in by_index else _none()
-                for i, n in zip(indices, member_names, strict=True)
+                plugin.probe(self.ctx.http, n, credentials) if _may_answer(info) else _none()
+                for n, info in zip(member_names, infos, strict=True)
             )
         )
         now_mono = time.monotonic()
         members = []
-        for i, n, probe in zip(indices, member_names, probes, strict=True):
+        for i, n, info, probe in zip(indices, member_names, infos, probes, strict=True):
             svc = by_index.get(i)
-            t = tasks.get(svc["ID"]) if svc else None
-            info = task_info(t, node_names) if t else None
             usable = probe is not None and plugin.answered(probe)
             if not usable and info is not None and info.running:
                 since = self._unreachable_since.setdefault(n, now_mono)

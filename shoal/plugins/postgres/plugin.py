@@ -26,7 +26,10 @@ from shoal.plugins.postgres.model import (
 )
 
 log = logging.getLogger("shoal.postgres")
-PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0)
+# A member's agent answers in milliseconds; a TCP connect that takes longer than 0.3 s goes
+# to the address of a container that just died (nothing answers there, not even a reset),
+# and the whole observation, so the failover, would wait for it.
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0, sock_connect=0.3)
 ACTION_TIMEOUT = aiohttp.ClientTimeout(total=90, connect=2.0)
 
 
