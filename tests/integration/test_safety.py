@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +20,15 @@ from shoal import names
 from shoal.platform.images import BuiltImages
 from tests.integration.support import (
     Writer,
+    apply,
     container_of,
     credentials,
+    declaration,
     shoal,
     status,
     wait_for,
 )
+from tests.integration.test_expose import free_port
 from tests.integration.test_postgres_failures import (
     Db,
     converged,
@@ -339,14 +343,15 @@ while time.time() < end:
         if conn is None or conn.closed:
             conn = psycopg.connect(cfg["uri"], autocommit=True, connect_timeout=2)
             conn.execute("SET statement_timeout = 5000")
-            conn.execute("CREATE TABLE IF NOT EXISTS who (id bigint primary key)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {cfg['table']} (id bigint primary key)")
         i += 1
         started = time.time()
-        addr = conn.execute("INSERT INTO who VALUES (%s) RETURNING host(inet_server_addr())",
-                            (i,)).fetchone()[0]
+        addr = conn.execute(f"INSERT INTO {cfg['table']} VALUES (%s) "
+                            "RETURNING host(inet_server_addr())", (i,)).fetchone()[0]
         print(json.dumps({"id": i, "addr": addr, "started": started, "acked": time.time()}),
               flush=True)
-    except Exception:
+    except Exception as e:
+        print(f"{time.time():.3f} {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         try:
             if conn is not None:
                 conn.close()
@@ -367,51 +372,87 @@ def _address_on(container: str, network: str) -> str:
     return str(nets[network]["IPAddress"])
 
 
+class IdentityWriter:
+    """A client in a container on the database network that inserts rows as fast as it can
+    through `uri` and records, for every acknowledged write, the address of the server that
+    acknowledged it (`inet_server_addr()`: through HAProxy too, it is the member's)."""
+
+    def __init__(self, d: Db, image: str, uri: str, table: str, seconds: float = 240) -> None:
+        self.name = f"who-{d.name}-{time.monotonic_ns() % 10**8}"
+        self.proc = subprocess.Popen(
+            ["docker", "run", "--rm", "-i", "--name", self.name,
+             "--label", "shoal.role=test-writer", "--network", names.database_network(d.name),
+             "--entrypoint", "/opt/shoal/venv/bin/python", image, "-c", IDENTITY_WRITER],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"uri": uri, "table": table, "seconds": seconds}) + "\n")
+        self.proc.stdin.close()
+        self.acks: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        self.acks.extend(json.loads(x) for x in self.proc.stdout if x.startswith("{"))
+
+    def stop(self) -> None:
+        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+        self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+
+
 def test_a_deposed_primary_acknowledges_nothing_after_it_is_replaced(
-    db: Db, operator: BuiltImages
+    db: Db, operator: BuiltImages, tmp_path: Path
 ) -> None:
     """Property 7, with `durability: async` (where nothing else would stop it): the primary
-    is paused past unreachableSeconds and unpaused the moment the promotion is recorded. A
-    client writing through the multi-host URI records which server acknowledged each write:
-    none acknowledged after the promotion may come from the old primary."""
-    db.apply(durability="async", unreachable=3)
+    is paused past unreachableSeconds and unpaused the moment the promotion is recorded. Two
+    clients record which server acknowledged each write, one through the multi-host URI and
+    one through the HAProxy endpoint (`expose.port`): none acknowledged after the promotion
+    may come from the old primary, on either path."""
+    port = free_port()
+    apply(declaration(db.name, 3, "async", 3, expose={"port": port}), tmp_path)
     st = healthy(db.name)
     old = st["primary"]
     cid = container_of(old)
     assert cid
     old_addr = _address_on(cid, names.database_network(db.name))
-    name = f"who-{db.name}-{time.monotonic_ns() % 10**8}"
-    cfg = json.dumps({"uri": credentials(db.name)["uri"], "seconds": 240})
-    proc = subprocess.Popen(
-        ["docker", "run", "--rm", "-i", "--name", name, "--label", "shoal.role=test-writer",
-         "--network", names.database_network(db.name), "--entrypoint",
-         "/opt/shoal/venv/bin/python", operator.operator, "-c", IDENTITY_WRITER],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(cfg + "\n")
-    proc.stdin.close()
-    acks: list[dict[str, Any]] = []
-    reader = threading.Thread(
-        target=lambda: acks.extend(json.loads(x) for x in proc.stdout or [] if x.startswith("{")),
-        daemon=True,
+    creds = credentials(db.name)
+    password = creds["password"]
+    proxy_uri = (
+        f"postgresql://{names.APP_USER}:{password}@{names.proxy_service(db.name)}:"
+        f"{names.POSTGRES_PORT}/{names.APP_DATABASE}"
     )
-    reader.start()
+    writers = {
+        "multi-host URI": IdentityWriter(db, operator.operator, creds["uri"], "who_uri"),
+        "HAProxy": IdentityWriter(db, operator.operator, proxy_uri, "who_proxy"),
+    }
     try:
-        wait_for(lambda: len(acks) > 30, 90, "the writer to acknowledge rows")
+        for path, w in writers.items():
+            wait_for(lambda w=w: len(w.acks) > 30, 120, f"writes acknowledged through {path}")
         paused_at = time.time()
         db.pause(cid)
         new = _new_primary(db, old, "a failover while the primary is paused")
         promoted_at = time.time()  # the new primary is recorded: the old one is deposed
         db.unpause(cid)
-        seen = len(acks)
-        wait_for(lambda: len(acks) > seen + 50, 90, f"writes acknowledged by {new}")
+        for path, w in writers.items():
+            seen = len(w.acks)
+            wait_for(
+                lambda w=w, seen=seen: len(w.acks) > seen + 50,
+                120,
+                f"writes acknowledged by {new} through {path}",
+            )
     finally:
         db.unpause()
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-        proc.wait(timeout=60)
-        reader.join(timeout=10)
-    by_old = [a for a in acks if a["addr"] == old_addr and a["acked"] > promoted_at]
-    assert not by_old, f"the deposed primary acknowledged {len(by_old)} writes: {by_old[:3]}"
-    assert any(a["acked"] > promoted_at for a in acks)
+        for w in writers.values():
+            w.stop()
+    deposed = {
+        path: [a for a in w.acks if a["addr"] == old_addr and a["acked"] > promoted_at]
+        for path, w in writers.items()
+    }
+    assert not any(deposed.values()), "the deposed primary acknowledged writes: " + "; ".join(
+        f"through {path}: {len(acks)}, first {acks[:2]}" for path, acks in deposed.items() if acks
+    )
+    for path, w in writers.items():
+        assert any(a["acked"] > promoted_at for a in w.acks), path
     assert paused_at < promoted_at
