@@ -53,11 +53,6 @@ def database_network(db: str) -> str:
     return f"shoal-{db}"
 
 
-def secret_name(db: str, what: str, generation: int) -> str:
-    """Docker secrets are immutable; a new `generation` gives a new name (rotation)."""
-    return f"shoal-{db}-{what}-{generation}"
-
-
 def slot_name(member: str) -> str:
     """PostgreSQL replication slot and application_name of a member (no '-' allowed)."""
     return member.replace("-", "_")

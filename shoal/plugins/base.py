@@ -19,7 +19,7 @@ import aiohttp
 
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
-from shoal.status import DatabaseState, DatabaseStatus, Event, MemberStatus
+from shoal.status import DatabaseState, DatabaseStatus, Event
 from shoal.swarm.client import SwarmClient
 
 DEAD_TASK_STATES = frozenset({"failed", "shutdown", "rejected", "complete", "orphaned", "remove"})
@@ -161,18 +161,6 @@ class PruneProxyConfigs(Action):
     configs: tuple[str, ...]
 
 
-GENERIC_ACTIONS = (
-    EnsureInfrastructure,
-    CreateMember,
-    RemoveMember,
-    ReplaceMember,
-    ClearRequest,
-    EnsureProxy,
-    RemoveProxy,
-    PruneProxyConfigs,
-)
-
-
 @dataclass
 class Plan:
     status: DatabaseStatus
@@ -215,10 +203,6 @@ class EnginePlugin(ABC, Generic[P]):
         """The image tag of a data-bearing member."""
 
     @abstractmethod
-    def member_ports(self) -> tuple[int, ...]:
-        """Ports a member serves on its networks (for documentation and the proxy)."""
-
-    @abstractmethod
     async def probe(
         self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
     ) -> P | None:
@@ -245,6 +229,3 @@ class EnginePlugin(ABC, Generic[P]):
     @abstractmethod
     def connection(self, database: Database, password: str | None = None) -> str:
         """The client connection URI, always reaching the writable primary."""
-
-    def member_statuses(self, observation: Observation[P]) -> list[MemberStatus]:
-        return [MemberStatus(name=m.name) for m in observation.members]

@@ -8,6 +8,13 @@ from typing import Any
 from shoal.plugins.base import Action
 
 
+def setting_text(v: str | int | float | bool) -> str:
+    """A declared parameter as PostgreSQL's configuration text (booleans as on/off); the one
+    conversion used for both the bootstrap parameters and later reconfiguration."""
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
 @dataclass(frozen=True)
 class Replication:
     application_name: str

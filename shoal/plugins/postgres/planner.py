@@ -29,6 +29,7 @@ from shoal.plugins.postgres.model import (
     EnsureSlots,
     Follow,
     PgProbe,
+    setting_text,
 )
 from shoal.plugins.postgres.view import TASK_KEY, Cluster, member_statuses
 from shoal.status import DatabaseState, MemberState
@@ -105,7 +106,7 @@ def _plan(obs: PgObservation) -> Plan:
     _standbys(cluster, p, primary)
     _scale_down(cluster, p, primary)
     declared = [m.name for m in cluster.declared]
-    params = tuple(sorted((k, _pg_value(v)) for k, v in spec.postgres.parameters.items()))
+    params = tuple(sorted((k, setting_text(v)) for k, v in spec.postgres.parameters.items()))
     # Every member, standbys included, keeps the list it would need as a primary
     # (durability.py): a promotion then never starts asynchronous.
     standbys = [m for m in cluster.declared if m is not primary and m.probe and m.probe.is_standby]
@@ -128,12 +129,6 @@ def _plan(obs: PgObservation) -> Plan:
     p.status.members = member_statuses(cluster, primary)
     p.requeue_after = 5.0 if healthy else 1.0
     return p
-
-
-def _pg_value(v: str | int | float | bool) -> str:
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    return str(v)
 
 
 def _creating(cluster: Cluster, p: Plan) -> Plan:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, ClassVar
 
@@ -23,6 +22,7 @@ from shoal.plugins.postgres.model import (
     Follow,
     PgProbe,
     Promote,
+    setting_text,
 )
 
 log = logging.getLogger("shoal.postgres")
@@ -68,9 +68,6 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     def member_image(self) -> str:
         return self.image
 
-    def member_ports(self) -> tuple[int, ...]:
-        return (names.POSTGRES_PORT, names.AGENT_PORT)
-
     async def probe(
         self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
     ) -> PgProbe | None:
@@ -100,7 +97,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     async def apply(self, action: Action, ctx: ApplyContext) -> None:
         token = ctx.credentials.agent_token
         fence = ctx.fence_token
-        params = {k: str(v) for k, v in _parameters(ctx.database).items()}
+        params = {k: setting_text(v) for k, v in ctx.database.spec.postgres.parameters.items()}
 
         async def post(member: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
             return await agent_call(ctx.http, member, token, "POST", path, {"token": fence, **body})
@@ -131,16 +128,3 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
             case _:
                 raise TypeError(f"not a PostgreSQL action: {action.describe()}")
 
-
-def _parameters(db: Database) -> dict[str, str | int | float | bool]:
-    return dict(db.spec.postgres.parameters)
-
-
-async def probe_all(
-    plugin: PostgresPlugin,
-    http: aiohttp.ClientSession,
-    members: list[str],
-    credentials: DatabaseCredentials,
-) -> dict[str, PgProbe | None]:
-    results = await asyncio.gather(*(plugin.probe(http, m, credentials) for m in members))
-    return dict(zip(members, results, strict=True))
