@@ -23,9 +23,10 @@ from aiohttp import web
 
 from shoal import names
 from shoal.credentials import load_operator_key
+from shoal.operator.context import OperatorContext
 from shoal.operator.metrics import OperatorMetrics
 from shoal.operator.web import make_app
-from shoal.operator.worker import DatabaseWorker, OperatorContext
+from shoal.operator.worker import DatabaseWorker
 from shoal.plugins.base import DEAD_TASK_STATES, member_http_session
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseStatus

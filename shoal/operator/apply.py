@@ -1,0 +1,111 @@
+"""Apply: carry out one planned action. The generic ones (members' services, networks and
+secrets, the proxy, requests) are the operator's; the engine's own go to its plugin."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shoal import names
+from shoal.credentials import DatabaseCredentials
+from shoal.operator.context import OperatorContext
+from shoal.operator.members import ensure_infrastructure, member_service_spec, replace_member
+from shoal.operator.proxy import ensure_proxy, prune_configs, remove_proxy
+from shoal.plugins.base import (
+    Action,
+    ApplyContext,
+    ClearRequest,
+    CreateMember,
+    EnginePlugin,
+    EnsureInfrastructure,
+    EnsureProxy,
+    PruneProxyConfigs,
+    RemoveMember,
+    RemoveProxy,
+    ReplaceMember,
+)
+from shoal.swarm.client import SwarmError
+from shoal.swarm.store import StoredDatabase
+
+log = logging.getLogger("shoal.operator")
+# Actions that change Swarm objects: the lease is re-read right before each (fencing
+# tokens guard the agents' actions; Swarm itself has no notion of them).
+SWARM_CHANGES = (
+    CreateMember,
+    RemoveMember,
+    ReplaceMember,
+    ClearRequest,
+    EnsureInfrastructure,
+    EnsureProxy,
+    RemoveProxy,
+    PruneProxyConfigs,
+)
+
+
+class DatabaseGone(RuntimeError):
+    """The database was deleted (or deleted and declared again) while a cycle was in flight:
+    nothing may be created for it any more."""
+
+
+class Applier:
+    """Applies actions for one database."""
+
+    def __init__(self, ctx: OperatorContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+
+    async def apply(
+        self,
+        action: Action,
+        stored: StoredDatabase,
+        plugin: EnginePlugin[Any],
+        credentials: DatabaseCredentials,
+    ) -> None:
+        ctx = self.ctx
+        db = stored.declaration
+        log.info("%s", action.describe(), extra={"event": "action", "database": self.name})
+        match action:
+            case EnsureInfrastructure():
+                await self._still_declared(stored)
+                await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
+            case CreateMember(index=i):
+                await self._still_declared(stored)
+                infra = await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
+                spec = member_service_spec(db, i, plugin.member_image(), infra)
+                try:
+                    await ctx.swarm.create_service(spec)
+                except SwarmError:
+                    if await ctx.swarm.service(spec["Name"]) is None:
+                        raise
+            case RemoveMember(index=i):
+                await ctx.swarm.remove_service(names.member_service(self.name, i))
+            case ReplaceMember(member=m, reason=why):
+                log.warning(
+                    "replacing %s: %s",
+                    m,
+                    why,
+                    extra={"event": "fence", "database": self.name, "member": m},
+                )
+                await replace_member(ctx.swarm, m)
+            case ClearRequest(request_id=rid):
+                await ctx.store.clear_request(self.name, rid)
+            case EnsureProxy(port=port, members=members):
+                await self._still_declared(stored)
+                await ensure_proxy(ctx.swarm, db, plugin.member_image(), port, members)
+            case RemoveProxy():
+                await remove_proxy(ctx.swarm, self.name)
+            case PruneProxyConfigs(configs=configs):
+                await prune_configs(ctx.swarm, configs)
+            case _:
+                await plugin.apply(
+                    action,
+                    ApplyContext(ctx.swarm, ctx.http, credentials, ctx.lease.token, db),
+                )
+
+    async def _still_declared(self, stored: StoredDatabase) -> None:
+        """Re-read the anchor right before creating anything: `shoal delete` may have purged
+        the database since this cycle read it, and re-creating its secrets, network or members
+        then would leave objects behind that nothing owns."""
+        current = await self.ctx.store.get(self.name)
+        if current is None or current.deleting or current.uid != stored.uid:
+            raise DatabaseGone(f"{self.name} was deleted during the cycle; creating nothing")
