@@ -63,10 +63,9 @@ class Observer:
     ) -> Observation[Any]:
         swarm = self.ctx.swarm
         db = stored.declaration
+        of_db = await swarm.services_of(self.name)
         services = [
-            s
-            for s in await swarm.services_of(self.name)
-            if s["Spec"].get("Labels", {}).get(names.LABEL_ROLE) == "member"
+            s for s in of_db if s["Spec"].get("Labels", {}).get(names.LABEL_ROLE) == "member"
         ]
         by_index: dict[int, JSON] = {}
         for s in services:
@@ -130,7 +129,7 @@ class Observer:
             request=stored.request,
             infrastructure_ready=await infrastructure_ready(swarm, db, stored.uid),
             now=time.time(),
-            proxy=await observe_proxy(swarm, self.name, plugin.member_image()),
+            proxy=await observe_proxy(swarm, self.name, plugin.member_image(), of_db),
             token=self.ctx.lease.token,
             monotonic=time.monotonic(),
         )

@@ -168,7 +168,12 @@ def _image_matches(image: str, want: str) -> bool:
     return image == want or image.startswith(want + "@")
 
 
-async def observe_proxy(swarm: SwarmClient, db: str, image: str) -> ProxyObservation:
+async def observe_proxy(
+    swarm: SwarmClient, db: str, image: str, services: list[JSON]
+) -> ProxyObservation:
+    """`services`: the database's services as just listed (by its label); the proxy is one
+    of them, so no lookup by name is needed (one for a proxy that does not exist is a 404,
+    and an error line in dockerd's log, every cycle)."""
     configs = tuple(
         sorted(
             c["Spec"]["Name"]
@@ -176,7 +181,15 @@ async def observe_proxy(swarm: SwarmClient, db: str, image: str) -> ProxyObserva
             if c["Spec"].get("Labels", {}).get(names.LABEL_ROLE) == PROXY_ROLE
         )
     )
-    service = await swarm.service(names.proxy_service(db))
+    service = next(
+        (
+            s
+            for s in services
+            if s["Spec"]["Name"] == names.proxy_service(db)
+            and s["Spec"].get("Labels", {}).get(names.LABEL_ROLE) == PROXY_ROLE
+        ),
+        None,
+    )
     if service is None:
         return ProxyObservation(configs=configs)
     spec = service["Spec"]
