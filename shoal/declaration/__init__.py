@@ -9,7 +9,6 @@ document as a whole (not YAML, not a mapping, two documents, too large).
 from shoal.declaration.loader import load_declaration
 from shoal.declaration.model import (
     MAX_MEMBERS,
-    RESERVED_PG_PARAMETERS,
     Database,
     DeclarationError,
     Durability,
@@ -28,7 +27,6 @@ from shoal.declaration.problems import validate_document
 
 __all__ = [
     "MAX_MEMBERS",
-    "RESERVED_PG_PARAMETERS",
     "Database",
     "DeclarationError",
     "Durability",

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from shoal.plugins.postgres.agent_parameters import refusal as parameter_refusal
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 MAX_NAME_LENGTH = 30
 MEMORY_RE = re.compile(r"^[1-9][0-9]{0,12}[KMG]$")
@@ -38,35 +40,6 @@ MAX_DOCUMENT_CHARS = 64 * 1024
 MAX_NESTING = 32
 MAX_LINE_CHARS = 300
 MAX_PROBLEMS = 50
-# PostgreSQL parameters the member entrypoint owns: setting them would break replication
-# or the safety rules, so a declaration may not override them.
-RESERVED_PG_PARAMETERS = frozenset(
-    {
-        "synchronous_standby_names",
-        "synchronous_commit",
-        "primary_conninfo",
-        "primary_slot_name",
-        "promote_trigger_file",
-        "hba_file",
-        "ident_file",
-        "config_file",
-        "data_directory",
-        "external_pid_file",
-        "listen_addresses",
-        "port",
-        "unix_socket_directories",
-        "wal_level",
-        "hot_standby",
-        "max_wal_senders",
-        "max_replication_slots",
-        "archive_mode",
-        "archive_command",
-        "restore_command",
-        "recovery_target_timeline",
-        "password_encryption",
-        "ssl",
-    }
-)
 PG_PARAMETER_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
 MAX_PG_VALUE_CHARS = 1024
 # Swarm node attributes usable in constraints and as the spread key.
@@ -206,13 +179,14 @@ class Failover(_Strict):
 
 
 def _pg_parameter_name(v: str) -> str:
-    if v in RESERVED_PG_PARAMETERS:
-        raise ValueError("is managed by shoal and cannot be set")
     if not PG_PARAMETER_RE.match(v):
         raise ValueError(
             "is not a PostgreSQL parameter name (lowercase letters, digits and '_', "
             "optionally prefixed by 'extension.')"
         )
+    why = parameter_refusal(v)
+    if why is not None:
+        raise ValueError(why)
     return v
 
 

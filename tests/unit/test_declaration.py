@@ -211,19 +211,46 @@ BAD: list[tuple[str, str | dict[str, Any], str, tuple[str, ...]]] = [
         "pg-reserved-sync-names",
         with_("spec.postgres.parameters", {"synchronous_standby_names": "*"}),
         "spec.postgres.parameters.synchronous_standby_names",
-        ("managed by shoal",),
+        ("durability",),
     ),
     (
         "pg-reserved-conninfo",
         with_("spec.postgres.parameters", {"primary_conninfo": "host=x"}),
         "spec.postgres.parameters.primary_conninfo",
-        ("managed by shoal",),
+        ("set by shoal itself",),
     ),
     (
         "pg-reserved-wal-level",
         with_("spec.postgres.parameters", {"wal_level": "minimal"}),
         "spec.postgres.parameters.wal_level",
-        ("managed by shoal",),
+        ("durability",),
+    ),
+    *(
+        (
+            f"pg-refused-{name}",
+            with_("spec.postgres.parameters", {name: value}),
+            f"spec.postgres.parameters.{name if '.' not in name else repr(name)}",
+            words,
+        )
+        for name, value, words in (
+            (
+                "archive_cleanup_command",
+                "cat /run/secrets/superuser-password > /tmp/leak",
+                ("shell command",),
+            ),
+            ("recovery_end_command", "touch /tmp/x", ("shell command",)),
+            ("ssl_passphrase_command", "echo x", ("shell command",)),
+            ("shared_preload_libraries", "pg_stat_statements", ("loads code",)),
+            ("dynamic_library_path", "/tmp", ("loads code",)),
+            ("fsync", False, ("durability",)),
+            ("synchronous_commit", "off", ("durability",)),
+            ("full_page_writes", False, ("durability",)),
+            ("log_directory", "/run/secrets", ("files",)),
+            ("hba_file", "/tmp/hba", ("files",)),
+            ("listen_addresses", "*", ("set by shoal itself",)),
+            ("made_up_parameter", 1, ("not a parameter a declaration may set",)),
+            ("pg_stat_statements.max", 100, ("not a parameter a declaration may set",)),
+        )
     ),
     (
         "pg-bad-parameter-name",
@@ -365,6 +392,7 @@ def test_several_problems_are_reported_at_once_one_line_each() -> None:
         "spec.resources.cpus",
         "spec.placement.constraints[0]",
         "spec.failover.unreachableSeconds",
+        "spec.postgres.parameters.fsync",
         "spec.postgres.parameters.synchronous_standby_names",
         "spec.expose.port",
         "spec.bogus",

@@ -199,10 +199,17 @@ def test_check_host_and_slot() -> None:
             agent.check_slot(bad)
 
 
-def test_reserved_mirrors_declaration() -> None:
-    from shoal.declaration import RESERVED_PG_PARAMETERS
-
-    assert RESERVED_PG_PARAMETERS <= agent_pg.RESERVED
+def test_the_agent_refuses_what_the_declaration_refuses() -> None:
+    """Defence in depth: a request with a parameter the declaration would refuse (one that
+    runs commands, say) is refused by the agent too, with the same reason."""
+    with pytest.raises(agent.HttpError, match="shell command"):
+        agent.check_params({"archive_cleanup_command": "cat /run/secrets/x > /tmp/leak"})
+    with pytest.raises(agent.HttpError, match="not a parameter a declaration may set"):
+        agent.check_params({"pg_stat_statements.max": 100})
+    assert agent.check_params({"work_mem": "8MB", "jit": False}) == {
+        "work_mem": "8MB",
+        "jit": "off",
+    }
 
 
 def test_newest_wal_timeline_from_pg_wal_names() -> None:

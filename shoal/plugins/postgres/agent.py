@@ -37,9 +37,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 try:
+    from . import agent_parameters as parameters
     from . import agent_pg as pg
     from .agent_member import Agent, HttpError, log
 except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
+    import agent_parameters as parameters  # type: ignore[import-not-found,no-redef]
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
     from agent_member import Agent, HttpError, log  # type: ignore[import-not-found,no-redef]
 
@@ -88,8 +90,9 @@ def check_params(raw: Any) -> dict[str, str]:
     for k, v in raw.items():
         if not isinstance(k, str) or not pg.PARAM_RE.match(k):
             raise HttpError(400, f"field 'parameters': {k!r} is not a parameter name")
-        if k in pg.RESERVED:
-            raise HttpError(400, f"field 'parameters': {k} is managed by shoal")
+        why = parameters.refusal(k)
+        if why is not None:
+            raise HttpError(400, f"field 'parameters': {k} {why}")
         try:
             out[k] = pg.param_value(v)
             pg.quote_literal(out[k])

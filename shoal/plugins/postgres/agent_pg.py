@@ -30,34 +30,6 @@ SHOAL_CONF = "shoal.conf"
 MANAGED_AUTO_KEYS = frozenset(
     {"primary_conninfo", "primary_slot_name", "synchronous_standby_names"}
 )
-# The operator may not set these through `parameters` (mirrors declaration.RESERVED_PG_PARAMETERS).
-RESERVED = frozenset(
-    {
-        "synchronous_standby_names",
-        "synchronous_commit",
-        "primary_conninfo",
-        "primary_slot_name",
-        "hba_file",
-        "data_directory",
-        "listen_addresses",
-        "port",
-        "wal_level",
-        "hot_standby",
-        "archive_mode",
-        "restore_command",
-        "recovery_target_timeline",
-        "password_encryption",
-        "ssl",
-        "archive_command",
-        "external_pid_file",
-        "promote_trigger_file",
-        "max_wal_senders",
-        "max_replication_slots",
-        "unix_socket_directories",
-        "config_file",
-        "ident_file",
-    }
-)
 PARAM_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
 SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-:]{0,252}$")
