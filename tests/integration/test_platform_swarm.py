@@ -124,6 +124,15 @@ def test_apply_creates_one_member_service_per_member(db: str) -> None:
         container = inspect("container", cid)[0]
         assert container["Mounts"] == [], container["Mounts"]
         assert not container["HostConfig"].get("Binds")
+        # not root, nothing added: every process in it runs as the postgres user
+        assert container["Config"]["User"] == "postgres"
+        assert container["HostConfig"]["Privileged"] is False
+        assert not container["HostConfig"].get("CapAdd")
+        top = subprocess.run(
+            ["docker", "top", cid, "-eo", "uid,comm"], capture_output=True, text=True, check=True
+        ).stdout.split("\n")[1:]
+        processes = [line.split() for line in top if line.strip()]
+        assert processes and all(p[0] != "0" for p in processes), processes
         assert set(container["NetworkSettings"]["Networks"]) == {
             names.database_network(db),
             names.CONTROL_NETWORK,
