@@ -216,6 +216,15 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
     _, t_healthy = wait_until(lambda: settled(db), 300, f"{db} Healthy after the kill")
     healthy_doc = status(db)
     last_ok = writer.last_ok_before(float(first[1]))
+    # The operator's own timeline of this failover (`status.last_failover`), as seconds after
+    # the kill: one machine, one clock for the host, the operator and the writer.
+    tl = healthy_doc.get("last_failover") or {}
+    phases = {
+        ph["name"]: round(float(ph["at"]) - t_kill, 3)
+        for ph in tl.get("phases", [])
+        if tl.get("old_primary") == old
+    }
+    phases["first acknowledged write"] = round(t_ack - t_kill, 3)
     run = {
         "run": i,
         "killed_member": old,
@@ -230,10 +239,12 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
         "acked_by_old_primary_after_kill_began": last_ok is not None and last_ok > t_kill,
         "client_errors": writer.errors_between(t_kill, t_ack)[:3],
         "writer_transitions": writer.between(t_kill - 2, t_ack + 0.1)[:12],
+        "phases_after_kill": phases,
     }
     log(
         f"run {i}: killed {old}; first write on {first[3]} after "
-        f"{run['failover_seconds']:.2f}s; Healthy after {run['healthy_seconds']:.1f}s"
+        f"{run['failover_seconds']:.2f}s; Healthy after {run['healthy_seconds']:.1f}s; "
+        + ", ".join(f"{k} +{v:.2f}" for k, v in phases.items())
     )
     return run
 
@@ -308,6 +319,12 @@ def main() -> None:
         ),
         "healthy_seconds": summary([r["healthy_seconds"] for r in ok]),
         "docker_kill_seconds": summary([r["docker_kill_seconds"] for r in ok]),
+        "phases_after_kill": {
+            name: summary(
+                [r["phases_after_kill"][name] for r in ok if name in r["phases_after_kill"]]
+            )
+            for name in dict.fromkeys(n for r in ok for n in r["phases_after_kill"])
+        },
         "failed_runs": len(runs) - len(ok),
         "stopped_early": stopped,
         "acknowledged_writes": acked,
@@ -319,6 +336,9 @@ def main() -> None:
         f"failover (kill -> first acked write): median {f['median']}s p95 {f['p95']}s n={f['n']}\n"
         f"kill -> Healthy: median {h['median']}s p95 {h['p95']}s n={h['n']}"
     )
+    print("phases (seconds after the kill, median):")
+    for name, sm in doc["phases_after_kill"].items():
+        print(f"  {name:<28} {sm['median']}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ The JSON form of `DatabaseStatus` is the `shoal status NAME --json` contract (DE
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +67,41 @@ class Event(BaseModel):
     message: str = ""
 
 
+class FailoverPhase(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str  # what the operator decided or saw: noticed, standbys-stopped, promote, ...
+    at: float  # unix time of the observation it was decided on (for reading, not deciding)
+
+
+class FailoverTimeline(BaseModel):
+    """The phases of the newest failover or switchover, for people and benchmarks
+    (`shoal status`, `bench.failover`). Times are wall-clock times of whichever operator
+    wrote them; no decision reads them (decisions use fencing tokens and monotonic clocks)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str  # failover | switchover
+    old_primary: str | None = None
+    new_primary: str | None = None  # set when the new primary is seen: the timeline ends
+    phases: list[FailoverPhase] = Field(default_factory=list)
+
+    MAX_PHASES: ClassVar[int] = 20
+
+    def mark(self, name: str, at: float) -> None:
+        """Record a phase the first time it happens (planners re-decide every cycle)."""
+        if any(ph.name == name for ph in self.phases) or len(self.phases) >= self.MAX_PHASES:
+            return
+        self.phases.append(FailoverPhase(name=name, at=at))
+
+    def offsets(self) -> list[tuple[str, float]]:
+        """Each phase's seconds after the first one."""
+        if not self.phases:
+            return []
+        t0 = self.phases[0].at
+        return [(ph.name, round(ph.at - t0, 3)) for ph in self.phases]
+
+
 # The status label's format. An operator that meets a newer one refuses to act on the
 # database (swarm/store.py) rather than guess at what it means.
 STATUS_FORMAT = 1
@@ -95,6 +131,7 @@ class DatabaseStatus(BaseModel):
     failovers: int = 0
     reseeds: int = 0
     events: list[Event] = Field(default_factory=list)
+    last_failover: FailoverTimeline | None = None
     # Engine plugins keep their multi-step progress here (a failover or switchover in
     # flight) so that a new operator resumes it; opaque to everybody else.
     progress: dict[str, str] = Field(default_factory=dict)

@@ -40,6 +40,17 @@ async def _must_get(store: DatabaseStore, name: str) -> StoredDatabase:
     return stored
 
 
+def describe_timeline(s: DatabaseStatus) -> str:
+    """`orders-0 -> orders-1 in 0.93 s (noticed +0.00, ..., promoted +0.93)`."""
+    tl = s.last_failover
+    if tl is None:
+        return "-"
+    steps = tl.offsets()
+    phases = ", ".join(f"{name} +{at:.2f}" for name, at in steps)
+    took = f" in {steps[-1][1]:.2f} s" if tl.new_primary and steps else " (in progress)"
+    return f"{tl.old_primary or '-'} -> {tl.new_primary or '?'}{took} ({phases})"
+
+
 def members_table(s: DatabaseStatus) -> Table:
     t = Table(title=f"{s.name} ({s.engine}) — {s.state.value}", title_justify="left")
     for col in ("member", "role", "state", "node", "lag bytes", "lag s"):
@@ -161,6 +172,8 @@ def register(app: typer.Typer) -> None:
                     out.print(f"connection: {s.connection}")
                     if s.message:
                         out.print(f"message:    {s.message}")
+                    if s.last_failover is not None:
+                        out.print(f"last {s.last_failover.kind}: {describe_timeline(s)}")
                 if not watch:
                     return
                 await asyncio.sleep(2)

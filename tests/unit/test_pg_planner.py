@@ -633,3 +633,31 @@ def test_the_same_answer_from_the_members_current_task_is_fenced_once() -> None:
     doc["status"] = p.status.model_dump(mode="json")
     again = plan(observe(doc))
     assert not any(isinstance(a, ReplaceMember) and a.member == old for a in again.actions)
+
+
+def test_a_failover_leaves_a_timeline_of_its_phases() -> None:
+    """`status.last_failover`: noticed → standbys stop following → promote → promoted, each
+    once although the planner re-decides every cycle, and ended by the promoted primary."""
+    first = observe(recording("primary-killed"))
+    p1 = plan(first)
+    p1 = plan(first)  # the same observation again: no phase twice
+    doc = _stopped_following(recording("primary-killed"))
+    doc["status"] = p1.status.model_dump(mode="json")
+    p2 = plan(dataclasses.replace(observe(doc), now=NOW + 0.4))
+    assert Promote("orders-0", LISTS["orders-0"]) in p2.actions
+    after = recording("after-failover")
+    after["status"] = p2.status.model_dump(mode="json")
+    p3 = plan(dataclasses.replace(observe(after), now=NOW + 0.9))
+    assert p3.status.primary == "orders-0"
+    tl = p3.status.last_failover
+    assert tl is not None and tl.kind == "failover"
+    assert (tl.old_primary, tl.new_primary) == ("orders-1", "orders-0")
+    assert tl.offsets() == [
+        ("noticed", 0.0),
+        ("standbys stop following", 0.0),
+        ("promote", 0.4),
+        ("promoted", 0.9),
+    ]
+    # Later cycles leave the finished timeline as it is.
+    after["status"] = p3.status.model_dump(mode="json")
+    assert plan(dataclasses.replace(observe(after), now=NOW + 5)).status.last_failover == tl

@@ -25,9 +25,29 @@ from shoal.plugins.base import ClearRequest, Plan
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
 from shoal.plugins.postgres.view import Cluster, PgMember, elapsed, member_statuses, stamp
-from shoal.status import DatabaseState
+from shoal.status import DatabaseState, FailoverTimeline
 
 SWITCHOVER_TIMEOUT = 30.0
+
+
+def timeline(cluster: Cluster, p: Plan, kind: str) -> FailoverTimeline:
+    """The timeline of the failover or switchover in flight (`status.last_failover`): the
+    current one when it is for the same primary and not over, else a new one."""
+    s = p.status
+    tl = s.last_failover
+    if tl is None or tl.new_primary is not None or tl.kind != kind or tl.old_primary != s.primary:
+        tl = FailoverTimeline(kind=kind, old_primary=s.primary)
+        s.last_failover = tl
+    return tl
+
+
+def end_timeline(cluster: Cluster, p: Plan, primary: PgMember) -> None:
+    """The recorded primary answers as primary: a failover timeline still open ends here
+    (the primary came back before anything had to be promoted)."""
+    tl = p.status.last_failover
+    if tl is not None and tl.new_primary is None and tl.kind == "failover":
+        tl.mark("primary answered again", cluster.obs.now)
+        tl.new_primary = primary.name
 
 
 def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
@@ -56,6 +76,11 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
     s.progress.pop("promoting", None)
     s.progress.pop("failover_from", None)
     cluster.remember_data_task(p, best)
+    tl = p.status.last_failover
+    if tl is None or tl.new_primary is not None:
+        tl = timeline(cluster, p, planned)  # promoted by an operator that wrote no timeline
+    tl.mark("promoted", cluster.obs.now)
+    tl.new_primary = best.name
     if planned == "switchover":
         p.event(cluster.obs.now, "switchover", best.name, f"switched over from {old}")
     else:
@@ -80,6 +105,8 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         p.requeue_after = 0.05
         s.members = member_statuses(cluster, None)
         return p
+    tl = timeline(cluster, p, "failover")
+    tl.mark("noticed", obs.now)
     old = obs.member(s.primary)
     old_alive = (
         old is not None
@@ -92,6 +119,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         # (crash recovery, out of connections): paused, partitioned, overloaded. It may
         # still commit for clients it has, so only Swarm's word that it died skips this.
         waited = old.unreachable_for
+        tl.mark("primary unreachable", obs.now)
         if waited < spec.failover.unreachable_seconds:
             s.state = DatabaseState.UNAVAILABLE
             s.message = (
@@ -138,6 +166,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
     # of them, so one that is merely unreachable is waited for, never skipped.
     unknown = _unheard(cluster, old, candidates)
     if unknown and forced is None and spec.durability is Durability.SYNC:
+        tl.mark("waiting for standbys", obs.now)
         s.state = DatabaseState.UNAVAILABLE
         who = ", ".join(m.name for m in unknown)
         s.message = (
@@ -154,6 +183,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         c for c in candidates if c.probe is not None and (c.probe.receiving or c.probe.upstream)
     ]
     if following:
+        tl.mark("standbys stop following", obs.now)
         p.add(*(Follow(c.name, None, names.slot_name(c.name)) for c in following))
         s.message = "stopping standbys from following the old primary"
         p.requeue_after = 0.05
@@ -163,6 +193,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
     if old is not None and old is not best and old.service_exists and old_alive:
         # Fence first; promote once Swarm confirms the old container stopped (next cycles),
         # so clients can never reach two primaries (docs/failure-modes.md, property 7).
+        tl.mark("fence old primary", obs.now)
         cluster.fence(p, old, "fence the old primary", "old primary fenced: its task is replaced")
         s.message = f"fencing {old.name}; promoting {best.name} once its container has stopped"
         p.requeue_after = 0.1
@@ -172,6 +203,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         s.message = f"waiting for the fenced container of {old.name} to stop before promoting"
         p.requeue_after = 0.1
         return p
+    tl.mark("promote", obs.now)
     p.add(Promote(best.name, _sync_list(cluster, best.name)))
     s.progress["promoting"] = best.name
     s.progress["promoting_kind"] = "failover"
@@ -253,6 +285,7 @@ def plan_switchover(
         if waited > SWITCHOVER_TIMEOUT:
             _end_switchover(s)  # the failover logic takes it from here
         return p
+    tl = timeline(cluster, p, "switchover")
     if old.probe.is_primary:
         p.add(Demote(old.name))
         return p
@@ -262,6 +295,7 @@ def plan_switchover(
         and target.probe.is_standby
         and (target.probe.wal_lsn or 0) >= final
     ):
+        tl.mark("promote", obs.now)
         p.add(Promote(target.name, _sync_list(cluster, target.name)))
         s.progress["promoting"] = target.name
         s.progress["promoting_kind"] = "switchover"
@@ -311,6 +345,9 @@ def _start_switchover(cluster: Cluster, p: Plan, request: dict[str, Any]) -> Pla
             p.event(obs.now, "switchover", None, s.message)
             return None
         target = max(streaming, key=lambda m: ((m.probe.wal_lsn if m.probe else 0) or 0, -m.index))
+    tl = timeline(cluster, p, "switchover")
+    tl.mark("requested", obs.now)
+    tl.mark("demote", obs.now)
     p.add(Demote(primary.name))
     s.progress.update(
         switchover_from=primary.name,

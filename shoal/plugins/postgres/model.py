@@ -15,6 +15,7 @@ def setting_text(v: str | int | float | bool) -> str:
         return "on" if v else "off"
     return str(v)
 
+
 @dataclass(frozen=True)
 class Replication:
     application_name: str

@@ -21,7 +21,7 @@ from shoal.plugins.base import (
     RemoveMember,
 )
 from shoal.plugins.postgres.durability import list_for
-from shoal.plugins.postgres.failover import adopt, plan_failover, plan_switchover
+from shoal.plugins.postgres.failover import adopt, end_timeline, plan_failover, plan_switchover
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -79,6 +79,7 @@ def _plan(obs: PgObservation) -> Plan:
     primary = cluster.current_primary()
     if primary is None:
         return plan_failover(cluster, p, request)
+    end_timeline(cluster, p, primary)
     if request.get("kind") == "failover":
         p.add(ClearRequest(str(request.get("id", ""))))
         p.status.message = f"forced failover refused: {primary.name} is a working primary"

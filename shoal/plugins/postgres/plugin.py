@@ -127,4 +127,3 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
                 )
             case _:
                 raise TypeError(f"not a PostgreSQL action: {action.describe()}")
-
