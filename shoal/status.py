@@ -7,7 +7,7 @@ The JSON form of `DatabaseStatus` is the `shoal status NAME --json` contract (DE
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,8 +103,9 @@ class FailoverTimeline(BaseModel):
 
 
 # The status label's format. An operator that meets a newer one refuses to act on the
-# database (swarm/store.py) rather than guess at what it means.
-STATUS_FORMAT = 1
+# database (swarm/store.py) rather than guess at what it means. 2: typed, nested `progress`
+# (format 1's flat string map is still read).
+STATUS_FORMAT = 2
 
 
 class DatabaseStatus(BaseModel):
@@ -133,8 +134,9 @@ class DatabaseStatus(BaseModel):
     events: list[Event] = Field(default_factory=list)
     last_failover: FailoverTimeline | None = None
     # Engine plugins keep their multi-step progress here (a failover or switchover in
-    # flight) so that a new operator resumes it; opaque to everybody else.
-    progress: dict[str, str] = Field(default_factory=dict)
+    # flight) so that a new operator resumes it: JSON the plugin types and versions itself
+    # (plugins/postgres/progress.py), opaque to everybody else.
+    progress: dict[str, Any] = Field(default_factory=dict)
     fence_token: int = 0
 
     def add_event(self, event: Event, keep: int = 30) -> None:

@@ -15,7 +15,7 @@ from shoal.credentials import DatabaseCredentials
 from shoal.operator.apply import SWARM_CHANGES, Applier, DatabaseGone
 from shoal.operator.context import OperatorContext
 from shoal.operator.observe import Observer
-from shoal.plugins.base import ActionFailed
+from shoal.plugins.base import ActionFailed, UnreadablePlanState
 from shoal.status import DatabaseStatus
 from shoal.swarm.client import SwarmError
 from shoal.swarm.store import StaleFencingToken, UnreadableStatus
@@ -54,7 +54,8 @@ class DatabaseWorker:
                 self._gone = True
                 self.ctx.metrics.forget(self.name)
                 return
-            except UnreadableStatus as e:  # it became unreadable during the cycle
+            except (UnreadableStatus, UnreadablePlanState) as e:
+                # the status label (or what the engine keeps in it) cannot be read: act on nothing
                 delay = self._refuse_unreadable(str(e), engine)
             except StaleFencingToken as e:
                 log.warning("%s", e, extra={"event": "fenced", "database": self.name})

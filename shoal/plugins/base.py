@@ -187,6 +187,12 @@ class ApplyContext:
     database: Database
 
 
+class UnreadablePlanState(RuntimeError):
+    """A plugin cannot read what it stored in the status (`status.progress` of a newer format,
+    or malformed): it must not plan, and the operator acts on nothing for the database until
+    a person looks (the same fail-closed path as an unreadable status label)."""
+
+
 def member_http_session() -> aiohttp.ClientSession:
     """The HTTP session for members' agents. Members are `dnsrr` services whose name
     resolves to the task's own address, which changes every time Swarm replaces the task;

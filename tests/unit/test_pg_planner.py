@@ -40,6 +40,7 @@ from shoal.plugins.postgres.model import (
     Promote,
 )
 from shoal.plugins.postgres.planner import plan
+from shoal.plugins.postgres.progress import PgProgress
 from shoal.status import DatabaseState, DatabaseStatus
 
 pytestmark = pytest.mark.unit
@@ -85,7 +86,7 @@ def observe(
     obs_members = []
     for i, (name, raw) in enumerate(sorted(doc["probes"].items())):
         probe = PgProbe.from_json(raw) if raw is not None else None
-        remembered = status.progress.get(f"task:{name}", f"task-{name}")
+        remembered = PgProgress.from_status(status.progress).data_tasks.get(name, f"task-{name}")
         fresh = probe is not None and probe.state == "empty"
         # `replaced`: Swarm has replaced the member's task (a fence); True while it still
         # runs the earlier container.
@@ -121,6 +122,10 @@ def observe(
         infrastructure_ready=True,
         now=NOW,
     )
+
+
+def progress(p: Plan) -> PgProgress:
+    return PgProgress.from_status(p.status.progress)
 
 
 def kinds(p: Plan) -> list[str]:
@@ -167,7 +172,7 @@ def test_promotes_the_standby_with_the_most_wal() -> None:
     # The old primary's container is already gone (an empty replacement answers): nothing to
     # fence, its replacement will re-seed.
     assert not any(isinstance(a, ReplaceMember) for a in p.actions)
-    assert p.status.progress["promoting"] == "orders-2"
+    assert progress(p).promoting == "orders-2"
 
 
 def test_a_newer_timeline_wins_over_more_wal_on_an_older_one() -> None:
@@ -366,7 +371,8 @@ def test_scaling_down_switches_the_primary_over_first() -> None:
     doc["declaration"]["spec"]["members"] = 1
     p = plan(observe(doc, members=1))
     assert Demote("orders-1") in p.actions
-    assert p.status.progress["switchover_to"] == "orders-0"
+    sw = progress(p).switchover
+    assert sw is not None and sw.to_member == "orders-0"
 
 
 def test_requested_switchover_demotes_then_promotes_when_caught_up() -> None:
@@ -377,7 +383,7 @@ def test_requested_switchover_demotes_then_promotes_when_caught_up() -> None:
     doc["probes"]["orders-1"].update(role="standby", upstream=None, receiving=False)
     p = plan(observe(doc))
     assert Promote("orders-2", LISTS["orders-2"]) in p.actions
-    assert p.status.progress["promoting_kind"] == "switchover"
+    assert progress(p).promoting_kind == "switchover"
 
 
 def test_switchover_to_a_non_streaming_member_is_refused() -> None:
@@ -434,7 +440,7 @@ def test_promoted_member_is_adopted_even_on_an_equal_timeline() -> None:
     doc["probes"]["orders-2"] = {"state": "empty", "member": "orders-2"}
     p = plan(observe(doc))
     assert p.status.primary == "orders-0"
-    assert "promoting" not in p.status.progress
+    assert progress(p).promoting is None
 
 
 def test_a_fence_is_issued_once_per_container() -> None:
@@ -573,7 +579,8 @@ def test_durations_stamped_by_another_operator_are_not_compared() -> None:
     doc["probes"]["orders-0"]["wal_lsn"] -= 10**6  # the target has not caught up
     obs = dataclasses.replace(observe(doc), token=4, monotonic=5.0)
     p = plan(obs)
-    assert p.status.progress["switchover_started"] == "4:5.000"
+    sw = progress(p).switchover
+    assert sw is not None and sw.started == "4:5.000"
     assert not any(isinstance(a, Promote) for a in p.actions), "no abort on a foreign clock"
     doc["status"] = p.status.model_dump(mode="json")
     later = plan(dataclasses.replace(observe(doc), token=4, monotonic=5.0 + 31))

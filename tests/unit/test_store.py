@@ -10,7 +10,7 @@ import pytest
 
 from shoal import names
 from shoal.declaration import Database, DeclarationError, load_declaration
-from shoal.status import DatabaseState, DatabaseStatus
+from shoal.status import STATUS_FORMAT, DatabaseState, DatabaseStatus
 from shoal.swarm.store import (
     LABEL_DELETING,
     LABEL_UID,
@@ -219,7 +219,17 @@ def _anchor_with(status_label: str | None, request_label: str | None = None) -> 
         ("{not json", "unreadable"),
         ('["a list"]', "unreadable"),
         ('{"name": "orders", "engine": "postgres", "state": "Exploded"}', "unreadable"),
-        ('{"format": 2, "name": "orders", "engine": "postgres", "identity": "7"}', "newer"),
+        (
+            json.dumps(
+                {
+                    "format": STATUS_FORMAT + 1,
+                    "name": "orders",
+                    "engine": "postgres",
+                    "identity": "7",
+                }
+            ),
+            "newer",
+        ),
     ],
 )
 def test_unreadable_status_fails_closed(label: str, why: str) -> None:

@@ -24,6 +24,7 @@ from shoal.declaration import Durability
 from shoal.plugins.base import ClearRequest, Plan
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
+from shoal.plugins.postgres.progress import SwitchoverProgress
 from shoal.plugins.postgres.view import Cluster, PgMember, elapsed, member_statuses, stamp
 from shoal.status import DatabaseState, FailoverTimeline
 
@@ -56,7 +57,8 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
     timeline than the recorded one. An old primary that comes back (paused, cut off) is on
     an older timeline, or was fenced, and never wins over the one promoted after it."""
     s = p.status
-    promoting = s.progress.get("promoting")
+    progress = cluster.progress
+    promoting = progress.promoting
     chosen = [
         m
         for m in cluster.live_primaries()
@@ -69,12 +71,12 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
         chosen, key=lambda m: (m.name == promoting, (m.probe.timeline if m.probe else 0) or 0)
     )
     assert best.probe is not None
-    planned = s.progress.pop("promoting_kind", "failover")
+    planned = progress.promoting_kind
+    note = progress.forced_note
+    progress.end_promotion()
     old = s.primary
     s.primary = best.name
     s.timeline = best.probe.timeline
-    s.progress.pop("promoting", None)
-    s.progress.pop("failover_from", None)
     cluster.remember_data_task(p, best)
     tl = p.status.last_failover
     if tl is None or tl.new_primary is not None:
@@ -85,7 +87,6 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
         p.event(cluster.obs.now, "switchover", best.name, f"switched over from {old}")
     else:
         s.failovers += 1
-        note = s.progress.pop("forced_note", "")
         p.event(
             cluster.obs.now,
             "failover",
@@ -178,7 +179,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
 
     s.state = DatabaseState.FAILING_OVER
     if old is not None:
-        s.progress["failover_from"] = old.name
+        cluster.progress.failover_from = old.name
     following = [
         c for c in candidates if c.probe is not None and (c.probe.receiving or c.probe.upstream)
     ]
@@ -205,13 +206,13 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         return p
     tl.mark("promote", obs.now)
     p.add(Promote(best.name, _sync_list(cluster, best.name)))
-    s.progress["promoting"] = best.name
-    s.progress["promoting_kind"] = "failover"
+    cluster.progress.promoting = best.name
+    cluster.progress.promoting_kind = "failover"
     if forced is not None:
         assert request is not None
         p.add(ClearRequest(str(request.get("id", ""))))
         skipped = ", ".join(m.name for m in unknown) or "nobody"
-        s.progress["forced_note"] = (
+        cluster.progress.forced_note = (
             f"forced by the user, data loss accepted (skipped waiting for {skipped})"
         )
     s.message = f"promoting {best.name}"
@@ -271,11 +272,13 @@ def plan_switchover(
     s = p.status
     if request is not None:
         return _start_switchover(cluster, p, request)
-    old = obs.member(s.progress.get("switchover_from"))
-    target = obs.member(s.progress.get("switchover_to"))
-    waited = elapsed(obs, s.progress.get("switchover_started", ""))
+    sw = cluster.progress.switchover
+    assert sw is not None
+    old = obs.member(sw.from_member)
+    target = obs.member(sw.to_member)
+    waited = elapsed(obs, sw.started)
     if waited is None:  # started by another operator (or never stamped): count from now
-        s.progress["switchover_started"] = stamp(obs)
+        sw.started = stamp(obs)
         waited = 0.0
     s.state = DatabaseState.FAILING_OVER
     s.members = member_statuses(cluster, None)
@@ -283,7 +286,7 @@ def plan_switchover(
     if old is None or target is None or old.probe is None:
         s.message = "switchover: waiting for the old primary to answer"
         if waited > SWITCHOVER_TIMEOUT:
-            _end_switchover(s)  # the failover logic takes it from here
+            cluster.progress.switchover = None  # the failover logic takes it from here
         return p
     tl = timeline(cluster, p, "switchover")
     if old.probe.is_primary:
@@ -297,27 +300,22 @@ def plan_switchover(
     ):
         tl.mark("promote", obs.now)
         p.add(Promote(target.name, _sync_list(cluster, target.name)))
-        s.progress["promoting"] = target.name
-        s.progress["promoting_kind"] = "switchover"
-        _end_switchover(s)
+        cluster.progress.promoting = target.name
+        cluster.progress.promoting_kind = "switchover"
+        cluster.progress.switchover = None
         s.message = f"switchover: promoting {target.name}"
         return p
     if waited > SWITCHOVER_TIMEOUT and old.probe.is_standby:
         # The target never caught up: give the role back to the old primary, which holds
         # every write it ever acknowledged.
         p.add(Promote(old.name, _sync_list(cluster, old.name)))
-        s.progress["promoting"] = old.name
-        s.progress["promoting_kind"] = "switchover"
-        _end_switchover(s)
+        cluster.progress.promoting = old.name
+        cluster.progress.promoting_kind = "switchover"
+        cluster.progress.switchover = None
         p.event(obs.now, "switchover", old.name, "switchover aborted: target did not catch up")
         return p
     s.message = f"switchover: waiting for {target.name} to receive all WAL"
     return p
-
-
-def _end_switchover(s: Any) -> None:
-    for k in ("switchover_from", "switchover_to", "switchover_started"):
-        s.progress.pop(k, None)
 
 
 def _start_switchover(cluster: Cluster, p: Plan, request: dict[str, Any]) -> Plan | None:
@@ -349,10 +347,8 @@ def _start_switchover(cluster: Cluster, p: Plan, request: dict[str, Any]) -> Pla
     tl.mark("requested", obs.now)
     tl.mark("demote", obs.now)
     p.add(Demote(primary.name))
-    s.progress.update(
-        switchover_from=primary.name,
-        switchover_to=target.name,
-        switchover_started=stamp(obs),
+    cluster.progress.switchover = SwitchoverProgress(
+        from_member=primary.name, to_member=target.name, started=stamp(obs)
     )
     s.state = DatabaseState.FAILING_OVER
     s.message = f"switchover: {primary.name} -> {target.name}"

@@ -31,7 +31,8 @@ from shoal.plugins.postgres.model import (
     PgProbe,
     setting_text,
 )
-from shoal.plugins.postgres.view import TASK_KEY, Cluster, member_statuses
+from shoal.plugins.postgres.progress import PgProgress
+from shoal.plugins.postgres.view import Cluster, member_statuses
 from shoal.status import DatabaseState, MemberState
 
 PgObservation = Observation[PgProbe]
@@ -39,15 +40,16 @@ PgMember = MemberObservation[PgProbe]
 
 
 def plan(obs: PgObservation) -> Plan:
-    p = _plan(obs)
+    cluster = Cluster(obs)
+    p = cluster.finish(_plan(cluster))
     # The read-write proxy follows the primary by itself (its health checks): keeping it
     # deployed never waits for, nor changes, the database's state.
     p.add(*plan_proxy(obs))
     return p
 
 
-def _plan(obs: PgObservation) -> Plan:
-    cluster = Cluster(obs)
+def _plan(cluster: Cluster) -> Plan:
+    obs = cluster.obs
     p = cluster.new_plan()
     spec = obs.database.spec
 
@@ -123,7 +125,7 @@ def _plan(obs: PgObservation) -> Plan:
     healthy = len(ready) == spec.members and not p.actions
     p.status.state = DatabaseState.HEALTHY if healthy else DatabaseState.DEGRADED
     if healthy:
-        p.status.progress["ever_healthy"] = "1"
+        cluster.progress.ever_healthy = True
     p.status.message = p.status.message or (
         "" if healthy else f"{len(ready)}/{spec.members} members ready"
     )
@@ -168,14 +170,14 @@ def _standbys(cluster: Cluster, p: Plan, primary: PgMember) -> None:
         # Slots first: a member being seeded or following needs its slot to keep WAL for
         # it; slots of members that no longer exist are dropped so WAL cannot pile up.
         p.add(EnsureSlots(primary.name, wanted_slots))
-    ever_healthy = p.status.progress.get("ever_healthy") == "1"
+    ever_healthy = cluster.progress.ever_healthy
     for m in cluster.declared:
         if m is primary or m.probe is None:
             continue
         slot = names.slot_name(m.name)
         if m.probe.state in ("empty", "failed"):
             # A re-seed replaces data this member held before; a new member is just seeded.
-            reseed = ever_healthy and (TASK_KEY + m.name) in p.status.progress
+            reseed = ever_healthy and m.name in cluster.progress.data_tasks
             p.add(Clone(m.name, primary.name, primary.probe.system_identifier, slot, reseed))
             if reseed:
                 p.status.reseeds += 1
@@ -218,7 +220,7 @@ def _reinit(cluster: Cluster, p: Plan, request_id: str) -> Plan:
     p.status.identity = None
     p.status.primary = None
     p.status.timeline = None
-    p.status.progress = {}
+    cluster.progress = PgProgress()
     p.status.state = DatabaseState.CREATING
     p.event(obs.now, "reinit", None, "data loss accepted; initialising an empty database")
     p.add(ClearRequest(request_id))

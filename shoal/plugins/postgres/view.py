@@ -6,11 +6,10 @@ from dataclasses import replace
 
 from shoal.plugins.base import MemberObservation, Observation, Plan
 from shoal.plugins.postgres.model import PgProbe
+from shoal.plugins.postgres.progress import FenceRecord, PgProgress
 from shoal.status import MemberRole, MemberState, MemberStatus
 
 PgMember = MemberObservation[PgProbe]
-TASK_KEY = "task:"
-FENCE_KEY = "fence:"
 # A fence is a forced service update; Swarm needs a few seconds to stop the old container.
 # Re-issuing it every cycle only churns tasks, so it is repeated only after this long.
 FENCE_RETRY_SECONDS = 30.0
@@ -44,7 +43,8 @@ def _own_answer(m: PgMember) -> PgMember:
 
 
 class Cluster:
-    """One observation plus the status being planned (a copy the plan may change)."""
+    """One observation plus the status being planned (a copy the plan may change) and the
+    planner's typed progress (`progress.py`), written back into the status by `finish`."""
 
     def __init__(self, obs: Observation[PgProbe]) -> None:
         obs = replace(obs, members=[_own_answer(m) for m in obs.members])
@@ -53,6 +53,11 @@ class Cluster:
         self.declared = sorted((m for m in obs.members if m.index < n), key=lambda m: m.index)
         self.extra = sorted((m for m in obs.members if m.index >= n), key=lambda m: m.index)
         self.status = obs.status.model_copy(deep=True)
+        self.progress = PgProgress.from_status(self.status.progress)
+
+    def finish(self, p: Plan) -> Plan:
+        p.status.progress = self.progress.to_status()
+        return p
 
     def new_plan(self) -> Plan:
         s = self.status
@@ -71,44 +76,43 @@ class Cluster:
                 and m.task is not None
                 and (s.identity is None or m.probe.system_identifier == s.identity)
             ):
-                s.progress[TASK_KEY + m.name] = m.task.task_id
+                self.progress.data_tasks[m.name] = m.task.task_id
         for m in self.obs.members:
-            record = s.progress.get(FENCE_KEY + m.name)
-            if record and m.task is not None and record.split("@")[0] != m.task.task_id:
-                del s.progress[FENCE_KEY + m.name]
+            record = self.progress.fences.get(m.name)
+            if record and m.task is not None and record.task_id != m.task.task_id:
+                del self.progress.fences[m.name]
         return Plan(status=s)
 
     def fenced(self, m: PgMember) -> bool:
         """The container this member runs in now was condemned by a fence: whatever it says,
         it is never again a primary or a candidate (its replacement will start empty)."""
-        record = self.status.progress.get(FENCE_KEY + m.name, "")
-        return bool(record) and m.task is not None and record.split("@")[0] == m.task.task_id
+        record = self.progress.fences.get(m.name)
+        return record is not None and m.task is not None and record.task_id == m.task.task_id
 
     def fence(self, p: Plan, m: PgMember, reason: str, message: str) -> None:
         """Fence `m` once per container (again only if Swarm has not replaced it in time)."""
         from shoal.plugins.base import ReplaceMember
 
-        record = p.status.progress.get(FENCE_KEY + m.name, "")
+        record = self.progress.fences.get(m.name)
         task_id = m.task.task_id if m.task else ""
-        if record:
-            fenced_task, _, at = record.partition("@")
-            if fenced_task == task_id:
-                waited = elapsed(self.obs, at)
-                if waited is None:  # fenced by an earlier operator: count from now
-                    p.status.progress[FENCE_KEY + m.name] = f"{task_id}@{stamp(self.obs)}"
-                    return
-                if waited < FENCE_RETRY_SECONDS:
-                    return
-        p.status.progress[FENCE_KEY + m.name] = f"{task_id}@{stamp(self.obs)}"
+        fresh = FenceRecord(task_id=task_id, stamped=stamp(self.obs))
+        if record is not None and record.task_id == task_id:
+            waited = elapsed(self.obs, record.stamped)
+            if waited is None:  # fenced by an earlier operator: count from now
+                self.progress.fences[m.name] = fresh
+                return
+            if waited < FENCE_RETRY_SECONDS:
+                return
+        self.progress.fences[m.name] = fresh
         p.add(ReplaceMember(m.name, reason))
         p.event(self.obs.now, "fence", m.name, message)
 
     def remember_data_task(self, p: Plan, m: PgMember) -> None:
         if m.task is not None:
-            p.status.progress[TASK_KEY + m.name] = m.task.task_id
+            self.progress.data_tasks[m.name] = m.task.task_id
 
     def task_changed(self, m: PgMember) -> bool:
-        remembered = self.status.progress.get(TASK_KEY + m.name)
+        remembered = self.progress.data_tasks.get(m.name)
         return remembered is not None and m.task is not None and m.task.task_id != remembered
 
     def ours(self, m: PgMember) -> bool:
@@ -136,7 +140,7 @@ class Cluster:
             return self.ours(m) or m.probe.state in ("bootstrapping", "stopped")
         if m.task is None or not m.task.running:
             return False
-        return not self.task_changed(m) and (TASK_KEY + m.name) in self.status.progress
+        return not self.task_changed(m) and m.name in self.progress.data_tasks
 
     def current_primary(self) -> PgMember | None:
         m = self.obs.member(self.status.primary)
@@ -175,7 +179,7 @@ class Cluster:
         return ended is not None and pr.wal_lsn > ended
 
     def switchover_in_progress(self) -> bool:
-        return "switchover_to" in self.status.progress
+        return self.progress.switchover is not None
 
     def ready_members(self, primary: PgMember) -> list[PgMember]:
         return [primary] + [
