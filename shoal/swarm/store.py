@@ -6,14 +6,20 @@ other, and the operator itself stays stateless.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from shoal import names
 from shoal.declaration import Database, DeclarationError, validate_document
@@ -23,6 +29,25 @@ from shoal.swarm.client import JSON, SwarmClient, SwarmError, VersionConflict
 LABEL_UID = "shoal.uid"
 LABEL_DELETING = "shoal.deleting"
 CAS_ATTEMPTS = 20
+T = TypeVar("T")
+
+
+async def compare_and_swap(what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """Run `step` (read the anchor, write it back at the version read) until it does not
+    meet a concurrent writer (`VersionConflict`), with a short random back-off, at most
+    `CAS_ATTEMPTS` times."""
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(VersionConflict),
+            stop=stop_after_attempt(CAS_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.005, max=0.2),
+            reraise=True,
+        ):
+            with attempt:
+                return await step()
+    except VersionConflict:
+        raise RuntimeError(f"could not {what}: the anchor kept changing underneath") from None
+    raise AssertionError("unreachable: AsyncRetrying either returns or raises")
 
 
 class StaleFencingToken(RuntimeError):
@@ -146,7 +171,8 @@ class DatabaseStore:
     async def apply(self, db: Database) -> tuple[ApplyOutcome, int]:
         """Create or change the declaration; returns the outcome and the generation."""
         document = json.dumps(db.to_document(), sort_keys=True)
-        for _ in range(CAS_ATTEMPTS):
+
+        async def step() -> tuple[ApplyOutcome, int]:
             current = await self.get(db.name)
             if current is None:
                 status = DatabaseStatus(
@@ -170,7 +196,7 @@ class DatabaseStore:
                 except SwarmError:  # lost a race with a concurrent create
                     if await self.get(db.name) is None:
                         raise
-                    continue
+                    raise VersionConflict(db.name) from None
                 return ApplyOutcome.CREATED, 1
             if current.deleting:
                 raise DeclarationError(
@@ -186,20 +212,19 @@ class DatabaseStore:
             if current.labels.get(names.LABEL_SPEC) == document:
                 return ApplyOutcome.UNCHANGED, current.generation
             generation = current.generation + 1
-            try:
-                await self._write_labels(
-                    current, {names.LABEL_SPEC: document, names.LABEL_GENERATION: str(generation)}
-                )
-            except VersionConflict:
-                continue
+            await self._write_labels(
+                current, {names.LABEL_SPEC: document, names.LABEL_GENERATION: str(generation)}
+            )
             return ApplyOutcome.CONFIGURED, generation
-        raise RuntimeError(f"could not store {db.name!r}: the anchor kept changing underneath")
+
+        return await compare_and_swap(f"store {db.name!r}", step)
 
     async def write_status(self, name: str, status: DatabaseStatus) -> bool:
         """Write the operator's status; False if the database is gone. Refuses (raises
         `StaleFencingToken`) when a newer lease holder has already written."""
         payload = status.model_dump_json()
-        for attempt in range(CAS_ATTEMPTS):
+
+        async def step() -> bool:
             current = await self.get(name)
             if current is None:
                 return False
@@ -210,28 +235,23 @@ class DatabaseStore:
                     f"status of {name!r} was written with token {current.status.fence_token}, "
                     f"ours is {status.fence_token}"
                 )
-            if current.labels.get(names.LABEL_STATUS) == payload:
-                return True
-            try:
+            if current.labels.get(names.LABEL_STATUS) != payload:
                 await self._write_labels(current, {names.LABEL_STATUS: payload})
-            except VersionConflict:
-                await asyncio.sleep(0.01 * attempt)
-                continue
             return True
-        raise RuntimeError(f"could not write the status of {name!r}: too many conflicts")
+
+        return await compare_and_swap(f"write the status of {name!r}", step)
 
     async def set_request(self, name: str, request: dict[str, Any] | None) -> bool:
-        for _ in range(CAS_ATTEMPTS):
+        value = json.dumps(request, sort_keys=True) if request is not None else None
+
+        async def step() -> bool:
             current = await self.get(name)
             if current is None:
                 return False
-            value = json.dumps(request, sort_keys=True) if request is not None else None
-            try:
-                await self._write_labels(current, {names.LABEL_REQUEST: value})
-            except VersionConflict:
-                continue
+            await self._write_labels(current, {names.LABEL_REQUEST: value})
             return True
-        raise RuntimeError(f"could not store the request for {name!r}")
+
+        return await compare_and_swap(f"store the request for {name!r}", step)
 
     async def clear_request(self, name: str, request_id: str) -> None:
         current = await self.get(name)
@@ -239,20 +259,17 @@ class DatabaseStore:
             await self.set_request(name, None)
 
     async def mark_deleting(self, name: str) -> bool:
-        for _ in range(CAS_ATTEMPTS):
+        async def step() -> bool:
             current = await self.get(name)
             if current is None:
                 return False
             status = current.status.model_copy(update={"state": DatabaseState.DELETING})
-            try:
-                await self._write_labels(
-                    current,
-                    {LABEL_DELETING: "true", names.LABEL_STATUS: status.model_dump_json()},
-                )
-            except VersionConflict:
-                continue
+            await self._write_labels(
+                current, {LABEL_DELETING: "true", names.LABEL_STATUS: status.model_dump_json()}
+            )
             return True
-        raise RuntimeError(f"could not mark {name!r} for deletion")
+
+        return await compare_and_swap(f"mark {name!r} for deletion", step)
 
     async def _write_labels(self, current: StoredDatabase, changes: dict[str, str | None]) -> None:
         labels = dict(current.labels)
