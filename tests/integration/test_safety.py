@@ -456,3 +456,40 @@ def test_a_deposed_primary_acknowledges_nothing_after_it_is_replaced(
     for path, w in writers.items():
         assert any(a["acked"] > promoted_at for a in w.acks), path
     assert paused_at < promoted_at
+
+
+def _as_app(d: Db, member: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
+    """SQL as the application role, over TCP to `member`, from inside its container."""
+    cid = container_of(member)
+    assert cid
+    return subprocess.run(
+        ["docker", "exec", "-e", f"PGPASSWORD={password}", cid, "psql", "-h", member,
+         "-U", names.APP_USER, "-d", names.APP_DATABASE, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_the_app_role_cannot_switch_synchronous_commit_off_for_everyone(db: Db) -> None:
+    """`durability: sync` holds for every session the app role opens: it does not own its
+    database (`ALTER DATABASE app SET synchronous_commit = off` is refused), and the
+    role-level setting PostgreSQL lets every role make for itself is reset by the operator.
+    (`SET synchronous_commit` inside one session stays that session's own choice.)"""
+    db.apply()
+    st = healthy(db.name)
+    primary = st["primary"]
+    password = credentials(db.name)["password"]
+    refused = _as_app(db, primary, password, "ALTER DATABASE app SET synchronous_commit = off")
+    assert refused.returncode != 0 and "must be owner" in refused.stderr, refused
+    made = _as_app(db, primary, password, "CREATE TABLE owned_by_app (id int)")
+    assert made.returncode == 0, made.stderr
+    done = _as_app(db, primary, password, "ALTER ROLE app SET synchronous_commit = off")
+    assert done.returncode == 0, done.stderr
+    wait_for(
+        lambda: _as_app(db, primary, password, "SHOW synchronous_commit").stdout.strip() == "on",
+        60,
+        "the operator to reset the app role's synchronous_commit",
+    )
+    assert any(
+        e["kind"] == "durability" and "synchronous_commit" in e["message"]
+        for e in status(db.name)["events"]
+    )

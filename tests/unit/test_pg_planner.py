@@ -668,3 +668,20 @@ def test_a_failover_leaves_a_timeline_of_its_phases() -> None:
     # Later cycles leave the finished timeline as it is.
     after["status"] = p3.status.model_dump(mode="json")
     assert plan(dataclasses.replace(observe(after), now=NOW + 5)).status.last_failover == tl
+
+
+def test_role_level_durability_overrides_on_the_primary_are_reset() -> None:
+    """`ALTER ROLE app SET synchronous_commit = off` (PostgreSQL lets any role do it for
+    itself) would silently void `durability: sync`: the primary is reconfigured, which
+    resets it, and an event says what was found."""
+    doc = steady(recording("healthy"))
+    doc["probes"]["orders-1"]["durability_overrides"] = [
+        "app in every database: synchronous_commit"
+    ]
+    p = plan(observe(doc))
+    assert [a.member for a in p.actions if isinstance(a, Configure)] == ["orders-1"]
+    assert p.status.state == DatabaseState.DEGRADED
+    assert any(
+        e.kind == "durability" and "synchronous_commit" in e.message for e in p.status.events
+    )
+    assert plan(observe(steady(recording("healthy")))).actions == []

@@ -15,8 +15,39 @@ from typing import Any
 
 try:
     from . import agent_pg as pg
+    from .agent_parameters import ROLE_LEVEL_GUARDED
 except ImportError:  # run as a script inside the container: /opt/shoal/
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
+    from agent_parameters import ROLE_LEVEL_GUARDED  # type: ignore[import-not-found,no-redef]
+
+_GUARDED = "ARRAY[" + ", ".join(pg.quote_literal(n) for n in ROLE_LEVEL_GUARDED) + "]"
+# Role- and database-level settings (`ALTER ROLE app SET synchronous_commit = off`, which
+# PostgreSQL allows any role for itself) that would weaken durability: reset by the operator.
+OVERRIDES_SQL = f"""SELECT coalesce(json_agg(DISTINCT coalesce(r.rolname, 'ALL') || ' in '
+ || coalesce(d.datname, 'every database') || ': ' || split_part(c, '=', 1)), '[]')
+ FROM pg_db_role_setting s CROSS JOIN unnest(s.setconfig) AS c
+ LEFT JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase
+ WHERE split_part(c, '=', 1) = ANY({_GUARDED})"""
+RESET_OVERRIDES_SQL = f"""DO $$
+DECLARE o record;
+BEGIN
+  FOR o IN SELECT r.rolname AS role, d.datname AS db, split_part(c, '=', 1) AS name
+           FROM pg_db_role_setting s CROSS JOIN unnest(s.setconfig) AS c
+           LEFT JOIN pg_roles r ON r.oid = s.setrole
+           LEFT JOIN pg_database d ON d.oid = s.setdatabase
+           WHERE split_part(c, '=', 1) = ANY({_GUARDED}) LOOP
+    IF o.role IS NOT NULL AND o.db IS NOT NULL THEN
+      EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET %I', o.role, o.db, o.name);
+    ELSIF o.role IS NOT NULL THEN
+      EXECUTE format('ALTER ROLE %I RESET %I', o.role, o.name);
+    ELSIF o.db IS NOT NULL THEN
+      EXECUTE format('ALTER DATABASE %I RESET %I', o.db, o.name);
+    ELSE
+      EXECUTE format('ALTER ROLE ALL RESET %I', o.name);
+    END IF;
+  END LOOP;
+END $$;
+"""
 
 FENCE_FILE = pg.STATE_DIR / "fence.json"
 CLONE_MARKER = pg.STATE_DIR / "clone-in-progress"
@@ -180,7 +211,8 @@ class Agent:
 
     # ------------------------------------------------------------ probe
 
-    STATE_SQL = """
+    STATE_SQL = (
+        """
 SELECT json_build_object(
  'in_recovery', pg_is_in_recovery(),
  'sysid', (SELECT system_identifier::text FROM pg_control_system()),
@@ -205,8 +237,12 @@ SELECT json_build_object(
  'flush_lsn', CASE WHEN pg_is_in_recovery() THEN NULL
               ELSE pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint END,
  'walfile', CASE WHEN pg_is_in_recovery() THEN NULL
-            ELSE pg_walfile_name(pg_current_wal_flush_lsn()) END
+            ELSE pg_walfile_name(pg_current_wal_flush_lsn()) END,
+ 'overrides', ("""
+        + OVERRIDES_SQL
+        + """)
 )"""
+    )
 
     def state_body(self) -> dict[str, Any]:
         with self._lock:
@@ -218,6 +254,7 @@ SELECT json_build_object(
             "slots": [], "synchronous_standby_names": "", "lag_seconds": None,
             "fence_token": fence, "pending_restart": [], "parameters": {},
             "task_id": os.environ.get("SHOAL_TASK_ID") or None, "history": [],
+            "durability_overrides": [],
         }  # fmt: skip
         if state in ("empty", "bootstrapping", "cloning"):
             return body
@@ -256,6 +293,7 @@ SELECT json_build_object(
                 body["history"] = pg.timeline_history(int(body["timeline"]))
             body["replication"] = s["replication"]
             body["lag_seconds"] = 0.0
+            body["durability_overrides"] = s["overrides"]
             return body
         body["role"] = "standby"
         recv, replay = s["receive_lsn"], s["replay_lsn"]
@@ -316,9 +354,13 @@ SELECT json_build_object(
                 "CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD "
                 f"{pg.quote_literal(repl)};\n"
                 f"CREATE ROLE app WITH LOGIN PASSWORD {pg.quote_literal(app)};\n"
-                "CREATE DATABASE app OWNER app;\n",
+                # Not its owner: only an owner (or superuser) may `ALTER DATABASE app SET
+                # synchronous_commit = off` for every session. It owns the schema it uses.
+                "CREATE DATABASE app;\n"
+                "GRANT CONNECT, TEMPORARY, CREATE ON DATABASE app TO app;\n",
                 timeout=60,
             )
+            pg.psql("ALTER SCHEMA public OWNER TO app;\n", timeout=30, db="app")
             BOOTSTRAP_MARKER.unlink(missing_ok=True)
             self.set_state("running", role="primary")
         except (pg.PgError, OSError, subprocess.SubprocessError) as e:
@@ -485,6 +527,8 @@ SELECT json_build_object(
                 sql += f"ALTER SYSTEM SET {k} = {pg.quote_literal(v)};\n"
         if ssn is not None:
             sql += f"ALTER SYSTEM SET synchronous_standby_names = {pg.quote_literal(ssn)};\n"
+        if self.role() == "primary":
+            pg.psql(RESET_OVERRIDES_SQL, timeout=15)
         if sql:
             try:
                 pg.psql(sql + "SELECT pg_reload_conf();", timeout=15)

@@ -136,6 +136,11 @@ REFUSED: dict[str, str] = {
     ),
 }  # fmt: skip
 
+# Settings that weaken durability and that PostgreSQL lets any role set for its own
+# sessions with `ALTER ROLE ... SET` (USERSET): the agent reports role- and database-level
+# values of these and resets them (docs/security.md).
+ROLE_LEVEL_GUARDED: tuple[str, ...] = ("synchronous_commit", "default_transaction_read_only")
+
 ALLOWED_NAMES: frozenset[str] = frozenset(n for names in ALLOWED.values() for n in names)
 assert not ALLOWED_NAMES & REFUSED.keys(), "a parameter is both allowed and refused"
 

@@ -46,6 +46,9 @@ class PgProbe:
     task_id: str | None = None  # the Swarm task of the container that answered
     # A primary's timeline history: (ancestor timeline, LSN where it ended), oldest first.
     history: tuple[tuple[int, int], ...] = ()
+    # A primary's role- or database-level settings that weaken durability ("app in every
+    # database: synchronous_commit"): reset by the next Configure.
+    durability_overrides: tuple[str, ...] = ()
 
     @property
     def has_data(self) -> bool:
@@ -92,6 +95,7 @@ class PgProbe:
             parameters={str(k): str(v) for k, v in (d.get("parameters") or {}).items()},
             error=d.get("error"),
             task_id=str(d["task_id"]) if d.get("task_id") else None,
+            durability_overrides=tuple(str(x) for x in d.get("durability_overrides") or []),
             history=tuple(
                 (int(h[0]), int(h[1]))
                 for h in d.get("history") or []

@@ -116,8 +116,20 @@ def _plan(cluster: Cluster) -> Plan:
     for m in [primary, *standbys]:
         assert m.probe is not None
         wanted = list_for(m.name, declared, spec.durability)
-        if m.probe.synchronous_standby_names != wanted or m.probe.parameters != dict(params):
+        overrides = m.probe.durability_overrides if m is primary else ()
+        if (
+            m.probe.synchronous_standby_names != wanted
+            or m.probe.parameters != dict(params)
+            or overrides
+        ):
             p.add(Configure(m.name, params, wanted))
+        if overrides:
+            p.event(
+                obs.now,
+                "durability",
+                m.name,
+                "reset settings that would weaken durability: " + "; ".join(overrides),
+            )
 
     ready = cluster.ready_members(primary)
     p.status.members_ready = len(ready)
