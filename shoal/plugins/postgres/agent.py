@@ -177,6 +177,10 @@ class Handler(BaseHTTPRequestHandler):
         return bool(token) and hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
 
     def do_GET(self) -> None:
+        if self.headers.get("Content-Length", "0") not in ("", "0"):
+            # A GET carries no body here; one that does is not read, so the connection
+            # cannot be reused (its bytes would be parsed as the next request).
+            self.close_connection = True
         try:
             if self.path == "/health":
                 return self.reply(200, {"ok": True})

@@ -1,0 +1,187 @@
+"""The member agent's HTTP API under hostile input (docs/security.md, "Bad input"): the real
+handler and the real `Agent` of an empty member, served on localhost, with every way of
+running a command (psql, initdb, pg_ctl, ...) made to fail the test. Whatever arrives, the
+answer is a 4xx with a JSON error, nothing runs, and the recorded fencing token moves only
+for an authenticated request bearing a plausible, newer one."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shoal.plugins.postgres import agent, agent_member, agent_pg
+
+pytestmark = pytest.mark.unit
+
+TOKEN = "agent-token-for-the-fuzz-test-0123456789"
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+ROUTES = sorted(agent.ROUTES)
+# Routes whose action needs a running PostgreSQL: on an empty member every well-formed
+# request is refused (409) before anything runs, so any body may be sent to them.
+NEEDS_RUNNING = ("/follow", "/promote", "/demote", "/configure", "/slots")
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=12,
+)
+
+
+class Served:
+    def __init__(self, port: int, a: agent.Agent, fence_file: Path) -> None:
+        self.port, self.agent, self.fence_file = port, a, fence_file
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+        finally:
+            conn.close()
+
+    def post(self, path: str, body: Any, auth: str | None = TOKEN) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if auth is not None:
+            headers["Authorization"] = f"Bearer {auth}"
+        return self.request("POST", path, json.dumps(body).encode(), headers)
+
+    def fence(self) -> str | None:
+        return self.fence_file.read_text() if self.fence_file.exists() else None
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("agent")
+    (root / "secrets").mkdir()
+    (root / "secrets" / "agent-token").write_text(TOKEN)
+    data = root / "state" / "pgdata"
+    data.parent.mkdir()
+    mp.setattr(agent_pg, "DATA_DIR", data)
+    mp.setattr(agent_pg, "STATE_DIR", data.parent)
+    mp.setattr(agent_pg, "SECRETS_DIR", root / "secrets")
+    fence_file = data.parent / "fence.json"
+    mp.setattr(agent_member, "FENCE_FILE", fence_file)
+    mp.setattr(agent_member, "CLONE_MARKER", data.parent / "clone-in-progress")
+    mp.setattr(agent_member, "BOOTSTRAP_MARKER", data.parent / "bootstrap-in-progress")
+
+    def forbidden(*args: Any, **kw: Any) -> Any:
+        raise AssertionError(f"a request ran a command: {args[:1]}")
+
+    mp.setattr(subprocess, "run", forbidden)
+    mp.setattr(subprocess, "Popen", forbidden)
+    a = agent.Agent("fuzz-0")
+    assert a.get_state() == "empty"
+    handler = type("H", (agent.Handler,), {"agent": a, "timeout": 5.0})
+    server = agent.BoundedServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Served(server.server_address[1], a, fence_file)
+    finally:
+        server.shutdown()
+        server.server_close()
+        mp.undo()
+
+
+def _is_clean_refusal(status: int, body: Any) -> bool:
+    return 400 <= status < 500 and isinstance(body, dict) and isinstance(body.get("error"), str)
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(["GET", "POST"]),
+    path=st.sampled_from([*ROUTES, "/state", "/nope", "/state/../fence"]),
+    auth=st.none() | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
+    body=json_values,
+)
+def test_without_the_bearer_token_nothing_is_done(
+    served: Served, method: str, path: str, auth: str | None, body: Any
+) -> None:
+    before = served.fence()
+    headers = {} if auth is None else {"Authorization": f"Bearer {auth}"}
+    if auth == TOKEN:
+        headers = {}
+    status, out = served.request(method, path, json.dumps(body).encode(), headers)
+    assert status == 401 and _is_clean_refusal(status, out), (status, out)
+    assert served.fence() == before
+
+
+@FUZZ
+@given(path=st.sampled_from(ROUTES), raw=st.binary(max_size=300))
+def test_a_body_that_is_not_a_json_object_with_a_token_is_refused(
+    served: Served, path: str, raw: bytes
+) -> None:
+    before = served.fence()
+    status, out = served.request(
+        "POST", path, raw, {"Authorization": f"Bearer {TOKEN}", "Content-Type": "x/y"}
+    )
+    assert _is_clean_refusal(status, out), (raw, status, out)
+    assert served.fence() == before
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(ROUTES),
+    token=st.integers(max_value=0)
+    | st.integers(min_value=agent.MAX_FENCE_TOKEN)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.booleans()
+    | st.none(),
+    rest=st.dictionaries(st.text(max_size=12), json_values, max_size=4),
+)
+def test_an_implausible_fencing_token_is_refused_and_not_recorded(
+    served: Served, path: str, token: Any, rest: dict[str, Any]
+) -> None:
+    before = served.fence()
+    status, out = served.post(path, {**rest, "token": token})
+    assert status == 400 and _is_clean_refusal(status, out), (token, status, out)
+    assert served.fence() == before
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(NEEDS_RUNNING),
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["upstream", "slot", "slots", "parameters", "synchronous_standby_names", "x"]
+        ),
+        json_values,
+        max_size=4,
+    ),
+)
+def test_any_body_for_an_action_on_an_empty_member_is_a_clean_refusal(
+    served: Served, path: str, fields: dict[str, Any]
+) -> None:
+    token = served.agent.fence + 1
+    status, out = served.post(path, {**fields, "token": token})
+    assert _is_clean_refusal(status, out), (fields, status, out)
+    assert served.agent.get_state() == "empty"
+    stale = served.post(path, {**fields, "token": max(1, token - 5)})
+    assert _is_clean_refusal(*stale), stale
+
+
+def test_an_oversized_body_is_refused_unread(served: Served) -> None:
+    status, out = served.request(
+        "POST",
+        "/configure",
+        b"{}",
+        {"Authorization": f"Bearer {TOKEN}", "Content-Length": str(agent.MAX_BODY + 1)},
+    )
+    assert status == 413 and _is_clean_refusal(status, out)
