@@ -60,10 +60,10 @@ def run_cmd(
 
 
 def credentials_document(stored: Any, key: bytes) -> dict[str, Any]:
-    from shoal.plugins.postgres.plugin import PostgresPlugin
+    from shoal.plugins.registry import engine_plugin
 
     creds = DatabaseCredentials.derive(key, stored.uid)
-    plugin = PostgresPlugin()
+    plugin = engine_plugin(stored.declaration.spec.engine.value)
     return {
         "name": stored.name,
         "user": names.APP_USER,
@@ -127,7 +127,7 @@ def snapshot(name: str) -> None:
     member's probe as the engine reports it, and its Swarm task), as JSON. Used to record
     real observations for the planner's unit tests, and for debugging."""
     from shoal.plugins.base import member_http_session
-    from shoal.plugins.postgres.plugin import PROBE_TIMEOUT, agent_call
+    from shoal.plugins.registry import engine_plugin
 
     key = load_operator_key()
 
@@ -136,6 +136,7 @@ def snapshot(name: str) -> None:
         if stored is None:
             raise BadInput(f"no database named {name!r}")
         creds = DatabaseCredentials.derive(key, stored.uid)
+        plugin = engine_plugin(stored.declaration.spec.engine.value)
         members = [names.member_service(name, i) for i in range(stored.declaration.spec.members)]
         services = await store.client.services_of(name)
         tasks = await store.client.tasks(
@@ -144,13 +145,7 @@ def snapshot(name: str) -> None:
         probes: dict[str, Any] = {}
         async with member_http_session() as http:
             for m in members:
-                try:
-                    probes[m] = await agent_call(
-                        http, m, creds.agent_token, "GET", "/state", timeout=PROBE_TIMEOUT
-                    )
-                except Exception as e:
-                    probes[m] = None
-                    del e
+                probes[m] = await plugin.probe_document(http, m, creds)
         doc = {
             "declaration": stored.declaration.to_document(),
             "status": stored.status.model_dump(mode="json"),

@@ -28,7 +28,7 @@ from shoal.operator.metrics import OperatorMetrics
 from shoal.operator.web import make_app
 from shoal.operator.worker import DatabaseWorker
 from shoal.plugins.base import DEAD_TASK_STATES, member_http_session
-from shoal.plugins.postgres.plugin import PostgresPlugin
+from shoal.plugins.registry import engine_plugins
 from shoal.status import DatabaseStatus
 from shoal.swarm.client import SwarmClient, SwarmError
 from shoal.swarm.lease import Lease, LeaseSettings
@@ -43,7 +43,6 @@ class OperatorSettings:
     resync_seconds: float = 2.0  # how often the list of databases is re-read
     task_poll_seconds: float = 0.25
     lease: LeaseSettings = field(default_factory=LeaseSettings)
-    postgres_image: str = os.environ.get("SHOAL_POSTGRES_IMAGE", names.IMAGE_POSTGRES)
 
 
 class Operator:
@@ -81,7 +80,7 @@ class Operator:
                 key=self.key,
                 lease=self._lease,
                 metrics=self.metrics,
-                plugins={"postgres": PostgresPlugin(self.settings.postgres_image)},
+                plugins=engine_plugins(),
             )
             runner = web.AppRunner(make_app(self, self.metrics))
             await runner.setup()

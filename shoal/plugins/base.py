@@ -202,7 +202,20 @@ def member_http_session() -> aiohttp.ClientSession:
 
 
 class EnginePlugin(ABC, Generic[P]):
+    """One database engine. Registered by name in the `shoal.engines` entry point group
+    (plugins/registry.py) and built with its member image tag (None: the default)."""
+
     engine: ClassVar[Engine]
+
+    @abstractmethod
+    def __init__(self, image: str | None = None) -> None: ...
+
+    @abstractmethod
+    async def probe_document(
+        self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
+    ) -> dict[str, Any] | None:
+        """The member's own answer about itself, as the engine sent it (recordings and
+        `shoal operator snapshot`); None when it does not answer in time."""
 
     @abstractmethod
     def member_image(self) -> str:

@@ -62,22 +62,27 @@ async def agent_call(
 class PostgresPlugin(EnginePlugin[PgProbe]):
     engine: ClassVar[Engine] = Engine.POSTGRES
 
-    def __init__(self, image: str = names.IMAGE_POSTGRES) -> None:
-        self.image = image
+    def __init__(self, image: str | None = None) -> None:
+        self.image = image or names.IMAGE_POSTGRES
 
     def member_image(self) -> str:
         return self.image
 
-    async def probe(
+    async def probe_document(
         self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
-    ) -> PgProbe | None:
+    ) -> dict[str, Any] | None:
         try:
-            data = await agent_call(
+            return await agent_call(
                 http, member, credentials.agent_token, "GET", "/state", timeout=PROBE_TIMEOUT
             )
         except AgentError:
             return None
-        return PgProbe.from_json(data)
+
+    async def probe(
+        self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
+    ) -> PgProbe | None:
+        data = await self.probe_document(http, member, credentials)
+        return PgProbe.from_json(data) if data is not None else None
 
     def fence_token_seen(self, probe: PgProbe) -> int:
         return probe.fence_token

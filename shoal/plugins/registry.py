@@ -1,0 +1,39 @@
+"""The engine plugins of this installation, found by name through the `shoal.engines` entry
+point group (pyproject.toml), so that nothing outside `shoal/plugins/<engine>/` has to name
+an engine: adding one is a new package and one line of packaging metadata."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from shoal.plugins.base import EnginePlugin
+
+GROUP = "shoal.engines"
+
+
+def image_env(engine: str) -> str:
+    """The operator's environment variable that carries an engine's member image tag."""
+    return f"SHOAL_{engine.upper()}_IMAGE"
+
+
+def engine_plugins(images: Mapping[str, str] | None = None) -> dict[str, EnginePlugin[Any]]:
+    """Every installed engine's plugin, by engine name; each with its member image from
+    `images`, else from its `SHOAL_<ENGINE>_IMAGE` variable, else the plugin's default."""
+    found: dict[str, EnginePlugin[Any]] = {}
+    for ep in entry_points(group=GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, EnginePlugin)):
+            raise TypeError(f"entry point {GROUP}:{ep.name} is not an EnginePlugin")
+        image = (images or {}).get(ep.name) or os.environ.get(image_env(ep.name))
+        found[ep.name] = cls(image) if image else cls()
+    return found
+
+
+def engine_plugin(engine: str) -> EnginePlugin[Any]:
+    plugins = engine_plugins()
+    if engine not in plugins:
+        raise LookupError(f"no plugin for engine {engine!r} on this installation")
+    return plugins[engine]
