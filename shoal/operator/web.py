@@ -80,8 +80,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(status=503, text=reason or "unhealthy")
 
 
+# What the unauthenticated API and page leave out: the cluster's system identifier and the
+# operator's own bookkeeping (planner progress, fencing token). `shoal status NAME --json`
+# (the Swarm label, for whoever may use the Docker API) has everything.
+PRIVATE_FIELDS = frozenset({"identity", "progress", "fence_token"})
+
+
 def _dump(status: DatabaseStatus) -> dict[str, Any]:
-    data: dict[str, Any] = status.model_dump(mode="json")
+    data: dict[str, Any] = status.model_dump(mode="json", exclude=set(PRIVATE_FIELDS))
     return data
 
 
