@@ -183,11 +183,17 @@ async def test_cancelled_run_is_undone(fake_db: FakeDb, docker: aiodocker.Docker
         await asyncio.sleep(60)
 
     task = asyncio.create_task(run())
-    for _ in range(100):
-        if len(reg.active) == 2 and not any(f.spec.action == "partition" for f in reg.active[:1]):
+    for _ in range(100):  # both faults in effect, as Docker reports them
+        if (
+            len(reg.active) == 2
+            and (await _state(docker, cid))["Paused"] is True
+            and "-A INPUT ! -i lo -j DROP" in await _rules(docker, cid)
+        ):
             break
         await asyncio.sleep(0.2)
-    await asyncio.sleep(1.5)
+    else:
+        task.cancel()
+        raise AssertionError("the two faults were never both in effect")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
