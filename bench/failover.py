@@ -11,7 +11,6 @@ Host and writer container share one kernel clock (single machine), so the writer
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import subprocess
 import threading
@@ -37,57 +36,7 @@ from bench.common import (
 )
 from bench.common import declaration as make_declaration
 from shoal import names
-
-# Prints only transitions, so that thousands of inserts a second stay cheap to follow:
-#   ok <t_sent> <t_acked> <host> <n>   first ok after an error or on a different host
-#   last <t_sent> <t_acked> <host> <n> the last ok before an error
-#   err <t> <message>                  first error after an ok
-#   beat <t> <n>                       once a second: total acknowledged so far
-WRITER = r"""
-import sys, json, time, psycopg
-cfg = json.loads(sys.stdin.readline())
-uri, seconds = cfg["uri"], cfg["seconds"]
-conn = None
-n = 0
-prev_ok = None          # (t_sent, t_acked, host) of the previous ok
-prev_err = True
-next_beat = time.time() + 1
-end = time.time() + seconds
-while time.time() < end:
-    t0 = time.time()
-    try:
-        if conn is None or conn.closed:
-            conn = psycopg.connect(uri, autocommit=True)
-            conn.execute("SET statement_timeout = 5000")
-            conn.execute("CREATE TABLE IF NOT EXISTS bench_failover "
-                         "(id bigserial primary key, t double precision)")
-        host = conn.info.host
-        conn.execute("INSERT INTO bench_failover (t) VALUES (%s)", (t0,))
-        t1 = time.time()
-        n += 1
-        if prev_err or prev_ok is None or prev_ok[2] != host:
-            print(f"ok {t0:.6f} {t1:.6f} {host} {n}", flush=True)
-        prev_ok = (t0, t1, host)
-        prev_err = False
-    except Exception as e:
-        t1 = time.time()
-        if not prev_err:
-            if prev_ok is not None:
-                print(f"last {prev_ok[0]:.6f} {prev_ok[1]:.6f} {prev_ok[2]} {n}", flush=True)
-            msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:200]
-            print(f"err {t1:.6f} {msg}", flush=True)
-        prev_err = True
-        try:
-            if conn is not None:
-                conn.close()
-        except Exception:
-            pass
-        conn = None
-        time.sleep(0.05)
-    if t1 >= next_beat:
-        print(f"beat {t1:.6f} {n}", flush=True)
-        next_beat = t1 + 1
-"""
+from shoal.chaos.netclients import launch
 
 
 @dataclass
@@ -104,33 +53,16 @@ class Writer:
     def __init__(self, db: str, uri: str, seconds: float) -> None:
         self.name = f"{db}-writer"
         self.events = WriterEvents()
-        self.proc = subprocess.Popen(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "-i",
-                "--name",
-                self.name,
-                "--label",
-                "shoal.role=bench-writer",
-                "--network",
-                names.database_network(db),
-                "--entrypoint",
-                "/opt/shoal/venv/bin/python",
-                client_image(),
-                "-u",
-                "-c",
-                WRITER,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+        # The writer prints only transitions (shoal/chaos/netclients.py, "transitions").
+        self.proc = launch(
+            names.database_network(db),
+            client_image(),
+            "transitions",
+            {"uri": uri, "seconds": seconds},
+            self.name,
+            "bench-writer",
             stderr=subprocess.DEVNULL,
-            text=True,
         )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"uri": uri, "seconds": seconds}) + "\n")
-        self.proc.stdin.close()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import names
+from shoal.chaos.netclients import launch
 from shoal.operator.deploy import deploy_operator
 from shoal.swarm.client import SwarmClient
 
@@ -143,67 +144,20 @@ def ensure_operator(images: Any, replicas: int = 1) -> None:
     wait_for(lambda: container_of(names.OPERATOR_SERVICE), 120, "the operator container to run")
 
 
-WRITER = r"""
-import sys, json, time, psycopg
-cfg = json.loads(sys.stdin.readline())
-uri, table, seconds = cfg["uri"], cfg["table"], cfg["seconds"]
-conn = None
-i = cfg.get("start", 0)
-end = time.time() + seconds
-while time.time() < end:
-    try:
-        if conn is None or conn.closed:
-            conn = psycopg.connect(uri, autocommit=True, connect_timeout=2)
-            conn.execute("SET statement_timeout = 5000")
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigint primary key)")
-        i += 1
-        conn.execute(f"INSERT INTO {table} VALUES (%s)", (i,))
-        print(i, flush=True)
-    except Exception as e:
-        print(f"# {type(e).__name__}: {e}".replace("\n", " "), file=sys.stderr, flush=True)
-        try:
-            if conn is not None:
-                conn.close()
-        except Exception:
-            pass
-        conn = None
-        time.sleep(0.2)
-"""
-
-
 class Writer:
     """Inserts unique ids through the multi-host URI from a container on the database's
     network; the ids it prints were acknowledged (autocommit INSERT returned)."""
 
     def __init__(self, db: str, image: str, uri: str, table: str, seconds: float) -> None:
         self.name = f"writer-{db}-{time.monotonic_ns() % 10**8}"
-        cfg = json.dumps({"uri": uri, "table": table, "seconds": seconds})
-        self.proc = subprocess.Popen(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "-i",
-                "--name",
-                self.name,
-                "--label",
-                "shoal.role=test-writer",
-                "--network",
-                names.database_network(db),
-                "--entrypoint",
-                "/opt/shoal/venv/bin/python",
-                image,
-                "-c",
-                WRITER,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        self.proc = launch(
+            names.database_network(db),
+            image,
+            "ids",
+            {"uri": uri, "table": table, "seconds": seconds},
+            self.name,
+            "test-writer",
         )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(cfg + "\n")
-        self.proc.stdin.close()
         # Read both pipes as the writer runs: a full pipe would stall the writer, and a
         # test needs the ids acknowledged so far (for example at the moment of a fault).
         self._ids: list[int] = []

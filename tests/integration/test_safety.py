@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from shoal import names
+from shoal.chaos.netclients import launch
 from shoal.platform.images import BuiltImages
 from tests.integration.support import (
     Writer,
@@ -43,44 +44,6 @@ __all__ = ["db"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-SAMPLER = r"""
-import sys, json, time, threading, psycopg
-cfg = json.loads(sys.stdin.readline())
-end = time.time() + cfg["seconds"]
-lock = threading.Lock()
-
-def sample(host):
-    conn = None
-    while time.time() < end:
-        t0 = time.time()
-        try:
-            if conn is None or conn.closed:
-                conn = psycopg.connect(host=host, port=5432, user="app", dbname="app",
-                                       password=cfg["password"], autocommit=True,
-                                       connect_timeout=1)
-                conn.execute("SET statement_timeout = 500")
-            row = conn.execute("SELECT pg_is_in_recovery(), "
-                               "current_setting('synchronous_standby_names')").fetchone()
-            line = json.dumps({"t": time.time(), "m": host, "recovery": row[0], "ssn": row[1]})
-            with lock:
-                print(line, flush=True)
-        except Exception:
-            try:
-                if conn is not None:
-                    conn.close()
-            except Exception:
-                pass
-            conn = None
-            time.sleep(0.02)
-        time.sleep(max(0.0, 0.02 - (time.time() - t0)))
-
-threads = [threading.Thread(target=sample, args=(h,)) for h in cfg["hosts"]]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-"""
-
 
 class Sampler:
     """Every member's (in recovery, synchronous_standby_names), sampled every ~20 ms over
@@ -89,18 +52,11 @@ class Sampler:
     def __init__(self, d: Db, image: str, seconds: float = 600) -> None:
         self.name = f"sampler-{d.name}-{time.monotonic_ns() % 10**8}"
         hosts = [d.member(i) for i in range(3)]
-        cfg = json.dumps(
-            {"hosts": hosts, "password": credentials(d.name)["password"], "seconds": seconds}
-        )
-        self.proc = subprocess.Popen(
-            ["docker", "run", "--rm", "-i", "--name", self.name,
-             "--label", "shoal.role=test-writer", "--network", names.database_network(d.name),
-             "--entrypoint", "/opt/shoal/venv/bin/python", image, "-c", SAMPLER],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cfg = {"hosts": hosts, "password": credentials(d.name)["password"], "seconds": seconds}
+        self.proc = launch(
+            names.database_network(d.name), image, "sampler", cfg, self.name, "test-writer",
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(cfg + "\n")
-        self.proc.stdin.close()
         self.samples: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -332,36 +288,6 @@ def test_forced_failover_is_explicit_and_a_forked_standby_is_reseeded(
     converged([db.member(i) for i in range(3)], "s3t", rows)
 
 
-IDENTITY_WRITER = r"""
-import sys, json, time, psycopg
-cfg = json.loads(sys.stdin.readline())
-conn = None
-i = 0
-end = time.time() + cfg["seconds"]
-while time.time() < end:
-    try:
-        if conn is None or conn.closed:
-            conn = psycopg.connect(cfg["uri"], autocommit=True, connect_timeout=2)
-            conn.execute("SET statement_timeout = 5000")
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {cfg['table']} (id bigint primary key)")
-        i += 1
-        started = time.time()
-        addr = conn.execute(f"INSERT INTO {cfg['table']} VALUES (%s) "
-                            "RETURNING host(inet_server_addr())", (i,)).fetchone()[0]
-        print(json.dumps({"id": i, "addr": addr, "started": started, "acked": time.time()}),
-              flush=True)
-    except Exception as e:
-        print(f"{time.time():.3f} {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        try:
-            if conn is not None:
-                conn.close()
-        except Exception:
-            pass
-        conn = None
-        time.sleep(0.1)
-"""
-
-
 def _address_on(container: str, network: str) -> str:
     nets = json.loads(
         subprocess.run(
@@ -379,15 +305,11 @@ class IdentityWriter:
 
     def __init__(self, d: Db, image: str, uri: str, table: str, seconds: float = 240) -> None:
         self.name = f"who-{d.name}-{time.monotonic_ns() % 10**8}"
-        self.proc = subprocess.Popen(
-            ["docker", "run", "--rm", "-i", "--name", self.name,
-             "--label", "shoal.role=test-writer", "--network", names.database_network(d.name),
-             "--entrypoint", "/opt/shoal/venv/bin/python", image, "-c", IDENTITY_WRITER],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        self.proc = launch(
+            names.database_network(d.name), image, "identity",
+            {"uri": uri, "table": table, "seconds": seconds}, self.name, "test-writer",
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"uri": uri, "table": table, "seconds": seconds}) + "\n")
-        self.proc.stdin.close()
         self.acks: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
