@@ -21,6 +21,7 @@ from shoal.swarm.client import SwarmError
 from shoal.swarm.store import StaleFencingToken, UnreadableStatus
 
 log = logging.getLogger("shoal.operator")
+STATUS_HEARTBEAT_SECONDS = 30.0
 
 
 class DatabaseWorker:
@@ -33,6 +34,7 @@ class DatabaseWorker:
         self.applier = Applier(ctx, name)
         self._gone = False
         self._unreadable: str | None = None
+        self._written_at: float | None = None  # monotonic time of this worker's last write
 
     def poke(self) -> None:
         self.wake.set()
@@ -150,14 +152,29 @@ class DatabaseWorker:
         status.connection = plugin.connection(stored.declaration)
         status.fence_token = token
         self._count(obs.status, status, engine)
-        if not await ctx.store.write_status(self.name, status):
-            self._gone = True
-            return 0.0, engine
+        if self._must_write(stored.status, status, bool(plan.actions)):
+            if not await ctx.store.write_status(self.name, status):
+                self._gone = True
+                return 0.0, engine
+            self._written_at = time.monotonic()
         self.last_status = status
         ctx.metrics.publish(status)
         if failed:
             return 0.5, engine
         return (0.05 if plan.actions and plan.requeue_after > 0.5 else plan.requeue_after), engine
+
+    def _must_write(self, stored: DatabaseStatus, new: DatabaseStatus, acted: bool) -> bool:
+        """A status that differs from the stored one only in `observed_at` is written at
+        most every STATUS_HEARTBEAT_SECONDS (by this process's clock): every write is a
+        Raft update of the anchor service. Metrics and the status page read the in-memory
+        status, which is fresh every cycle."""
+        if acted or self._written_at is None:
+            return True
+        if time.monotonic() - self._written_at >= STATUS_HEARTBEAT_SECONDS:
+            return True
+        return new.model_dump(exclude={"observed_at"}) != stored.model_dump(
+            exclude={"observed_at"}
+        )
 
     def _refuse_unreadable(self, why: str, engine: str) -> float:
         """Fail closed: act on nothing, write nothing, say so (log, metric) until a person
