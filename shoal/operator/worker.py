@@ -85,7 +85,6 @@ class DatabaseWorker:
         engine = stored.declaration.spec.engine.value
         if stored.status_error is not None:
             return self._refuse_unreadable(stored.status_error, engine), engine
-        ctx.metrics.set_status_unreadable(self.name, engine, False)
         plugin = ctx.plugins.get(engine)
         if plugin is None:
             # Declared but not runnable here (no mongod binary can be obtained on these
@@ -109,7 +108,9 @@ class DatabaseWorker:
         )
         if seen > ctx.lease.token and not await ctx.lease.advance_past(seen):
             return 1.0, engine
-        plan = plugin.plan(obs)
+        plan = plugin.plan(obs)  # raises UnreadablePlanState rather than guess
+        ctx.metrics.set_status_unreadable(self.name, engine, False)
+        self._unreadable = None
         token = ctx.lease.token
         failed = False
         for action in plan.actions:
