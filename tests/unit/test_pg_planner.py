@@ -29,6 +29,7 @@ from shoal.plugins.base import (
     TaskInfo,
 )
 from shoal.plugins.postgres.durability import list_for, sync_standby_names
+from shoal.plugins.postgres.failover import SWITCHOVER_TIMEOUT
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -685,3 +686,56 @@ def test_role_level_durability_overrides_on_the_primary_are_reset() -> None:
         e.kind == "durability" and "synchronous_commit" in e.message for e in p.status.events
     )
     assert plan(observe(steady(recording("healthy")))).actions == []
+
+
+@pytest.mark.parametrize("old_primary", ["demoted", "killed"])
+def test_a_switchover_target_promoted_by_a_dead_operator_is_adopted(old_primary: str) -> None:
+    """Property 4 for switchovers (seen in the safety soak): the operator that sent Promote
+    to the target died before writing it down. Its successor finds the switchover still
+    recorded and the target already a primary on the next timeline: it adopts it, never
+    waits for the target to "catch up" forever, and never promotes the old primary back
+    (its 30 s timeout would have made two primaries)."""
+    doc = recording("healthy")
+    start = plan(observe(doc, request={"kind": "switchover", "to": "orders-2", "id": "s1"}))
+    doc["status"] = start.status.model_dump(mode="json")
+    doc["probes"]["orders-2"].update(role="primary", timeline=3, upstream=None, receiving=False)
+    if old_primary == "demoted":
+        doc["probes"]["orders-1"].update(role="standby", upstream=None, receiving=False)
+    else:  # killed: an empty replacement answers under its name
+        doc["probes"]["orders-1"] = {"state": "empty", "fence_token": 0}
+    for later in (0.0, 40.0):  # whenever the successor looks, before or after the timeout
+        p = plan(dataclasses.replace(observe(doc), monotonic=later))
+        assert p.status.primary == "orders-2"
+        assert not any(isinstance(a, Promote) for a in p.actions), p.actions
+        assert progress(p).switchover is None
+        assert any(e.kind == "switchover" for e in p.status.events)
+
+
+def test_an_old_primary_lost_mid_switchover_hands_over_to_the_failover_rules() -> None:
+    """The old primary's container died during the switchover (its replacement answers
+    empty): the target is not simply promoted as "caught up with nothing"; the failover
+    rules decide, and here the other standby holds more WAL."""
+    doc = recording("healthy")
+    start = plan(observe(doc, request={"kind": "switchover", "to": "orders-2", "id": "s1"}))
+    doc["status"] = start.status.model_dump(mode="json")
+    doc["probes"]["orders-1"] = {"state": "empty", "fence_token": 0}
+    doc["probes"]["orders-0"]["wal_lsn"] += 4096
+    p = plan(observe(doc))
+    assert progress(p).switchover is None
+    assert not any(isinstance(a, Promote) and a.member == "orders-2" for a in p.actions)
+    p2 = plan(observe(_stopped_following({**doc, "status": p.status.model_dump(mode="json")})))
+    assert [a.member for a in p2.actions if isinstance(a, Promote)] == ["orders-0"]
+
+
+def test_a_switchover_timeout_never_promotes_the_old_primary_beside_an_unknown_target() -> None:
+    """After 30 s the old primary gets its role back only when the target is certainly no
+    primary; a target that does not answer (but Swarm still runs it) may have been promoted."""
+    doc = recording("healthy")
+    start = plan(observe(doc, request={"kind": "switchover", "to": "orders-2", "id": "s1"}))
+    doc["status"] = start.status.model_dump(mode="json")
+    doc["probes"]["orders-1"].update(role="standby", upstream=None, receiving=False)
+    doc["probes"]["orders-2"] = None
+    first = plan(dataclasses.replace(observe(doc), monotonic=0.0))
+    doc["status"] = first.status.model_dump(mode="json")
+    late = plan(dataclasses.replace(observe(doc), monotonic=SWITCHOVER_TIMEOUT + 5))
+    assert not any(isinstance(a, Promote) for a in late.actions), late.actions

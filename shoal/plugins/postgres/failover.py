@@ -71,9 +71,12 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
         chosen, key=lambda m: (m.name == promoting, (m.probe.timeline if m.probe else 0) or 0)
     )
     assert best.probe is not None
-    planned = progress.promoting_kind
+    # A switchover still recorded means its Promote was sent (only Promote ends the wait)
+    # by an operator that did not live to write that down.
+    planned = "switchover" if progress.switchover is not None else progress.promoting_kind
     note = progress.forced_note
     progress.end_promotion()
+    progress.switchover = None
     old = s.primary
     s.primary = best.name
     s.timeline = best.probe.timeline
@@ -267,7 +270,8 @@ def _sync_list(cluster: Cluster, member: str) -> str:
 def plan_switchover(
     cluster: Cluster, p: Plan, request: dict[str, Any] | None = None
 ) -> Plan | None:
-    """Start a requested switchover (returns None when refused) or carry one on."""
+    """Start a requested switchover or carry one on; None when a request is refused or the
+    switchover in flight is abandoned (the planner then goes on as without one)."""
     obs = cluster.obs
     s = p.status
     if request is not None:
@@ -280,6 +284,13 @@ def plan_switchover(
     if waited is None:  # started by another operator (or never stamped): count from now
         sw.started = stamp(obs)
         waited = 0.0
+    if old is not None and (cluster.task_changed(old) or (old.probe and not cluster.ours(old))):
+        # The old primary's container is gone in the middle of the switchover, and its data
+        # with it: the switchover is over and the failover logic decides, waiting for every
+        # standby that may hold the newest acknowledged commit (never "the target has all
+        # of nothing").
+        cluster.progress.switchover = None
+        return None
     s.state = DatabaseState.FAILING_OVER
     s.members = member_statuses(cluster, None)
     p.requeue_after = 0.1
@@ -305,9 +316,15 @@ def plan_switchover(
         cluster.progress.switchover = None
         s.message = f"switchover: promoting {target.name}"
         return p
-    if waited > SWITCHOVER_TIMEOUT and old.probe.is_standby:
+    target_not_primary = (
+        target.probe.has_data and not target.probe.is_primary
+        if target.probe is not None
+        else target.swarm_dead
+    )
+    if waited > SWITCHOVER_TIMEOUT and old.probe.is_standby and target_not_primary:
         # The target never caught up: give the role back to the old primary, which holds
-        # every write it ever acknowledged.
+        # every write it ever acknowledged. Only when the target is certainly no primary
+        # (it answers as a standby, or Swarm runs no container of it): never two.
         p.add(Promote(old.name, _sync_list(cluster, old.name)))
         cluster.progress.promoting = old.name
         cluster.progress.promoting_kind = "switchover"

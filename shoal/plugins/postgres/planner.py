@@ -73,11 +73,13 @@ def _plan(cluster: Cluster) -> Plan:
             p, m, "foreign system identifier", "member holds a different cluster; replaced"
         )
 
+    # Adopt first: a switchover's target promoted by an operator that died before writing
+    # it down is the primary now, and the switchover is over (docs/failure-modes.md, 4).
+    adopt(cluster, p)
     if cluster.switchover_in_progress():
         carried = plan_switchover(cluster, p)
-        assert carried is not None  # only a new request can be refused
-        return carried
-    adopt(cluster, p)
+        if carried is not None:
+            return carried
     primary = cluster.current_primary()
     if primary is None:
         return plan_failover(cluster, p, request)
