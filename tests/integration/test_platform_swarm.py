@@ -129,7 +129,10 @@ def test_apply_creates_one_member_service_per_member(db: str) -> None:
         assert container["HostConfig"]["Privileged"] is False
         assert not container["HostConfig"].get("CapAdd")
         top = subprocess.run(
-            ["docker", "top", cid, "-eo", "uid,comm"], capture_output=True, text=True, check=True
+            ["docker", "top", cid, "-eo", "uid,pid,comm"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split("\n")[1:]
         processes = [line.split() for line in top if line.strip()]
         assert processes and all(p[0] != "0" for p in processes), processes
