@@ -238,7 +238,14 @@ def test_bootstrap(cluster: Cluster) -> None:
     assert st["parameters"] == {"work_mem": "8MB"}
     assert m1.psql("SHOW work_mem") == "8MB"
     assert m1.psql("SELECT rolreplication FROM pg_roles WHERE rolname='replicator'") == "t"
-    assert m1.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname='app'") == "app"
+    # the app role does not own its database (it could set durability for every session),
+    # it owns the schema it works in
+    assert m1.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname='app'") == (
+        "postgres"
+    )
+    assert m1.psql("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname='public'") == (
+        "app"
+    )
     hba = m1.psql(
         "SELECT string_agg(coalesce(address,'') || '/' || coalesce(netmask,''), ' ') "
         "FROM pg_hba_file_rules WHERE type='host'"
