@@ -80,15 +80,17 @@ def test_no_secret_appears_in_specs_labels_inspect_logs_or_output(
             places[f"service {sid}"] = docker("service", "inspect", sid)
         for cid in docker("ps", "-aq").split():
             places[f"container {cid}"] = docker("inspect", cid)
+        # Every container of the operator and of the members, the fenced and replaced ones
+        # too (`docker logs`: `docker service logs` was seen to hang here).
         services = [names.OPERATOR_SERVICE] + [names.member_service(db, i) for i in range(3)]
         for svc in services:
-            logs = subprocess.run(
-                ["docker", "service", "logs", "--raw", svc],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            places[f"logs of {svc}"] = logs.stdout + logs.stderr
+            label = f"label=com.docker.swarm.service.name={svc}"
+            for cid in docker("ps", "-aq", "--filter", label).split():
+                logs = subprocess.run(
+                    ["docker", "logs", cid], capture_output=True, text=True, timeout=120
+                )
+                places[f"logs of {svc} ({cid})"] = logs.stdout + logs.stderr
+        assert sum(k.startswith("logs of") for k in places) >= 4
         for args in (("get",), ("status", db), ("status", db, "--json"), ("get", "--json")):
             proc = shoal(*args)
             places["shoal " + " ".join(args)] = proc.stdout + proc.stderr
