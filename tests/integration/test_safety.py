@@ -6,6 +6,7 @@ container on the database's network. Timeouts are safety nets, not timing assert
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
@@ -18,13 +19,21 @@ import pytest
 
 from shoal import names
 from shoal.chaos.netclients import launch
+from shoal.declaration import Durability
 from shoal.platform.images import BuiltImages
+from shoal.plugins.postgres.durability import list_for
+from shoal.plugins.postgres.failover import SWITCHOVER_TIMEOUT
+from shoal.plugins.postgres.progress import PgProgress, SwitchoverProgress
+from shoal.swarm.client import SwarmClient
+from shoal.swarm.store import DatabaseStore
 from tests.integration.support import (
     Writer,
     apply,
     container_of,
     credentials,
     declaration,
+    ensure_operator,
+    psql_in,
     shoal,
     status,
     wait_for,
@@ -415,3 +424,91 @@ def test_the_app_role_cannot_switch_synchronous_commit_off_for_everyone(db: Db) 
         e["kind"] == "durability" and "synchronous_commit" in e["message"]
         for e in status(db.name)["events"]
     )
+
+
+AGENT_CALL = (
+    "import sys, urllib.request; "
+    "token = open('/run/secrets/agent-token').read().strip(); "
+    "req = urllib.request.Request('http://127.0.0.1:8008' + sys.argv[1], "
+    "data=sys.argv[2].encode(), "
+    "headers={'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'}); "
+    "print(urllib.request.urlopen(req, timeout=90).read().decode())"
+)
+
+
+def _agent(member: str, path: str, body: dict[str, Any]) -> None:
+    """An action sent to a member's own agent, as the operator would send it."""
+    cid = container_of(member)
+    assert cid
+    proc = subprocess.run(
+        ["docker", "exec", cid, "python3", "-c", AGENT_CALL, path, json.dumps(body)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{member} {path}: {proc.stderr}"
+
+
+async def _record_switchover(db: str, old: str, target: str) -> None:
+    """Write down a switchover in flight, as the operator does when it sends `Demote`."""
+    async with SwarmClient() as swarm:
+        store = DatabaseStore(swarm)
+        stored = await store.get(db)
+        assert stored is not None
+        progress = PgProgress.from_status(stored.status.progress)
+        progress.switchover = SwitchoverProgress(from_member=old, to_member=target)
+        status = stored.status.model_copy(update={"progress": progress.to_status()})
+        assert await store.write_status(db, status)
+
+
+def test_a_switchover_target_promoted_by_an_operator_that_died_is_adopted(
+    db: Db, operator: BuiltImages
+) -> None:
+    """Property 4 for switchovers, as the safety soak met it: the operator recorded a
+    switchover, demoted the primary, promoted the target and died before writing that down.
+    Here the operator is stopped and those steps are sent to the members' agents by hand;
+    then an operator starts. It must adopt the promoted target, and the old primary must
+    never be writable again, not even after the switchover's 30 s abort."""
+    db.apply()
+    st = healthy(db.name)
+    old = st["primary"]
+    target = next(m["name"] for m in st["members"] if m["name"] != old)
+    token = int(st["fence_token"])
+    declared = [db.member(i) for i in range(3)]
+    old_container = container_of(old)
+    assert old_container
+    subprocess.run(
+        ["docker", "service", "update", "--detach", "--replicas", "0", names.OPERATOR_SERVICE],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: container_of(names.OPERATOR_SERVICE) is None, 60, "no operator")
+        asyncio.run(_record_switchover(db.name, old, target))
+        _agent(old, "/demote", {"token": token})
+        _agent(
+            target,
+            "/promote",
+            {
+                "token": token,
+                "synchronous_standby_names": list_for(target, declared, Durability.SYNC),
+            },
+        )
+    finally:
+        ensure_operator(operator)
+    # From the moment an operator runs until past the switchover's 30 s abort, the demoted
+    # primary is never writable again (its own container, sampled as fast as docker exec
+    # allows), and it is never fenced: it has nothing to be fenced for.
+    end = time.time() + SWITCHOVER_TIMEOUT + 10
+    while time.time() < end:
+        if container_of(old) != old_container:
+            break
+        probe = psql_in(old_container, "SELECT pg_is_in_recovery()", timeout=10)
+        assert probe.returncode != 0 or probe.stdout.strip() == "t", f"{old} is writable again"
+        time.sleep(0.1)
+    assert container_of(old) == old_container, f"{old} was fenced: a second primary was made"
+    s = wait_for(
+        lambda: (
+            (s := status(db.name)).get("primary") == target and s.get("state") == "Healthy" and s
+        ),
+        120,
+        f"the new operator to adopt {target}",
+    )
+    assert not any("aborted" in e["message"] for e in s["events"]), s["events"][-5:]
