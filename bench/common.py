@@ -59,6 +59,21 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def phase_summaries(runs: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Per phase name (in first-seen order), the summary of `run[key][name]` over the runs."""
+    names_ = dict.fromkeys(n for r in runs for n in r[key])
+    return {n: summary([r[key][n] for r in runs if n in r[key]]) for n in names_}
+
+
+def timeline_phases(doc: dict[str, Any], kind: str, old: str, t0: float) -> dict[str, float]:
+    """The operator's timeline of a failover or switchover away from `old`
+    (`status.last_failover`) as seconds after `t0`: one machine, one clock."""
+    tl = doc.get("last_failover") or {}
+    if tl.get("kind") != kind or tl.get("old_primary") != old:
+        return {}
+    return {ph["name"]: round(float(ph["at"]) - t0, 3) for ph in tl.get("phases", [])}
+
+
 # --- machine and result files -----------------------------------------------------------
 
 

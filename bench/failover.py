@@ -28,8 +28,10 @@ from bench.common import (
     healthy,
     log,
     machine,
+    phase_summaries,
     status,
     summary,
+    timeline_phases,
     unique,
     wait_until,
     write_result,
@@ -148,14 +150,7 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
     _, t_healthy = wait_until(lambda: settled(db), 300, f"{db} Healthy after the kill")
     healthy_doc = status(db)
     last_ok = writer.last_ok_before(float(first[1]))
-    # The operator's own timeline of this failover (`status.last_failover`), as seconds after
-    # the kill: one machine, one clock for the host, the operator and the writer.
-    tl = healthy_doc.get("last_failover") or {}
-    phases = {
-        ph["name"]: round(float(ph["at"]) - t_kill, 3)
-        for ph in tl.get("phases", [])
-        if tl.get("old_primary") == old
-    }
+    phases = timeline_phases(healthy_doc, "failover", old, t_kill)
     phases["first acknowledged write"] = round(t_ack - t_kill, 3)
     run = {
         "run": i,
@@ -251,12 +246,7 @@ def main() -> None:
         ),
         "healthy_seconds": summary([r["healthy_seconds"] for r in ok]),
         "docker_kill_seconds": summary([r["docker_kill_seconds"] for r in ok]),
-        "phases_after_kill": {
-            name: summary(
-                [r["phases_after_kill"][name] for r in ok if name in r["phases_after_kill"]]
-            )
-            for name in dict.fromkeys(n for r in ok for n in r["phases_after_kill"])
-        },
+        "phases_after_kill": phase_summaries(ok, "phases_after_kill"),
         "failed_runs": len(runs) - len(ok),
         "stopped_early": stopped,
         "acknowledged_writes": acked,

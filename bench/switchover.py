@@ -18,9 +18,11 @@ from bench.common import (
     delete,
     log,
     machine,
+    phase_summaries,
     shoal,
     status,
     summary,
+    timeline_phases,
     unique,
     wait_until,
     write_result,
@@ -44,12 +46,7 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
     t_ack = float(first[2])
     _, t_settled = wait_until(lambda: settled(db), 300, f"{db} settled after the switchover")
     doc = status(db)
-    tl = doc.get("last_failover") or {}
-    phases = {
-        ph["name"]: round(float(ph["at"]) - t0, 3)
-        for ph in tl.get("phases", [])
-        if tl.get("kind") == "switchover" and tl.get("old_primary") == old
-    }
+    phases = timeline_phases(doc, "switchover", old, t0)
     phases["first acknowledged write"] = round(t_ack - t0, 3)
     last_ok = writer.last_ok_before(float(first[1]))
     run = {
@@ -116,12 +113,7 @@ def main() -> None:
         "write_gap_seconds": summary(
             [r["write_gap_seconds"] for r in ok if r["write_gap_seconds"] is not None]
         ),
-        "phases_after_request": {
-            name: summary(
-                [r["phases_after_request"][name] for r in ok if name in r["phases_after_request"]]
-            )
-            for name in dict.fromkeys(n for r in ok for n in r["phases_after_request"])
-        },
+        "phases_after_request": phase_summaries(ok, "phases_after_request"),
         "failed_runs": len(runs) - len(ok),
         "acknowledged_writes": acked,
         "runs": runs,
