@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from shoal import __version__
@@ -18,7 +20,16 @@ app = typer.Typer(
 @app.callback(invoke_without_command=True)
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        "-H",
+        help="Docker engine to talk to (as DOCKER_HOST: unix:///path, tcp://host:port).",
+    ),
 ) -> None:
+    if host:
+        # Every Docker client shoal makes (aiodocker, the `docker` command) reads DOCKER_HOST.
+        os.environ["DOCKER_HOST"] = host
     if version:
         typer.echo(__version__)
         raise typer.Exit(0)
@@ -26,7 +37,7 @@ def _root(
 
 def _register() -> None:
     # Each module adds its own commands; imported here so `shoal --help` lists them all.
-    from shoal.cli import chaos, db, images, operator, up
+    from shoal.cli import chaos, db, images, lab, operator, up
 
     up.register(app)
     db.register(app)
@@ -34,6 +45,7 @@ def _register() -> None:
     app.add_typer(images.app, name="images")
     app.add_typer(operator.app, name="operator")
     app.add_typer(chaos.app, name="chaos")
+    app.add_typer(lab.app, name="lab")
 
 
 def main() -> None:

@@ -1,0 +1,81 @@
+"""Node faults in a lab: kill, pause, cut off (from every other node, or from the managers
+only), and heal. Each acts on the node's container on the local engine or on its network
+namespace; nothing inside the swarm is told."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from shoal.lab.lifecycle import RunningNode, docker, lab_containers
+from shoal.lab.model import LabError, NodeRole, heal_commands, partition_commands
+
+# `iptables -D` removes one hook per call: a node partitioned twice has two.
+MAX_HOOKS = 8
+
+
+class NodeFault(StrEnum):
+    KILL = "kill"
+    PAUSE = "pause"
+    PARTITION = "partition"  # from every other node
+    PARTITION_MANAGERS = "partition-managers"  # from the manager nodes only
+
+
+def find_node(name: str, nodes: list[RunningNode] | None = None) -> RunningNode:
+    nodes = lab_containers() if nodes is None else nodes
+    for running in nodes:
+        if name in (running.node.name, str(running.node.index)):
+            return running
+    known = ", ".join(n.node.name for n in nodes) or "none (no lab is running)"
+    raise LabError(f"no lab node {name!r}; nodes: {known}")
+
+
+def _exec(node: RunningNode, command: list[str], check: bool = True) -> bool:
+    result = docker("exec", node.node.name, *command, check=False, timeout=30)
+    if check and result.returncode != 0:
+        raise LabError(f"{' '.join(command)} on {node.node.name} failed: {result.stderr.strip()}")
+    return result.returncode == 0
+
+
+def inject(fault: NodeFault, name: str) -> RunningNode:
+    nodes = lab_containers()
+    target = find_node(name, nodes)
+    match fault:
+        case NodeFault.KILL:
+            docker("kill", target.node.name)
+        case NodeFault.PAUSE:
+            docker("pause", target.node.name)
+        case NodeFault.PARTITION | NodeFault.PARTITION_MANAGERS:
+            peers = [
+                n.address
+                for n in nodes
+                if n.node.index != target.node.index
+                and n.address
+                and (fault == NodeFault.PARTITION or n.node.role == NodeRole.MANAGER)
+            ]
+            if not peers:
+                raise LabError(f"{target.node.name} has no peers to be cut off from")
+            heal_network(target)
+            for command in partition_commands(peers):
+                _exec(target, command)
+    return target
+
+
+def heal_network(target: RunningNode) -> None:
+    commands = heal_commands()
+    for command in commands[:2]:  # unhook from INPUT and OUTPUT, as often as it was hooked
+        for _ in range(MAX_HOOKS):
+            if not _exec(target, command, check=False):
+                break
+    for command in commands[2:]:
+        _exec(target, command, check=False)
+
+
+def heal(name: str) -> RunningNode:
+    """Undo any fault on the node: restart a killed one, unpause, remove the partition."""
+    target = find_node(name)
+    if target.state == "paused":
+        docker("unpause", target.node.name)
+    elif target.state != "running":
+        docker("start", target.node.name)
+    heal_network(find_node(name))
+    return find_node(name)

@@ -1,0 +1,273 @@
+"""`shoal lab up / down / env`: a multi-node swarm of Docker-in-Docker nodes on this machine.
+
+Everything here talks to the *local* engine (the lab's host) with the `docker` command and
+to each node through its own socket. DOCKER_HOST may point at the lab itself, so the `shoal
+lab` commands drop it before calling in here (`shoal/cli/lab.py`); `host_env` drops it again
+for every `docker` this module runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.lab.model import (
+    LAB_LABEL,
+    LAB_NETWORK,
+    LAB_NODE_LABEL,
+    LAB_SUBNET,
+    SOCKET_ROOT,
+    LabError,
+    LabNode,
+    NodeRole,
+    lab_nodes,
+    node_run_args,
+)
+from shoal.platform.docker_cli import Context, docker_build, image_exists
+
+Progress = Callable[[str], None]
+
+NODE_START_TIMEOUT = 90.0
+IMAGE_DIR = Path(__file__).resolve().parent / "image"
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def host_env() -> dict[str, str]:
+    """The environment for `docker` against the local engine, whatever DOCKER_HOST says."""
+    env = dict(os.environ)
+    env.pop("DOCKER_HOST", None)
+    env.pop("DOCKER_CONTEXT", None)
+    return env
+
+
+def docker(
+    *args: str,
+    host: str | None = None,
+    timeout: float = 120,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run `docker ARGS` against the local engine, or against a node when `host` is given."""
+    env = host_env()
+    if host is not None:
+        env["DOCKER_HOST"] = host
+    try:
+        result = subprocess.run(
+            ["docker", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"`docker {' '.join(args[:3])}` did not finish in {timeout:.0f} s") from exc
+    if check and result.returncode != 0:
+        raise LabError(f"`docker {' '.join(args[:3])}` failed: {result.stderr.strip()}")
+    return result
+
+
+def node_image_tag(base: str) -> str:
+    context = node_context(base)
+    return f"shoal/lab-node:{context.digest()}"
+
+
+def node_context(base: str) -> Context:
+    files = {p.name: p for p in sorted(IMAGE_DIR.iterdir()) if p.is_file()}
+    return Context(files, {}, {"BASE": base})
+
+
+def build_node_image(base: str, progress: Progress | None = None) -> str:
+    tag = node_image_tag(base)
+    if not image_exists(tag):
+        _say(progress, f"building {tag}")
+        docker_build(node_context(base), [tag], no_cache=False, output=None)
+    return tag
+
+
+@dataclass(frozen=True)
+class RunningNode:
+    node: LabNode
+    address: str  # on the lab network
+    state: str  # the container's state: running, paused, exited, ...
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.node.name,
+            "role": self.node.role.value,
+            "address": self.address,
+            "state": self.state,
+            "docker_host": self.node.docker_host,
+        }
+
+
+def lab_containers() -> list[RunningNode]:
+    """The lab's nodes as the local engine sees them, by index."""
+    ids = docker("ps", "-aq", "--filter", f"label={LAB_LABEL}=true").stdout.split()
+    if not ids:
+        return []
+    found: list[RunningNode] = []
+    for item in json.loads(docker("inspect", *ids).stdout):
+        labels = item["Config"]["Labels"] or {}
+        index = int(labels.get(LAB_NODE_LABEL, "0"))
+        role = NodeRole(labels.get(f"{LAB_LABEL}.role", NodeRole.WORKER.value))
+        networks = item["NetworkSettings"]["Networks"] or {}
+        address = str((networks.get(LAB_NETWORK) or {}).get("IPAddress", ""))
+        state = str(item["State"]["Status"])
+        found.append(RunningNode(LabNode(index, role), address, state))
+    return sorted(found, key=lambda n: n.node.index)
+
+
+def _ensure_network() -> None:
+    if docker("network", "inspect", LAB_NETWORK, check=False).returncode == 0:
+        return
+    docker(
+        "network", "create", "--driver", "bridge", "--subnet", LAB_SUBNET,
+        "--label", f"{LAB_LABEL}=true", LAB_NETWORK,
+    )  # fmt: skip
+
+
+def _wait_for_node(node: LabNode, timeout: float = NODE_START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = docker("version", "--format", "{{.Server.Version}}", host=node.docker_host,
+                        check=False, timeout=10)  # fmt: skip
+        if result.returncode == 0:
+            return
+        time.sleep(0.5)
+    logs = docker("logs", "--tail", "20", node.name, check=False).stderr
+    raise LabError(f"{node.name}'s Docker engine did not answer in {timeout:.0f} s:\n{logs}")
+
+
+def load_images(nodes: list[LabNode], images: list[str], progress: Progress | None = None) -> None:
+    """Copy images from the local engine into each node (`docker save | docker load`): the
+    lab has no registry to pull from, and Swarm uses a node's local image when none answers."""
+    present = [i for i in images if image_exists_local(i)]
+    missing = sorted(set(images) - set(present))
+    if missing:
+        raise LabError(f"images missing on the local engine: {', '.join(missing)}")
+    for node in nodes:
+        _say(progress, f"loading {len(present)} images into {node.name}")
+        with subprocess.Popen(
+            ["docker", "save", *present], env=host_env(), stdout=subprocess.PIPE
+        ) as save:
+            load_env = host_env()
+            load_env["DOCKER_HOST"] = node.docker_host
+            loaded = subprocess.run(
+                ["docker", "load", "--quiet"], env=load_env, stdin=save.stdout,
+                capture_output=True, text=True, timeout=900, check=False,
+            )  # fmt: skip
+            save.wait()
+        if save.returncode != 0 or loaded.returncode != 0:
+            raise LabError(f"loading images into {node.name} failed: {loaded.stderr.strip()}")
+
+
+def image_exists_local(tag: str) -> bool:
+    return docker("image", "inspect", tag, check=False).returncode == 0
+
+
+def _swarm_join(nodes: list[RunningNode], progress: Progress | None) -> None:
+    first = nodes[0]
+    info = json.loads(
+        docker("info", "--format", "{{json .Swarm}}", host=first.node.docker_host).stdout
+    )
+    if info.get("LocalNodeState") != "active":
+        _say(progress, f"initialising the swarm on {first.node.name} ({first.address})")
+        docker("swarm", "init", "--advertise-addr", first.address, host=first.node.docker_host)
+    tokens = {
+        role: docker(
+            "swarm", "join-token", "-q", role.value, host=first.node.docker_host
+        ).stdout.strip()
+        for role in NodeRole
+    }
+    for other in nodes[1:]:
+        state = json.loads(
+            docker("info", "--format", "{{json .Swarm}}", host=other.node.docker_host).stdout
+        ).get("LocalNodeState")
+        if state == "active":
+            continue
+        _say(progress, f"joining {other.node.name} as a {other.node.role.value}")
+        docker(
+            "swarm", "join", "--token", tokens[other.node.role],
+            "--advertise-addr", other.address, f"{first.address}:2377",
+            host=other.node.docker_host, timeout=120,
+        )  # fmt: skip
+
+
+def lab_up(
+    nodes: int,
+    managers: int,
+    images: list[str],
+    base: str,
+    progress: Progress | None = None,
+) -> list[RunningNode]:
+    """Create (or complete) a lab of `nodes` nodes, `managers` of them managers, with
+    `images` loaded into every node. Idempotent: running nodes are kept."""
+    wanted = lab_nodes(nodes, managers)
+    existing = {n.node.index: n for n in lab_containers()}
+    extra = sorted(set(existing) - {n.index for n in wanted})
+    if extra:
+        raise LabError(
+            f"a lab with more nodes ({max(existing)}) exists: `shoal lab down` first to shrink it"
+        )
+    for node in wanted:
+        have = existing.get(node.index)
+        if have is not None and have.node.role != node.role:
+            raise LabError(
+                f"{node.name} exists as a {have.node.role.value}, wanted a {node.role.value}: "
+                "`shoal lab down` first to change the shape"
+            )
+    tag = build_node_image(base, progress)
+    _ensure_network()
+    fresh: list[LabNode] = []
+    for node in wanted:
+        have = existing.get(node.index)
+        if have is None:
+            node.socket_dir.mkdir(parents=True, exist_ok=True)
+            _say(progress, f"starting {node.name} ({node.role.value})")
+            docker(*node_run_args(node, tag))
+            fresh.append(node)
+        elif have.state == "paused":
+            docker("unpause", node.name)
+        elif have.state != "running":
+            docker("start", node.name)
+    for node in wanted:
+        _wait_for_node(node)
+    if fresh:
+        load_images(fresh, images, progress)
+    running = [n for n in lab_containers() if n.node.index <= nodes]
+    _swarm_join(running, progress)
+    return running
+
+
+def lab_down(progress: Progress | None = None) -> int:
+    """Remove every lab node, its engine's volume, the lab network and the sockets."""
+    nodes = lab_containers()
+    for running in nodes:
+        _say(progress, f"removing {running.node.name}")
+        docker("rm", "--force", "--volumes", running.node.name, timeout=120)
+        docker("volume", "rm", "--force", running.node.volume, check=False)
+    docker("network", "rm", LAB_NETWORK, check=False)
+    if SOCKET_ROOT.is_dir():
+        shutil.rmtree(SOCKET_ROOT, ignore_errors=True)
+    return len(nodes)
+
+
+def lab_env() -> str:
+    """The shell line that points `docker` and `shoal` at the lab's first manager."""
+    managers = [
+        n for n in lab_containers() if n.node.role == NodeRole.MANAGER and n.state == "running"
+    ]
+    if not managers:
+        raise LabError("no lab is running: `shoal lab up --nodes N` creates one")
+    return f"export DOCKER_HOST={managers[0].node.docker_host}"
