@@ -9,7 +9,13 @@ from typing import Any
 from shoal import names
 from shoal.credentials import DatabaseCredentials
 from shoal.operator.context import OperatorContext
-from shoal.operator.members import ensure_infrastructure, member_service_spec, replace_member
+from shoal.operator.members import (
+    ensure_infrastructure,
+    member_service_spec,
+    pin_member,
+    replace_member,
+)
+from shoal.operator.placement import PlacementPlan
 from shoal.operator.proxy import ensure_proxy, prune_configs, remove_proxy
 from shoal.plugins.base import (
     Action,
@@ -19,6 +25,7 @@ from shoal.plugins.base import (
     EnginePlugin,
     EnsureInfrastructure,
     EnsureProxy,
+    PinMember,
     PruneProxyConfigs,
     RemoveMember,
     RemoveProxy,
@@ -34,6 +41,7 @@ SWARM_CHANGES = (
     CreateMember,
     RemoveMember,
     ReplaceMember,
+    PinMember,
     ClearRequest,
     EnsureInfrastructure,
     EnsureProxy,
@@ -60,6 +68,7 @@ class Applier:
         stored: StoredDatabase,
         plugin: EnginePlugin[Any],
         credentials: DatabaseCredentials,
+        placement: PlacementPlan | None = None,
     ) -> None:
         ctx = self.ctx
         db = stored.declaration
@@ -71,7 +80,8 @@ class Applier:
             case CreateMember(index=i):
                 await self._still_declared(stored)
                 infra = await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
-                spec = member_service_spec(db, i, plugin.member_image(), infra)
+                pin = placement.pin_for(i) if placement is not None else None
+                spec = member_service_spec(db, i, plugin.member_image(), infra, pin=pin)
                 try:
                     await ctx.swarm.create_service(spec)
                 except SwarmError:
@@ -87,6 +97,16 @@ class Applier:
                     extra={"event": "fence", "database": self.name, "member": m},
                 )
                 await replace_member(ctx.swarm, m)
+            case PinMember(member=m, value=value, reason=why):
+                log.warning(
+                    "moving %s to %s=%s: %s",
+                    m,
+                    db.spec.placement.spread,
+                    value,
+                    why,
+                    extra={"event": "move", "database": self.name, "member": m},
+                )
+                await pin_member(ctx.swarm, db, m, value)
             case ClearRequest(request_id=rid):
                 await ctx.store.clear_request(self.name, rid)
             case EnsureProxy(port=port, members=members):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from shoal import names
 from shoal.credentials import DatabaseCredentials, secret_payload
 from shoal.declaration import Database
+from shoal.operator.placement import constraints_with_pin
 from shoal.swarm.client import JSON, SwarmClient
 
 # A killed member is replaced at once: Swarm's default 5 s restart delay would be pure
@@ -95,13 +96,18 @@ async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bo
 
 
 def member_service_spec(
-    db: Database, index: int, image: str, infra: Infrastructure, force_update: int = 0
+    db: Database,
+    index: int,
+    image: str,
+    infra: Infrastructure,
+    force_update: int = 0,
+    pin: str | None = None,
 ) -> JSON:
+    """One member's service. `pin` is the spread value placement chose for it
+    (operator/placement.py): Swarm's own spread preference acts within one service only,
+    and every member is a service of its own."""
     name = names.member_service(db.name, index)
     spec = db.spec
-    preferences = (
-        [{"Spread": {"SpreadDescriptor": spec.placement.spread}}] if spec.placement.spread else []
-    )
     return {
         "Name": name,
         "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
@@ -141,8 +147,9 @@ def member_service_spec(
             },
             "RestartPolicy": RESTART_POLICY,
             "Placement": {
-                "Constraints": list(spec.placement.constraints),
-                "Preferences": preferences,
+                "Constraints": constraints_with_pin(
+                    spec.placement.constraints, spec.placement.spread, pin
+                ),
             },
             "Networks": [
                 {"Target": infra.network_id, "Aliases": [name]},
@@ -156,6 +163,22 @@ def member_service_spec(
         "EndpointSpec": {"Mode": "dnsrr"},
         "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "continue"},
     }
+
+
+async def pin_member(swarm: SwarmClient, db: Database, member: str, value: str) -> bool:
+    """Move a lost member's pin to `value`: Swarm starts its new task there (empty; the
+    engine re-seeds it)."""
+    service = await swarm.service(member)
+    if service is None:
+        return False
+    spec = service["Spec"]
+    placement = spec["TaskTemplate"].setdefault("Placement", {})
+    placement["Constraints"] = constraints_with_pin(
+        db.spec.placement.constraints, db.spec.placement.spread, value
+    )
+    placement.pop("Preferences", None)
+    await swarm.update_service(service["ID"], int(service["Version"]["Index"]), spec)
+    return True
 
 
 async def replace_member(swarm: SwarmClient, member: str) -> bool:

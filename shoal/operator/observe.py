@@ -12,9 +12,11 @@ from shoal import names
 from shoal.credentials import DatabaseCredentials
 from shoal.operator.context import OperatorContext
 from shoal.operator.members import infrastructure_ready
+from shoal.operator.placement import read_pin
 from shoal.operator.proxy import observe_proxy
 from shoal.plugins.base import EnginePlugin, MemberObservation, Observation, TaskInfo
 from shoal.swarm.client import JSON
+from shoal.swarm.nodes import NodeInfo, node_info
 from shoal.swarm.store import StoredDatabase
 
 
@@ -31,17 +33,19 @@ def newest_tasks(tasks: list[JSON]) -> dict[str, JSON]:
     return best
 
 
-def task_info(t: JSON, node_names: dict[str, str]) -> TaskInfo:
+def task_info(t: JSON, nodes: dict[str, NodeInfo]) -> TaskInfo:
     status = t.get("Status", {})
     node_id = str(t.get("NodeID", ""))
+    node = nodes.get(node_id)
     return TaskInfo(
         task_id=str(t["ID"]),
         state=str(status.get("State", "new")),
         desired_state=str(t.get("DesiredState", "")),
         node_id=node_id,
-        node=node_names.get(node_id),
+        node=node.hostname if node is not None else None,
         container_id=(status.get("ContainerStatus") or {}).get("ContainerID"),
         error=status.get("Err"),
+        node_down=node is not None and node.down,
     )
 
 
@@ -72,6 +76,7 @@ class Observer:
             idx = names.member_index(self.name, s["Spec"]["Name"])
             if idx is not None:
                 by_index[idx] = s
+        nodes = {n.id: n for n in map(node_info, await swarm.nodes())}
         tasks: dict[str, JSON] = {}
         earlier_running: set[str] = set()
         if services:
@@ -82,15 +87,16 @@ class Observer:
                 for t in every
                 if t["ID"] != tasks[t["ServiceID"]]["ID"]
                 and t.get("Status", {}).get("State") == "running"
+                and not _on_lost_node(t, nodes)
             }
-        node_names = {n["ID"]: n["Description"]["Hostname"] for n in await swarm.nodes()}
+        spread = db.spec.placement.spread
         indices = sorted(set(range(db.spec.members)) | set(by_index))
         member_names = [names.member_service(self.name, i) for i in indices]
         infos: list[TaskInfo | None] = []
         for i in indices:
             svc = by_index.get(i)
             t = tasks.get(svc["ID"]) if svc else None
-            infos.append(task_info(t, node_names) if t else None)
+            infos.append(task_info(t, nodes) if t else None)
         # Only a member whose newest task runs can answer: probing one Swarm reports dead
         # would hold the whole observation (and so the failover) for the probe's timeout.
         probes = await asyncio.gather(
@@ -118,6 +124,7 @@ class Observer:
                     probe=probe,
                     unreachable_for=now_mono - since,
                     previous_running=svc is not None and svc["ID"] in earlier_running,
+                    pin=_pin(svc, spread, db.spec.placement.constraints),
                 )
             )
         return Observation(
@@ -132,7 +139,22 @@ class Observer:
             proxy=await observe_proxy(swarm, self.name, plugin.member_image(), of_db),
             token=self.ctx.lease.token,
             monotonic=time.monotonic(),
+            nodes=tuple(nodes.values()),
         )
+
+
+def _on_lost_node(task: JSON, nodes: dict[str, NodeInfo]) -> bool:
+    """The task's node is down, or no longer in the swarm (`docker node rm`)."""
+    node_id = str(task.get("NodeID", ""))
+    node = nodes.get(node_id)
+    return node.down if node is not None else bool(node_id)
+
+
+def _pin(service: JSON | None, spread: str | None, user: list[str]) -> str | None:
+    if service is None or spread is None:
+        return None
+    placement = service["Spec"].get("TaskTemplate", {}).get("Placement") or {}
+    return read_pin(spread, placement.get("Constraints") or [], user)
 
 
 async def _none() -> None:

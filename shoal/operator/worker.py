@@ -15,6 +15,7 @@ from shoal.credentials import DatabaseCredentials
 from shoal.operator.apply import SWARM_CHANGES, Applier, DatabaseGone
 from shoal.operator.context import OperatorContext
 from shoal.operator.observe import Observer
+from shoal.operator.placement import pin_actions, placement_of, report_placement
 from shoal.plugins.base import ActionFailed, UnreadablePlanState
 from shoal.status import DatabaseStatus
 from shoal.swarm.client import SwarmError
@@ -109,11 +110,14 @@ class DatabaseWorker:
         if seen > ctx.lease.token and not await ctx.lease.advance_past(seen):
             return 1.0, engine
         plan = plugin.plan(obs)  # raises UnreadablePlanState rather than guess
+        placement = placement_of(obs)
+        actions = [*plan.actions, *pin_actions(obs, placement)]
+        report_placement(plan.status, placement)
         ctx.metrics.set_status_unreadable(self.name, engine, False)
         self._unreadable = None
         token = ctx.lease.token
         failed = False
-        for action in plan.actions:
+        for action in actions:
             if not ctx.lease.held or ctx.lease.token != token:
                 log.warning("lease lost mid-cycle; stopping", extra={"database": self.name})
                 return 1.0, engine
@@ -127,7 +131,7 @@ class DatabaseWorker:
             try:
                 # No action outlives the lease it was started under.
                 async with asyncio.timeout(max(ctx.lease.remaining(), 0.001)):
-                    await self.applier.apply(action, stored, plugin, credentials)
+                    await self.applier.apply(action, stored, plugin, credentials, placement)
             except TimeoutError:
                 log.warning(
                     "%s outlived the lease; stopping",
@@ -153,7 +157,7 @@ class DatabaseWorker:
         status.connection = plugin.connection(stored.declaration)
         status.fence_token = token
         self._count(obs.status, status, engine)
-        if self._must_write(stored.status, status, bool(plan.actions)):
+        if self._must_write(stored.status, status, bool(actions)):
             if not await ctx.store.write_status(self.name, status):
                 self._gone = True
                 return 0.0, engine
@@ -162,7 +166,7 @@ class DatabaseWorker:
         ctx.metrics.publish(status)
         if failed:
             return 0.5, engine
-        return (0.05 if plan.actions and plan.requeue_after > 0.5 else plan.requeue_after), engine
+        return (0.05 if actions and plan.requeue_after > 0.5 else plan.requeue_after), engine
 
     def _must_write(self, stored: DatabaseStatus, new: DatabaseStatus, acted: bool) -> bool:
         """A status that differs from the stored one only in `observed_at` is written at
@@ -173,9 +177,7 @@ class DatabaseWorker:
             return True
         if time.monotonic() - self._written_at >= STATUS_HEARTBEAT_SECONDS:
             return True
-        return new.model_dump(exclude={"observed_at"}) != stored.model_dump(
-            exclude={"observed_at"}
-        )
+        return new.model_dump(exclude={"observed_at"}) != stored.model_dump(exclude={"observed_at"})
 
     def _refuse_unreadable(self, why: str, engine: str) -> float:
         """Fail closed: act on nothing, write nothing, say so (log, metric) until a person

@@ -21,6 +21,7 @@ from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
 from shoal.status import DatabaseState, DatabaseStatus, Event
 from shoal.swarm.client import SwarmClient
+from shoal.swarm.nodes import NodeInfo
 
 DEAD_TASK_STATES = frozenset({"failed", "shutdown", "rejected", "complete", "orphaned", "remove"})
 
@@ -36,6 +37,9 @@ class TaskInfo:
     node: str | None
     container_id: str | None
     error: str | None = None
+    # Swarm lost the heartbeat of the task's node: what runs there is out of reach, and no
+    # word of its death can come (a killed or cut-off host).
+    node_down: bool = False
 
     @property
     def running(self) -> bool:
@@ -60,8 +64,13 @@ class MemberObservation(Generic[P]):
     # says it runs, by this operator's own monotonic clock.
     unreachable_for: float = 0.0
     # Swarm still runs an earlier container of this member (one being stopped by a fence or
-    # a replacement): until it is gone, that container may still answer clients.
+    # a replacement): until it is gone, that container may still answer clients. A container
+    # on a node Swarm lost (down) does not count: nothing can stop it or report its death,
+    # and once the standbys stopped following it, it can acknowledge no commit under
+    # `durability: sync` (docs/failure-modes.md, "Node loss").
     previous_running: bool = False
+    # The spread value the operator pinned this member's service to (operator/placement.py).
+    pin: str | None = None
 
     @property
     def swarm_dead(self) -> bool:
@@ -96,6 +105,7 @@ class Observation(Generic[P]):
     # only measured by the operator that stamped it: clocks of different operators differ.
     token: int = 0
     monotonic: float = 0.0
+    nodes: tuple[NodeInfo, ...] = ()  # the swarm's nodes, for placement
 
     def member(self, name: str | None) -> MemberObservation[P] | None:
         return next((m for m in self.members if m.name == name), None)
@@ -133,6 +143,16 @@ class ReplaceMember(Action):
     """Fence or re-seed: Swarm replaces the member's task, its data dies with it."""
 
     member: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PinMember(Action):
+    """Move a lost member's placement pin (operator/placement.py): its new task starts on a
+    node with that value, empty, and is re-seeded."""
+
+    member: str
+    value: str
     reason: str
 
 

@@ -106,9 +106,8 @@ def test_apply_creates_one_member_service_per_member(db: str) -> None:
         # the restart policy is explicit, with no delay
         assert template["RestartPolicy"]["Delay"] == 0
         assert template["RestartPolicy"]["Condition"] == "any"
-        # placement passed through
+        # placement passed through; a single-node swarm pins nothing (operator/placement.py)
         assert template["Placement"]["Constraints"] == [CONSTRAINT]
-        assert template["Placement"]["Preferences"] == [{"Spread": {"SpreadDescriptor": "node.id"}}]
         # credentials as secret files, and only this database's secrets
         files = {s["File"]["Name"] for s in cs["Secrets"]}
         assert files == {

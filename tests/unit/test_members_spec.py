@@ -104,15 +104,28 @@ def test_dnsrr_endpoint_and_both_networks(spec: JSON) -> None:
 def test_placement_and_resources_passed_through(spec: JSON) -> None:
     placement = spec["TaskTemplate"]["Placement"]
     assert placement["Constraints"] == ["node.role==manager", "node.labels.disk!=slow"]
-    assert placement["Preferences"] == [{"Spread": {"SpreadDescriptor": "node.id"}}]
+    # Swarm's spread preference acts within one service: members are pinned instead.
+    assert "Preferences" not in placement
     limits = spec["TaskTemplate"]["Resources"]["Limits"]
     assert limits == {"MemoryBytes": 256 * 1024**2, "NanoCPUs": 500_000_000}
 
 
-def test_no_spread_means_no_preferences() -> None:
+def test_a_pin_is_added_after_the_declarations_constraints() -> None:
+    spec = member_service_spec(load_declaration(DECL), 0, "img", INFRA, pin="n2")
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == [
+        "node.role==manager",
+        "node.labels.disk!=slow",
+        "node.id==n2",
+    ]
+
+
+def test_no_spread_means_no_pin() -> None:
     db = load_declaration(DECL.replace("spread: node.id", "spread: null"))
-    spec = member_service_spec(db, 0, "img", INFRA)
-    assert spec["TaskTemplate"]["Placement"]["Preferences"] == []
+    spec = member_service_spec(db, 0, "img", INFRA, pin="n2")
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == [
+        "node.role==manager",
+        "node.labels.disk!=slow",
+    ]
 
 
 def test_force_update_is_passed_for_replacement() -> None:
