@@ -150,16 +150,22 @@ def _wait_for_node(node: LabNode, timeout: float = NODE_START_TIMEOUT) -> None:
 
 
 def load_images(nodes: list[LabNode], images: list[str], progress: Progress | None = None) -> None:
-    """Copy images from the local engine into each node (`docker save | docker load`): the
-    lab has no registry to pull from, and Swarm uses a node's local image when none answers."""
-    present = [i for i in images if image_exists_local(i)]
-    missing = sorted(set(images) - set(present))
+    """Copy into each node the images it lacks (`docker save | docker load`): the lab has
+    no registry to pull from, and Swarm uses a node's local image when none answers."""
+    missing = sorted(i for i in set(images) if not image_exists_local(i))
     if missing:
         raise LabError(f"images missing on the local engine: {', '.join(missing)}")
     for node in nodes:
-        _say(progress, f"loading {len(present)} images into {node.name}")
+        lacking = [
+            i
+            for i in images
+            if docker("image", "inspect", i, host=node.docker_host, check=False).returncode != 0
+        ]
+        if not lacking:
+            continue
+        _say(progress, f"loading {len(lacking)} image(s) into {node.name}")
         with subprocess.Popen(
-            ["docker", "save", *present], env=host_env(), stdout=subprocess.PIPE
+            ["docker", "save", *lacking], env=host_env(), stdout=subprocess.PIPE
         ) as save:
             load_env = host_env()
             load_env["DOCKER_HOST"] = node.docker_host
@@ -243,8 +249,7 @@ def lab_up(
             docker("start", node.name)
     for node in wanted:
         _wait_for_node(node)
-    if fresh:
-        load_images(fresh, images, progress)
+    load_images(wanted, images, progress)
     running = [n for n in lab_containers() if n.node.index <= nodes]
     _swarm_join(running, progress)
     return running

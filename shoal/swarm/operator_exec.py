@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiodocker
+
 from shoal import names
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.store import DatabaseStore
@@ -24,15 +26,58 @@ class OperatorUnavailable(RuntimeError):
     """No operator container can answer on this node, or it refused."""
 
 
+async def _operator_node(client: SwarmClient) -> str | None:
+    """The hostname of the node Swarm runs the operator on, if it runs."""
+    tasks = await client.tasks(service=names.OPERATOR_SERVICE, **{"desired-state": "running"})
+    running = [t for t in tasks if t.get("Status", {}).get("State") == "running"]
+    if not running:
+        return None
+    node_id = running[0].get("NodeID", "")
+    for node in await client.nodes():
+        if node.get("ID") == node_id:
+            return str(node.get("Description", {}).get("Hostname", node_id))
+    return str(node_id)
+
+
+def _engine_of(hostname: str) -> str | None:
+    """A Docker endpoint for another node's engine, when this machine has one: the nodes
+    of a `shoal lab` publish their sockets under /run/shoal-lab/<node>/."""
+    from shoal.lab.model import SOCKET_ROOT
+
+    sock = SOCKET_ROOT / hostname / "docker.sock"
+    return f"unix://{sock}" if sock.is_socket() else None
+
+
 async def _exec_in_operator(client: SwarmClient, argv: list[str]) -> bytes:
+    """Run `argv` in the operator's container: on this node, or on the node that runs it
+    when this machine can reach that node's engine (a lab). Docker execs only into
+    containers of the engine it is asked."""
     containers = await client.containers(
         label=f"com.docker.swarm.service.name={names.OPERATOR_SERVICE}", status="running"
     )
     if not containers:
-        raise OperatorUnavailable(
-            "no running operator container on this node: run this on the manager where "
-            f"`{names.OPERATOR_SERVICE}` runs (or `shoal operator deploy`)"
-        )
+        node = await _operator_node(client)
+        endpoint = _engine_of(node) if node is not None else None
+        if endpoint is None:
+            where = f"on node {node}" if node else "nowhere (`shoal operator deploy`)"
+            raise OperatorUnavailable(
+                f"the operator runs {where}, not on the node this command talks to: point "
+                f"DOCKER_HOST (or --host) at that node's engine and run it again"
+            )
+        docker = aiodocker.Docker(url=endpoint)
+        try:
+            return await _exec_in_operator_here(SwarmClient(docker), argv)
+        finally:
+            await docker.close()
+    return await _exec_in_operator_here(client, argv)
+
+
+async def _exec_in_operator_here(client: SwarmClient, argv: list[str]) -> bytes:
+    containers = await client.containers(
+        label=f"com.docker.swarm.service.name={names.OPERATOR_SERVICE}", status="running"
+    )
+    if not containers:
+        raise OperatorUnavailable("the operator's container is not running on its node")
     container = await client.docker.containers.get(containers[0]["Id"])
     exe = await container.exec(argv, stdout=True, stderr=True)
     chunks: list[bytes] = []
