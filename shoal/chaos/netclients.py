@@ -58,6 +58,13 @@ def _error(e: BaseException) -> None:
     print(f"# {type(e).__name__}: {e}".replace("\n", " ")[:300], file=sys.stderr, flush=True)
 
 
+def _cancel(conn: Any) -> None:
+    try:
+        conn.cancel()
+    except Exception as e:  # a cancel to a server that is gone may fail: that is fine
+        _error(e)
+
+
 def _close(conn: Any) -> None:
     try:
         if conn is not None:
@@ -90,11 +97,17 @@ def reconnecting(
     _close(conn)
 
 
+# A server cut off mid-statement never answers: without these a client would wait on its
+# socket forever (a partition drops packets, nothing resets the connection).
+DEAD_SERVER: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1,
+               "keepalives_count": 2, "tcp_user_timeout": 4000}  # fmt: skip
+
+
 def _connector(cfg: dict[str, Any], table: str | None, **kw: Any) -> Callable[[], Any]:
     import psycopg
 
     def connect() -> Any:
-        conn = psycopg.connect(cfg["uri"], autocommit=True, **kw)
+        conn = psycopg.connect(cfg["uri"], autocommit=True, **DEAD_SERVER, **kw)
         conn.execute("SET statement_timeout = 5000")
         if table is not None:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigint primary key)")
@@ -104,12 +117,25 @@ def _connector(cfg: dict[str, Any], table: str | None, **kw: Any) -> Callable[[]
 
 
 def run_ids(cfg: dict[str, Any]) -> None:
+    """Insert 1, 2, 3, ... printing each id whose INSERT returned. With `cancel_after` the
+    client cancels a statement that has not returned by then, as drivers' query timeouts do
+    (a cancel request, not statement_timeout): a commit whose wait for the synchronous
+    standbys is cancelled returns *success* with only a WARNING."""
     table = cfg["table"]
     state = {"i": int(cfg.get("start", 0))}
+    cancel_after = cfg.get("cancel_after")
 
     def step(conn: Any) -> None:
         state["i"] += 1
-        conn.execute(f"INSERT INTO {table} VALUES (%s)", (state["i"],))
+        timer = None
+        if cancel_after is not None:
+            timer = threading.Timer(float(cancel_after), _cancel, args=(conn,))
+            timer.start()
+        try:
+            conn.execute(f"INSERT INTO {table} VALUES (%s)", (state["i"],))
+        finally:
+            if timer is not None:
+                timer.cancel()
         print(state["i"], flush=True)
 
     reconnecting(_connector(cfg, table, connect_timeout=2), step, cfg["seconds"], 0.2)

@@ -148,13 +148,24 @@ class Writer:
     """Inserts unique ids through the multi-host URI from a container on the database's
     network; the ids it prints were acknowledged (autocommit INSERT returned)."""
 
-    def __init__(self, db: str, image: str, uri: str, table: str, seconds: float) -> None:
+    def __init__(
+        self,
+        db: str,
+        image: str,
+        uri: str,
+        table: str,
+        seconds: float,
+        cancel_after: float | None = None,
+    ) -> None:
         self.name = f"writer-{db}-{time.monotonic_ns() % 10**8}"
+        cfg: dict[str, Any] = {"uri": uri, "table": table, "seconds": seconds}
+        if cancel_after is not None:
+            cfg["cancel_after"] = cancel_after
         self.proc = launch(
             names.database_network(db),
             image,
             "ids",
-            {"uri": uri, "table": table, "seconds": seconds},
+            cfg,
             self.name,
             "test-writer",
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -147,6 +148,87 @@ def test_killing_the_primarys_node_fails_over_and_loses_no_acknowledged_write(
         healed = shoal("lab", "heal", victim) if "victim" in locals() else None
         if healed is not None and healed.returncode != 0:
             print(healed.stderr)
+        shoal("delete", name, "--wait", timeout=300)
+
+
+def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lost(
+    lab: BuiltImages, unique_name: str, tmp_path: Any
+) -> None:
+    """The partition Swarm cannot fence: the old primary keeps running on the cut-off node,
+    and a client beside it keeps writing to it, with a 3 s query timeout (a cancel request,
+    as drivers send). No standby shares its node (placement) and the standbys stop
+    following it before the promotion, so under `durability: sync` its commits wait. A
+    cancelled wait would report success (PostgreSQL's syncrep.c); the member's agent ends
+    such waits by terminating the backend first, so the client sees an error, never an
+    acknowledgement: every write either client saw acknowledged survives the heal."""
+    name = unique_name
+    apply(declaration(name, members=3, unreachable=5), tmp_path)
+    victim: str | None = None
+    try:
+        st = healthy_spread(name, 3)
+        old = st["primary"]
+        victim = member_nodes(st)[old]
+        assert victim is not None
+        manager = next(
+            n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
+        )
+        uri = credentials(name)["uri"]
+        # The client runs on the primary's node, so it stays on the primary's side.
+        os.environ["DOCKER_HOST"] = node_host(victim)
+        beside = Writer(name, lab.operator, uri, "beside", 600, cancel_after=3.0)
+        os.environ["DOCKER_HOST"] = node_host(manager)
+        far = Writer(name, lab.operator, uri, "far", 600)
+        try:
+            for w in (beside, far):
+                wait_for(lambda w=w: len(w.so_far()) >= 30, 120, f"writes; {w.errors[-3:]}")
+            cut = shoal("lab", "fault", "partition", victim)
+            assert cut.returncode == 0, cut.stderr
+            st = wait_for(
+                lambda: (s := status(name)).get("primary") not in (None, old) and s,
+                300,
+                "a standby on the majority side to be promoted",
+                every=1,
+            )
+            new = st["primary"]
+            before = max(far.so_far())
+            wait_for(
+                lambda: len([i for i in far.so_far() if i > before]) >= 30,
+                180,
+                f"writes to resume on {new}; errors {far.errors[-3:]}",
+            )
+            time.sleep(10)  # the cut-off primary keeps running beside its client meanwhile
+            healed = shoal("lab", "heal", victim)
+            assert healed.returncode == 0, healed.stderr
+            st = healthy_spread(name, 3)
+        finally:
+            far.kill()
+            os.environ["DOCKER_HOST"] = node_host(victim)
+            beside.kill()
+            os.environ["DOCKER_HOST"] = node_host(manager)
+        acked = {"far": far.acknowledged(timeout=60), "beside": beside.acknowledged(timeout=60)}
+        assert st["primary"] == new
+
+        def holds_all() -> bool:
+            now = status(name)
+            return all(
+                (ids := ids_on(now, m, table)) is not None and acked[table] <= ids
+                for m in member_nodes(now)
+                for table in acked
+            )
+
+        try:
+            wait_for(holds_all, 180, "every member to hold every acknowledged write", every=2)
+        except AssertionError:
+            now = status(name)
+            lost = {
+                (m, table): len(acked[table] - (ids_on(now, m, table) or set()))
+                for m in member_nodes(now)
+                for table in acked
+            }
+            raise AssertionError(f"acknowledged writes missing (member, client): {lost}") from None
+    finally:
+        if victim is not None:
+            shoal("lab", "heal", victim)
         shoal("delete", name, "--wait", timeout=300)
 
 

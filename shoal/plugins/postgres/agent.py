@@ -39,10 +39,12 @@ from typing import Any
 try:
     from . import agent_parameters as parameters
     from . import agent_pg as pg
+    from . import agent_syncguard as syncguard
     from .agent_member import Agent, HttpError, log
 except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
     import agent_parameters as parameters  # type: ignore[import-not-found,no-redef]
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
+    import agent_syncguard as syncguard  # type: ignore[import-not-found,no-redef]
     from agent_member import Agent, HttpError, log  # type: ignore[import-not-found,no-redef]
 
 __all__ = [
@@ -347,6 +349,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=syncguard.run,
+        args=(lambda: agent.serving_role() == "primary", stop, log),
+        daemon=True,
+    ).start()
     log(f"member {member} ({os.environ.get('SHOAL_DATABASE', '?')}) listening on :{AGENT_PORT}")
     with agent._op:
         agent.recover_on_start()
