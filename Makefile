@@ -4,7 +4,9 @@
 #
 #   make up     bring everything up: engine, swarm, images, operator, example database
 #   make test   host tools, ruff, mypy --strict, unit tests (stop here if they fail), then
-#               the Docker engine, the images and the real-Swarm integration and chaos tests
+#               the Docker engine, the images and the real-Swarm integration and chaos tests,
+#               and one multi-node test on a lab of Docker-in-Docker nodes
+#   make multinode  every multi-node test (tests/multinode/, about 10 minutes)
 
 PYTHON ?= python3
 VENV   ?= .venv

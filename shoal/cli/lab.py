@@ -75,7 +75,8 @@ def up(
 
 
 def _print_nodes(running: list[RunningNode]) -> None:
-    table = Table("NODE", "ROLE", "ADDRESS", "STATE", "DOCKER_HOST", box=None)
+    table = Table("NODE", "ROLE", "ADDRESS", "STATE", box=None)
+    table.add_column("DOCKER_HOST", overflow="fold")
     for node in running:
         table.add_row(
             node.node.name, node.node.role.value, node.address, node.state, node.node.docker_host
