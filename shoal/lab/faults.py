@@ -42,6 +42,9 @@ def inject(fault: NodeFault, name: str) -> RunningNode:
     match fault:
         case NodeFault.KILL:
             docker("kill", target.node.name)
+            # Done when the node is down: a node with nested containers takes seconds to
+            # exit, and a `heal` that found it still "running" would start nothing.
+            docker("wait", target.node.name, timeout=120)
         case NodeFault.PAUSE:
             docker("pause", target.node.name)
         case NodeFault.PARTITION | NodeFault.PARTITION_MANAGERS:

@@ -84,12 +84,15 @@ def constraints_with_pin(user: Sequence[str], key: str | None, value: str | None
 
 
 def eligible_values(
-    spread: str, constraints: Sequence[str], nodes: Sequence[NodeInfo]
+    spread: str, constraints: Sequence[str], nodes: Sequence[NodeInfo], holding: bool = False
 ) -> dict[str, list[NodeInfo]]:
-    """Spread values that some ready, active node meeting the user's constraints has."""
+    """Spread values that some active node meeting the user's constraints has: a ready one
+    for a member to be placed, or (`holding`) any that Swarm has not declared down, for a
+    member to stay where it is (after a leader election nodes are `unknown` for a while)."""
     values: dict[str, list[NodeInfo]] = {}
     for n in nodes:
-        if not (n.ready and n.active and all(n.satisfies(c) for c in constraints)):
+        usable = not n.down if holding else n.ready
+        if not (usable and n.active and all(n.satisfies(c) for c in constraints)):
             continue
         v = n.attribute(spread)
         if v is not None:
@@ -114,6 +117,7 @@ def plan_placement(
     if spread is None or len(nodes) <= 1:
         return PlacementPlan(exempt=True)
     values = eligible_values(spread, constraints, nodes)
+    keep = eligible_values(spread, constraints, nodes, holding=True)
     by_node = {n.id: n for n in nodes}
     existing = {m.index: m for m in members if m.index < desired}
     held: Counter[str] = Counter()
@@ -131,13 +135,16 @@ def plan_placement(
             # Not pinned (made before pins, or on a swarm that grew from one node): it holds
             # the value of the node it runs on, and keeps running there.
             value = node.attribute(spread)
-        if value is not None and value in values:
+        if value is not None and value in keep:
             held[value] += 1
             holder[i] = value
-        elif not m.running or node is None or node.down:
-            now.append(i)  # its value has no usable node and it does not run: lost already
-        else:
+        elif not m.running or node is None or node.down or not node.active:
+            # Its value has no usable node, and it does not run or its node is down,
+            # drained or gone: it is lost already, a new pin costs nothing.
+            now.append(i)
+        elif node.ready:
             later.append(m)  # it runs on a node placement no longer allows (declaration)
+        # else: its node's state is unknown (a leader election): leave it alone
     plan = PlacementPlan()
     for i in now:
         choice = _choose(values, held)
@@ -157,14 +164,14 @@ def plan_placement(
             held[target] += 1
             break
     shared = sum(c - 1 for c in held.values() if c > 1)
-    if not values:
+    if not keep:
         plan.problem = (
-            f"no ready, active node meets the placement ({', '.join(constraints) or 'any node'}"
+            f"no active node meets the placement ({', '.join(constraints) or 'any node'}"
             f", spread over {spread}): members cannot be placed"
         )
-    elif len(values) < desired or shared:
+    elif len(keep) < desired or shared:
         plan.problem = (
-            f"{len(values)} eligible {_describe(spread)} for {desired} members: "
+            f"{len(keep)} eligible {_describe(spread)} for {desired} members: "
             f"{shared} member(s) share a {spread} with another; add "
             f"{_describe(spread)} (or lower `members`) to tolerate losing one"
         )

@@ -17,18 +17,24 @@ class NodeInfo:
     id: str
     hostname: str
     role: str  # manager | worker
-    ready: bool  # Status.State == "ready"
-    active: bool  # Spec.Availability == "active"
+    state: str  # Status.State: ready, down, unknown (after a leader election), disconnected
+    active: bool  # Spec.Availability == "active" (not drained or paused)
     labels: Mapping[str, str] = field(default_factory=dict)  # node.labels.*
     engine_labels: Mapping[str, str] = field(default_factory=dict)  # engine.labels.*
     os: str = "linux"
     arch: str = "x86_64"
 
     @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
     def down(self) -> bool:
-        """Swarm lost this node's heartbeat (`ready` false): what runs there is out of reach,
-        not known dead."""
-        return not self.ready
+        """Swarm declared this node down (its heartbeat expired): what runs there is out of
+        reach, not known dead. Only `down` counts: after a Raft leader election every node
+        is `unknown` until its next heartbeat, and treating that as lost would move (and so
+        empty) every member at once."""
+        return self.state == "down"
 
     def attribute(self, key: str) -> str | None:
         """The value of a Swarm node attribute (`node.id`, `node.labels.zone`, ...)."""
@@ -65,7 +71,7 @@ def node_info(raw: Mapping[str, Any]) -> NodeInfo:
         id=str(raw.get("ID", "")),
         hostname=str(desc.get("Hostname", "")),
         role=str(spec.get("Role", "worker")),
-        ready=(raw.get("Status") or {}).get("State") == "ready",
+        state=str((raw.get("Status") or {}).get("State", "unknown")),
         active=spec.get("Availability", "active") == "active",
         labels=dict(spec.get("Labels") or {}),
         engine_labels=dict((desc.get("Engine") or {}).get("Labels") or {}),
