@@ -239,6 +239,8 @@ def test_too_few_nodes_for_the_members_is_degraded_never_silently_stacked(
     wait_for(
         lambda: all(n["state"] == "running" for n in lab_nodes()), 120, "every lab node to run"
     )
+    # A node healed by the test before may have started a Raft election: wait it out.
+    wait_for(lambda: shoal("get").returncode == 0, 120, "the lab's swarm to answer")
     apply(declaration(name, members=5), tmp_path)  # five members, four nodes
     try:
 
