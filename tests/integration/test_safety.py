@@ -420,9 +420,14 @@ def test_the_app_role_cannot_switch_synchronous_commit_off_for_everyone(db: Db) 
         60,
         "the operator to reset the app role's synchronous_commit",
     )
-    assert any(
-        e["kind"] == "durability" and "synchronous_commit" in e["message"]
-        for e in status(db.name)["events"]
+    # The reset is done by the member before the operator's cycle writes its event down.
+    wait_for(
+        lambda: any(
+            e["kind"] == "durability" and "synchronous_commit" in e["message"]
+            for e in status(db.name).get("events", [])
+        ),
+        60,
+        "the durability event for the reset",
     )
 
 
