@@ -34,11 +34,7 @@ from bench.common import (
 from bench.common import declaration as make_declaration
 from bench.failover import Writer, settled
 from shoal import names
-from shoal.lab.model import SOCKET_ROOT
-
-
-def node_host(hostname: str) -> str:
-    return f"unix://{SOCKET_ROOT / hostname / 'docker.sock'}"
+from shoal.lab.model import node_docker_host as node_host
 
 
 def lab_nodes() -> list[dict[str, Any]]:

@@ -53,7 +53,12 @@ class LabNode:
 
     @property
     def docker_host(self) -> str:
-        return f"unix://{self.socket_dir / 'docker.sock'}"
+        return node_docker_host(self.name)
+
+
+def node_docker_host(hostname: str) -> str:
+    """The DOCKER_HOST of a lab node, by its name (which is also its Swarm hostname)."""
+    return f"unix://{SOCKET_ROOT / hostname / 'docker.sock'}"
 
 
 def lab_nodes(nodes: int, managers: int) -> list[LabNode]:

@@ -7,6 +7,7 @@ never looks for its own CLI on `PATH` (a venv that is not activated has none the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -42,10 +43,10 @@ async def _operator_node(client: SwarmClient) -> str | None:
 def _engine_of(hostname: str) -> str | None:
     """A Docker endpoint for another node's engine, when this machine has one: the nodes
     of a `shoal lab` publish their sockets under /run/shoal-lab/<node>/."""
-    from shoal.lab.model import SOCKET_ROOT
+    from shoal.lab.model import node_docker_host
 
-    sock = SOCKET_ROOT / hostname / "docker.sock"
-    return f"unix://{sock}" if sock.is_socket() else None
+    endpoint = node_docker_host(hostname)
+    return endpoint if Path(endpoint.removeprefix("unix://")).is_socket() else None
 
 
 async def _exec_in_operator(client: SwarmClient, argv: list[str]) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shoal import names
-from shoal.lab.model import SOCKET_ROOT
+from shoal.lab.model import node_docker_host as node_host
 from shoal.platform.images import BuiltImages
 from tests.integration.support import (
     Writer,
@@ -26,10 +26,6 @@ from tests.integration.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def node_host(hostname: str) -> str:
-    return f"unix://{SOCKET_ROOT / hostname / 'docker.sock'}"
 
 
 def on_node(hostname: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
