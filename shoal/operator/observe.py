@@ -14,7 +14,13 @@ from shoal.operator.context import OperatorContext
 from shoal.operator.members import infrastructure_ready
 from shoal.operator.placement import read_pin
 from shoal.operator.proxy import observe_proxy
-from shoal.plugins.base import EnginePlugin, MemberObservation, Observation, TaskInfo
+from shoal.plugins.base import (
+    EnginePlugin,
+    LeaseGrant,
+    MemberObservation,
+    Observation,
+    TaskInfo,
+)
 from shoal.swarm.client import JSON
 from shoal.swarm.nodes import NodeInfo, node_info
 from shoal.swarm.store import StoredDatabase
@@ -61,6 +67,14 @@ class Observer:
         self.ctx = ctx
         self.name = name
         self._unreachable_since: dict[str, float] = {}
+        # Leases (plugins/base.py LeaseGrant): when this process last *sent* a renewal to
+        # each member, and whether that member's last probe answered (only then is the next
+        # probe a renewal, so a member that stopped answering is not kept alive by probes
+        # that reach it one way). A member never renewed here counts from this observer's
+        # start: a previous operator may have renewed it just before it died.
+        self._started = time.monotonic()
+        self._renewed_at: dict[str, float] = {}
+        self._answered: dict[str, bool] = {}
 
     async def observe(
         self, stored: StoredDatabase, plugin: EnginePlugin[Any], credentials: DatabaseCredentials
@@ -79,6 +93,7 @@ class Observer:
         nodes = {n.id: n for n in map(node_info, await swarm.nodes())}
         tasks: dict[str, JSON] = {}
         earlier_running: set[str] = set()
+        stranded: set[str] = set()
         if services:
             every = await swarm.tasks(service=[s["Spec"]["Name"] for s in services])
             tasks = newest_tasks(every)
@@ -88,6 +103,11 @@ class Observer:
                 if t["ID"] != tasks[t["ServiceID"]]["ID"]
                 and t.get("Status", {}).get("State") == "running"
                 and not _on_lost_node(t, nodes)
+            }
+            stranded = {
+                t["ServiceID"]
+                for t in every
+                if t.get("Status", {}).get("State") == "running" and _on_lost_node(t, nodes)
             }
         spread = db.spec.placement.spread
         indices = sorted(set(range(db.spec.members)) | set(by_index))
@@ -99,17 +119,28 @@ class Observer:
             infos.append(task_info(t, nodes) if t else None)
         # Only a member whose newest task runs can answer: probing one Swarm reports dead
         # would hold the whole observation (and so the failover) for the probe's timeout.
+        ttl = plugin.lease_ttl(db)
+        grants = [self._grant(n, ttl, member_names, db.spec.members) for n in member_names]
+        sent = time.monotonic()
         probes = await asyncio.gather(
             *(
-                plugin.probe(self.ctx.http, n, credentials) if _may_answer(info) else _none()
-                for n, info in zip(member_names, infos, strict=True)
+                plugin.probe(self.ctx.http, n, credentials, grant) if _may_answer(info) else _none()
+                for n, info, grant in zip(member_names, infos, grants, strict=True)
             )
         )
         now_mono = time.monotonic()
+        for n, info, grant in zip(member_names, infos, grants, strict=True):
+            if grant is not None and _may_answer(info):
+                self._renewed_at[n] = sent
         members = []
         for i, n, info, probe in zip(indices, member_names, infos, probes, strict=True):
             svc = by_index.get(i)
             usable = probe is not None and plugin.answered(probe)
+            self._answered[n] = usable
+            lease_left = 0.0
+            if ttl is not None:
+                renewed = self._renewed_at.get(n, self._started)
+                lease_left = renewed + ttl + plugin.lease_margin - now_mono
             if not usable and info is not None and info.running:
                 since = self._unreachable_since.setdefault(n, now_mono)
             else:
@@ -125,6 +156,8 @@ class Observer:
                     unreachable_for=now_mono - since,
                     previous_running=svc is not None and svc["ID"] in earlier_running,
                     pin=_pin(svc, spread, db.spec.placement.constraints),
+                    stranded=svc is not None and svc["ID"] in stranded,
+                    lease_left=lease_left,
                 )
             )
         return Observation(
@@ -141,6 +174,14 @@ class Observer:
             monotonic=time.monotonic(),
             nodes=tuple(nodes.values()),
         )
+
+    def _grant(
+        self, member: str, ttl: float | None, members: list[str], declared: int
+    ) -> LeaseGrant | None:
+        if ttl is None or not self._answered.get(member, True):
+            return None
+        peers = tuple(m for m in members[:declared] if m != member)
+        return LeaseGrant(ttl=ttl, token=self.ctx.lease.token, peers=peers)
 
 
 def _on_lost_node(task: JSON, nodes: dict[str, NodeInfo]) -> bool:

@@ -166,7 +166,12 @@ class DatabaseWorker:
         ctx.metrics.publish(status)
         if failed:
             return 0.5, engine
-        return (0.05 if actions and plan.requeue_after > 0.5 else plan.requeue_after), engine
+        after = 0.05 if actions and plan.requeue_after > 0.5 else plan.requeue_after
+        ttl = plugin.lease_ttl(stored.declaration)
+        if ttl is not None:
+            # Renew members' leases (probes carry the renewals) three times per lease.
+            after = min(after, ttl / 3)
+        return after, engine
 
     def _must_write(self, stored: DatabaseStatus, new: DatabaseStatus, acted: bool) -> bool:
         """A status that differs from the stored one only in `observed_at` is written at

@@ -54,6 +54,17 @@ P = TypeVar("P")
 
 
 @dataclass(frozen=True)
+class LeaseGrant:
+    """A renewal of a member's lease, sent with its probe: as primary it may keep accepting
+    writes for `ttl` seconds without hearing from the operator again, or for as long as
+    every one of `peers` (the other members) keeps following it."""
+
+    ttl: float
+    token: int  # the operator's fencing token: a deposed operator renews nothing
+    peers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MemberObservation(Generic[P]):
     index: int
     name: str
@@ -71,6 +82,12 @@ class MemberObservation(Generic[P]):
     previous_running: bool = False
     # The spread value the operator pinned this member's service to (operator/placement.py).
     pin: str | None = None
+    # A container of this member may still run on a node Swarm lost (down or removed):
+    # nothing can stop it or confirm its death, only its own lease ends it.
+    stranded: bool = False
+    # Seconds until any lease this operator may have granted the member is surely over
+    # (the plugin's `lease_margin` included); <= 0 once it is, or when leases are not used.
+    lease_left: float = 0.0
 
     @property
     def swarm_dead(self) -> bool:
@@ -243,9 +260,22 @@ class EnginePlugin(ABC, Generic[P]):
 
     @abstractmethod
     async def probe(
-        self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
+        self,
+        http: aiohttp.ClientSession,
+        member: str,
+        credentials: DatabaseCredentials,
+        lease: LeaseGrant | None = None,
     ) -> P | None:
-        """Ask a member's engine about itself; None when it does not answer in time."""
+        """Ask a member's engine about itself, renewing its lease when `lease` is given;
+        None when it does not answer in time."""
+
+    # Seconds to add to a lease's ttl, counted from sending the renewal, after which the
+    # member has surely stopped: the renewal's delivery bound plus the member's reaction.
+    lease_margin: ClassVar[float] = 0.0
+
+    def lease_ttl(self, database: Database) -> float | None:
+        """The lease a primary of this database holds (None: the engine keeps no lease)."""
+        return None
 
     def fence_token_seen(self, probe: P) -> int:
         """The highest fencing token the member has recorded (0 if the engine keeps none)."""

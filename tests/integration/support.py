@@ -172,6 +172,9 @@ class Writer:
         # Read both pipes as the writer runs: a full pipe would stall the writer, and a
         # test needs the ids acknowledged so far (for example at the moment of a fault).
         self._ids: list[int] = []
+        # When each id's acknowledgement reached this process (time.time(): containers and
+        # lab nodes share this machine's clock).
+        self.acked_at: dict[int, float] = {}
         self.errors: list[str] = []
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
@@ -184,6 +187,7 @@ class Writer:
         for line in stream:
             line = line.strip()
             if ids and line.isdigit():
+                self.acked_at.setdefault(int(line), time.time())
                 self._ids.append(int(line))
             elif line:
                 self.errors.append(line)

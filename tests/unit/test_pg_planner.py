@@ -29,7 +29,7 @@ from shoal.plugins.base import (
     TaskInfo,
 )
 from shoal.plugins.postgres.durability import list_for, sync_standby_names
-from shoal.plugins.postgres.failover import SWITCHOVER_TIMEOUT
+from shoal.plugins.postgres.failover import PEERS_RELEASE_WAIT, SWITCHOVER_TIMEOUT
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -76,6 +76,8 @@ def observe(
     unreachable: dict[str, float] | None = None,
     request: dict[str, Any] | None = None,
     replaced: dict[str, bool] | None = None,
+    stranded: dict[str, float] | None = None,
+    monotonic: float = 0.0,
 ) -> Observation[PgProbe]:
     """An observation from a recording. A member whose agent reports `empty` is a new
     container, so its task id differs from the one the status remembers holding data."""
@@ -111,6 +113,10 @@ def observe(
                 probe=None if swapped and (probe is None or probe.task_id is None) else probe,
                 unreachable_for=(unreachable or {}).get(name, 0.0),
                 previous_running=bool(swapped and replaced and replaced[name]),
+                # `stranded`: a container of it may run on a node Swarm lost, with this
+                # many seconds left on the lease the operator granted it.
+                stranded=stranded is not None and name in stranded,
+                lease_left=(stranded or {}).get(name, 0.0),
             )
         )
     return Observation(
@@ -122,6 +128,8 @@ def observe(
         request=request,
         infrastructure_ready=True,
         now=NOW,
+        token=1,
+        monotonic=monotonic,
     )
 
 
@@ -237,6 +245,59 @@ def test_unreachable_primary_is_fenced_and_the_promotion_waits_for_its_container
     assert "orders-1" in stopping.status.message
     stopped = plan(observe(doc, replaced={"orders-1": False}))
     assert Promote("orders-0", LISTS["orders-0"]) in stopped.actions
+
+
+def _lost_node_primary() -> dict[str, Any]:
+    """The primary (orders-1) was on a node Swarm declared down: its newest task is a
+    replacement that has not started, the standbys already follow nothing."""
+    doc = _stopped_following(recording("healthy"))
+    doc["probes"]["orders-1"] = None
+    return doc
+
+
+def test_an_old_primary_on_a_lost_node_is_outlived_by_its_lease_before_a_promotion() -> None:
+    """Property 13: no promotion while the old primary's lease may still hold, neither the
+    operator's renewal nor its peers' (they stopped following it only just now)."""
+    doc = _lost_node_primary()
+    held = plan(observe(doc, replaced={"orders-1": False}, stranded={"orders-1": 4.0}))
+    assert not any(isinstance(a, Promote) for a in held.actions)
+    assert held.status.state == DatabaseState.UNAVAILABLE
+    assert "lease" in held.status.message
+    assert progress(held).released  # the peers' part is counted from this observation
+    doc["status"] = held.status.model_dump(mode="json")
+    # The operator's renewal has run out, but the peers stopped following it 1 s ago.
+    peers = plan(
+        observe(doc, replaced={"orders-1": False}, stranded={"orders-1": -0.1}, monotonic=1.0)
+    )
+    assert not any(isinstance(a, Promote) for a in peers.actions)
+    doc["status"] = peers.status.model_dump(mode="json")
+    over = plan(
+        observe(
+            doc,
+            replaced={"orders-1": False},
+            stranded={"orders-1": -0.1},
+            monotonic=PEERS_RELEASE_WAIT + 0.01,
+        )
+    )
+    assert Promote("orders-0", LISTS["orders-0"]) in over.actions
+
+
+def test_a_lost_node_lease_count_from_another_operator_starts_again() -> None:
+    doc = _lost_node_primary()
+    held = plan(observe(doc, replaced={"orders-1": False}, stranded={"orders-1": -1.0}))
+    doc["status"] = held.status.model_dump(mode="json")
+    other = observe(
+        doc, replaced={"orders-1": False}, stranded={"orders-1": -1.0}, monotonic=1000.0
+    )
+    other = dataclasses.replace(other, token=2)
+    assert not any(isinstance(a, Promote) for a in plan(other).actions)
+
+
+def test_a_primary_whose_death_swarm_saw_needs_no_lease_wait() -> None:
+    """Killed on a live node: its engine reported the container dead, nothing to outlive."""
+    doc = _lost_node_primary()
+    p = plan(observe(doc, replaced={"orders-1": False}, stranded={}))
+    assert Promote("orders-0", LISTS["orders-0"]) in p.actions
 
 
 def test_every_copy_gone_is_lost_and_never_bootstrapped() -> None:

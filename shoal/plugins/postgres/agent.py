@@ -14,6 +14,8 @@ role, stale token), 500 (PostgreSQL failed).
   GET  /primary        200 {"role": "primary"} when a running primary, else 503 (proxy check)
   GET  /replica        200 {"role": "replica"} when a running standby, else 503
   GET  /state                                            200 state body (agent_member)
+       with `X-Shoal-Lease: ttl=S;token=N;peers=slot,...` it also renews the primary's
+       lease (agent_lease.py): 400 when malformed, 409 for a stale token
   POST /bootstrap {parameters?}                          200 state body   (empty member)
   POST /clone {source, system_identifier, slot, parameters?}  202 state body (empty|failed)
   POST /follow {upstream: host|null, slot}               200 state body   (standby)
@@ -33,15 +35,18 @@ import signal
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 try:
+    from . import agent_lease as lease
     from . import agent_parameters as parameters
     from . import agent_pg as pg
     from . import agent_syncguard as syncguard
     from .agent_member import Agent, HttpError, log
 except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
+    import agent_lease as lease  # type: ignore[import-not-found,no-redef]
     import agent_parameters as parameters  # type: ignore[import-not-found,no-redef]
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
     import agent_syncguard as syncguard  # type: ignore[import-not-found,no-redef]
@@ -178,6 +183,20 @@ class Handler(BaseHTTPRequestHandler):
         got = self.headers.get("Authorization", "")
         return bool(token) and hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
 
+    def renew_lease(self, raw: str) -> None:
+        """`X-Shoal-Lease` on `GET /state`: the operator renews this member's lease
+        (agent_lease.py). A renewal with a fencing token older than one already seen comes
+        from a deposed operator and renews nothing (409)."""
+        arrived = time.monotonic()
+        try:
+            renewal = lease.parse_header(raw)
+        except lease.BadLease as e:
+            raise HttpError(400, str(e)) from None
+        if not 0 < renewal.token < MAX_FENCE_TOKEN:
+            raise HttpError(400, f"header {lease.HEADER}: implausible fencing token")
+        self.agent.check_fence(renewal.token)
+        self.agent.lease.renew(renewal, arrived)
+
     def do_GET(self) -> None:
         if self.headers.get("Content-Length", "0") not in ("", "0"):
             # A GET carries no body here; one that does is not read, so the connection
@@ -194,8 +213,13 @@ class Handler(BaseHTTPRequestHandler):
             if not self.authorized():
                 return self.reply(401, {"error": "missing or wrong bearer token"})
             if self.path == "/state":
+                raw = self.headers.get(lease.HEADER)
+                if raw is not None:
+                    self.renew_lease(raw)
                 return self.reply(200, self.agent.state_body())
             self.reply(404, {"error": f"no such endpoint: GET {self.path}"})
+        except HttpError as e:
+            self.reply(e.status, {"error": e.message})
         except Exception as e:  # never a traceback in a response
             log(f"GET {self.path} failed: {type(e).__name__}: {e}")
             self.reply(500, {"error": f"internal error: {type(e).__name__}"})
@@ -352,6 +376,11 @@ def main() -> int:
     threading.Thread(
         target=syncguard.run,
         args=(lambda: agent.serving_role() == "primary", stop, log),
+        daemon=True,
+    ).start()
+    threading.Thread(
+        target=lease.run,
+        args=(agent.lease, lambda: agent.serving_role() == "primary", agent.fence_self, stop, log),
         daemon=True,
     ).start()
     log(f"member {member} ({os.environ.get('SHOAL_DATABASE', '?')}) listening on :{AGENT_PORT}")

@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 try:
+    from . import agent_lease as lease
     from . import agent_pg as pg
     from .agent_parameters import ROLE_LEVEL_GUARDED
 except ImportError:  # run as a script inside the container: /opt/shoal/
+    import agent_lease as lease  # type: ignore[import-not-found,no-redef]
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
     from agent_parameters import ROLE_LEVEL_GUARDED  # type: ignore[import-not-found,no-redef]
 
@@ -85,6 +87,7 @@ class Agent:
         self._clone_proc: subprocess.Popen[str] | None = None
         self._clone_thread: threading.Thread | None = None
         self._abort = False
+        self.lease = lease.Lease()
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -198,6 +201,9 @@ class Agent:
             return
         # Existing data (container restarted in place): come back as a standby that follows
         # nothing, so it can never accept a write the operator did not decide on.
+        self._restart_as_standby("restart with existing data failed")
+
+    def _restart_as_standby(self, failure: str, note: str | None = None) -> None:
         try:
             (pg.DATA_DIR / "standby.signal").touch(mode=0o600)
             conf = pg.read_auto_conf()
@@ -205,9 +211,24 @@ class Agent:
             pg.write_auto_conf(conf)
             pg.write_pgpass()
             self.start_pg()
-            self.set_state("running", role="standby")
+            self.set_state("running", note, role="standby")
         except (pg.PgError, OSError) as e:
-            self.set_state("failed", f"restart with existing data failed: {e}")
+            self.set_state("failed", f"{failure}: {e}")
+
+    def fence_self(self) -> None:
+        """The lease ran out on a primary (agent_lease.py): stop PostgreSQL at once, so no
+        backend acknowledges anything more, then run it as a standby that follows nothing.
+        The stop comes first and takes no lock: an operation in flight cannot delay it."""
+        if self.serving_role() != "primary":
+            return
+        self.stop_pg(immediate=True)
+        self.set_state("stopped", "fenced itself: the lease ran out")
+        with self._op:
+            if self.get_state() == "stopped" and pg.has_data():
+                self._restart_as_standby(
+                    "restart as a standby after the lease ran out failed",
+                    "fenced itself when the lease ran out; now a standby following nothing",
+                )
 
     # ------------------------------------------------------------ probe
 
@@ -254,7 +275,7 @@ SELECT json_build_object(
             "slots": [], "synchronous_standby_names": "", "lag_seconds": None,
             "fence_token": fence, "pending_restart": [], "parameters": {},
             "task_id": os.environ.get("SHOAL_TASK_ID") or None, "history": [],
-            "durability_overrides": [],
+            "durability_overrides": [], "lease": self.lease.describe(time.monotonic()),
         }  # fmt: skip
         if state in ("empty", "bootstrapping", "cloning"):
             return body

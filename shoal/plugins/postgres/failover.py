@@ -22,6 +22,7 @@ from typing import Any
 from shoal import names
 from shoal.declaration import Durability
 from shoal.plugins.base import ClearRequest, Plan
+from shoal.plugins.postgres import agent_lease as lease
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
 from shoal.plugins.postgres.progress import SwitchoverProgress
@@ -46,6 +47,7 @@ def end_timeline(cluster: Cluster, p: Plan, primary: PgMember) -> None:
     """The recorded primary answers as primary: a failover timeline still open ends here
     (the primary came back before anything had to be promoted)."""
     tl = p.status.last_failover
+    cluster.progress.released = ""  # a later failover starts its own count
     if tl is not None and tl.new_primary is None and tl.kind == "failover":
         tl.mark("primary answered again", cluster.obs.now)
         tl.new_primary = primary.name
@@ -193,6 +195,11 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         p.requeue_after = 0.05
         return p
 
+    released = elapsed(obs, cluster.progress.released) if cluster.progress.released else None
+    if released is None:  # first seen now, or stamped by another operator: count from now
+        cluster.progress.released = stamp(obs)
+        released = 0.0
+
     best = forced or max(candidates, key=_position)
     if old is not None and old is not best and old.service_exists and old_alive:
         # Fence first; promote once Swarm confirms the old container stopped (next cycles),
@@ -206,6 +213,19 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         s.state = DatabaseState.UNAVAILABLE
         s.message = f"waiting for the fenced container of {old.name} to stop before promoting"
         p.requeue_after = 0.1
+        return p
+    wait = _lease_wait(old, best, released)
+    if old is not None and wait > 0:
+        # Its container may still run where nothing can stop it: promote only once its
+        # lease has surely run out, so the two never accept writes at the same time
+        # (agent_lease.py; docs/failure-modes.md, property 13).
+        tl.mark("wait for the old primary's lease", obs.now)
+        s.state = DatabaseState.UNAVAILABLE
+        s.message = (
+            f"{old.name} may still run on a node Swarm lost; promoting {best.name} once its "
+            f"lease has run out (in {wait:.1f}s)"
+        )
+        p.requeue_after = min(max(wait, 0.05), 0.5)
         return p
     tl.mark("promote", obs.now)
     p.add(Promote(best.name, _sync_list(cluster, best.name)))
@@ -221,6 +241,21 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
     s.message = f"promoting {best.name}"
     p.requeue_after = 0.05
     return p
+
+
+# After every candidate was seen following nothing, the old primary's peers no longer hold its
+# lease once PEER_REPLY_LIMIT has passed since their last reply, plus the agent's check
+# period and a guard for the stop and for clock rates.
+PEERS_RELEASE_WAIT = lease.PEER_REPLY_LIMIT + lease.CHECK_EVERY + 1.0
+
+
+def _lease_wait(old: PgMember | None, best: PgMember, released: float) -> float:
+    """Seconds before `best` may be promoted over an old primary that may still run on a
+    lost node (0: no such wait). Forced failovers wait too: accepting the loss of writes
+    the others lack does not make two writable primaries acceptable."""
+    if old is None or old is best or not old.stranded:
+        return 0.0
+    return max(old.lease_left, PEERS_RELEASE_WAIT - released)
 
 
 def _role_unknown(m: PgMember) -> bool:

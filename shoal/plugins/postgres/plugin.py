@@ -11,7 +11,16 @@ import aiohttp
 from shoal import names
 from shoal.credentials import DatabaseCredentials, postgres_uri
 from shoal.declaration import Database, Engine
-from shoal.plugins.base import Action, ActionFailed, ApplyContext, EnginePlugin, Observation, Plan
+from shoal.plugins.base import (
+    Action,
+    ActionFailed,
+    ApplyContext,
+    EnginePlugin,
+    LeaseGrant,
+    Observation,
+    Plan,
+)
+from shoal.plugins.postgres import agent_lease as lease
 from shoal.plugins.postgres import planner
 from shoal.plugins.postgres.model import (
     Bootstrap,
@@ -33,6 +42,13 @@ PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0, sock_connect=0.3)
 ACTION_TIMEOUT = aiohttp.ClientTimeout(total=90, connect=2.0)
 
 
+def renewal_header(grant: LeaseGrant) -> str:
+    """`X-Shoal-Lease` (agent_lease.parse_header): peers by the application name their
+    walreceivers connect with, which is their slot name."""
+    peers = ",".join(names.slot_name(p) for p in grant.peers)
+    return f"ttl={grant.ttl:.3f};token={grant.token};peers={peers}"
+
+
 class AgentError(ActionFailed):
     pass
 
@@ -45,9 +61,10 @@ async def agent_call(
     path: str,
     body: dict[str, Any] | None = None,
     timeout: aiohttp.ClientTimeout = ACTION_TIMEOUT,
+    extra_headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     url = f"http://{member}:{names.AGENT_PORT}{path}"
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
     try:
         async with http.request(method, url, json=body, headers=headers, timeout=timeout) as r:
             data: Any = await r.json(content_type=None)
@@ -68,20 +85,41 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     def member_image(self) -> str:
         return self.image
 
+    # A renewal is delivered within the probe's timeout or not at all; the agent checks its
+    # lease every CHECK_EVERY and stops PostgreSQL in well under a second (agent_lease.py).
+    lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.CHECK_EVERY + 1.0
+
+    def lease_ttl(self, database: Database) -> float | None:
+        # The same patience as for an unreachable primary: a primary cut off for
+        # `unreachableSeconds` stops itself, as the operator would fence it after as long.
+        return float(database.spec.failover.unreachable_seconds)
+
     async def probe_document(
-        self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
+        self,
+        http: aiohttp.ClientSession,
+        member: str,
+        credentials: DatabaseCredentials,
+        lease_grant: LeaseGrant | None = None,
     ) -> dict[str, Any] | None:
+        headers = None
+        if lease_grant is not None:
+            headers = {lease.HEADER: renewal_header(lease_grant)}
         try:
             return await agent_call(
-                http, member, credentials.agent_token, "GET", "/state", timeout=PROBE_TIMEOUT
-            )
+                http, member, credentials.agent_token, "GET", "/state",
+                timeout=PROBE_TIMEOUT, extra_headers=headers,
+            )  # fmt: skip
         except AgentError:
             return None
 
     async def probe(
-        self, http: aiohttp.ClientSession, member: str, credentials: DatabaseCredentials
+        self,
+        http: aiohttp.ClientSession,
+        member: str,
+        credentials: DatabaseCredentials,
+        lease: LeaseGrant | None = None,
     ) -> PgProbe | None:
-        data = await self.probe_document(http, member, credentials)
+        data = await self.probe_document(http, member, credentials, lease)
         return PgProbe.from_json(data) if data is not None else None
 
     def fence_token_seen(self, probe: PgProbe) -> int:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shoal.plugins.base import UnreadablePlanState
 
-PROGRESS_FORMAT = 2
+PROGRESS_FORMAT = 3  # 3: `released`
 
 
 class UnreadableProgress(UnreadablePlanState):
@@ -53,6 +53,10 @@ class PgProgress(_Model):
     failover_from: str | None = None
     forced_note: str = ""
     switchover: SwitchoverProgress | None = None
+    # When, in the failover in flight, every candidate was first seen following nothing
+    # (view.stamp): from then on no standby the operator can promote keeps the old
+    # primary's lease alive (agent_lease.py, the peers' part).
+    released: str = ""
 
     @classmethod
     def from_status(cls, raw: dict[str, Any]) -> PgProgress:
@@ -78,6 +82,7 @@ class PgProgress(_Model):
         self.promoting_kind = "failover"
         self.failover_from = None
         self.forced_note = ""
+        self.released = ""
 
 
 def _from_flat(raw: dict[str, Any]) -> PgProgress:

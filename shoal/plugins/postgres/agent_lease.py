@@ -1,0 +1,167 @@
+"""The primary's lease: a primary that hears from neither the operator nor all of its
+standbys for the lease's length stops accepting writes by itself.
+
+Why. When a node drops off the network, Swarm marks it down and the operator promotes a
+standby elsewhere, but nothing can stop the old primary's container on the cut-off side:
+clients beside it keep writing to it. Under `durability: sync` its commits wait for standbys
+that no longer follow it (and `agent_syncguard` ends those waits), but under `async` it
+acknowledges every write, all of which the promoted standby lacks, and it serves stale reads
+to whoever can still reach it. The lease bounds that: the old primary fences itself within a
+known time, and the operator's failover waits that time before promoting
+(`failover.py`, docs/failure-modes.md "Node loss").
+
+What we follow.
+- Patroni: the leader key in the DCS has a TTL; a leader that cannot update it demotes
+  itself. With `failsafe_mode`, a leader that cannot reach the DCS keeps running only while
+  it can reach *every* member of the cluster (each acknowledges it over the REST API).
+  Here the operator plays the DCS: every `GET /state` it sends carries a renewal
+  (`X-Shoal-Lease`). The failsafe rule is the same: the lease holds without the operator
+  only while every peer the operator named is streaming from this primary and replied within
+  `PEER_REPLY_LIMIT` (`pg_stat_replication.reply_time`; standbys reply at least every
+  `wal_receiver_status_interval` = 1 s, agent_pg.py). A member being re-seeded therefore
+  makes an operator outage longer than the lease stop the primary, as in Patroni.
+- CloudNativePG's primary isolation check: a primary that can reach neither the API server
+  nor the other instances shuts itself down after a timeout.
+
+Fencing itself means: PostgreSQL is stopped at once (SIGQUIT: every backend ends without
+acknowledging anything in flight) and started again as a standby that follows nothing, as
+after a container restart (`Agent.recover_on_start`). Its data stays: if no other member was
+promoted meanwhile, the operator promotes it again, as the standby holding every write.
+
+Timing, by this container's monotonic clock: the lease ends `ttl` after the request that last
+renewed it, or `PEER_REPLY_LIMIT` after the last moment every named peer had replied,
+whichever is later; the watchdog notices within `CHECK_EVERY`, and the stop takes
+milliseconds. The operator counts from
+*sending* the renewal and adds its probe timeout and a guard (operator/observe.py).
+A primary whose whole host is frozen (a paused VM or node container) notices only when it
+runs again, and its backends may run first: that is the limit every lease has.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    from . import agent_pg as pg
+except ImportError:  # run as a script in the member image
+    import agent_pg as pg  # type: ignore[import-not-found,no-redef]
+
+HEADER = "X-Shoal-Lease"
+CHECK_EVERY = 0.25
+PEER_REPLY_LIMIT = 3.0  # seconds since a standby's last reply for it to count as reached
+MIN_TTL, MAX_TTL = 1.0, 3600.0
+MAX_PEERS = 64
+
+# ttl=<seconds>;token=<int>;peers=<slot>,<slot>   (peers may be empty)
+_HEADER_RE = re.compile(
+    r"ttl=(?P<ttl>[0-9]{1,6}(?:\.[0-9]{1,3})?);token=(?P<token>[0-9]{1,16});"
+    r"peers=(?P<peers>[a-z0-9_,]{0,4200})"
+)
+
+PEERS_SQL = """SELECT coalesce(json_object_agg(application_name,
+  extract(epoch FROM now() - reply_time)::float8), '{}')
+FROM pg_stat_replication WHERE state = 'streaming'"""
+
+
+class BadLease(ValueError):
+    """The renewal header is malformed (the message names what is wrong)."""
+
+
+@dataclass(frozen=True)
+class Renewal:
+    ttl: float
+    token: int
+    peers: tuple[str, ...]
+
+
+def parse_header(raw: str) -> Renewal:
+    m = _HEADER_RE.fullmatch(raw.strip())
+    if m is None:
+        raise BadLease(f"header {HEADER} must be 'ttl=<seconds>;token=<int>;peers=<slot>,...'")
+    ttl = float(m["ttl"])
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise BadLease(f"header {HEADER}: ttl {ttl:g} is outside {MIN_TTL:g}..{MAX_TTL:g}")
+    peers = tuple(p for p in m["peers"].split(",") if p)
+    if len(peers) > MAX_PEERS or any(not pg.SLOT_RE.match(p) for p in peers):
+        raise BadLease(f"header {HEADER}: peers must be at most {MAX_PEERS} slot names")
+    token = int(m["token"])
+    if token <= 0:
+        raise BadLease(f"header {HEADER}: token must be positive")
+    return Renewal(ttl=ttl, token=token, peers=peers)
+
+
+class Lease:
+    """Pure bookkeeping, by one monotonic clock: when the operator last renewed, for how
+    long, and which peers must all be streaming for the lease to hold without it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.renewed_at: float | None = None  # None: never granted, so never expires
+        self.ttl = 0.0
+        self.peers: tuple[str, ...] = ()
+        self.peer_held_until = 0.0  # the last moment every peer was seen replying
+
+    def renew(self, r: Renewal, now: float) -> None:
+        with self._lock:
+            self.renewed_at, self.ttl, self.peers = now, r.ttl, r.peers
+
+    def operator_left(self, now: float) -> float | None:
+        """Seconds the operator's renewal still covers; None when no lease was ever granted."""
+        with self._lock:
+            if self.renewed_at is None:
+                return None
+            return self.renewed_at + self.ttl - now
+
+    def expired(self, now: float, reply_age: dict[str, float] | None) -> bool:
+        """True once neither the operator's renewal nor the peers hold the lease.
+        `reply_age`: seconds since each streaming standby's last reply (application name),
+        or None when PostgreSQL could not be asked (nothing then holds it but the operator)."""
+        with self._lock:
+            if self.renewed_at is None or now < self.renewed_at + self.ttl:
+                return False
+            if self.peers and reply_age is not None:
+                ages = [reply_age.get(p) for p in self.peers]
+                if all(a is not None and a < PEER_REPLY_LIMIT for a in ages):
+                    oldest = max(a for a in ages if a is not None)
+                    self.peer_held_until = max(self.peer_held_until, now - oldest)
+            # Every peer replied at `peer_held_until` or later: the peers hold the lease
+            # until PEER_REPLY_LIMIT after that (also when PostgreSQL cannot be asked).
+            return now >= self.peer_held_until + PEER_REPLY_LIMIT
+
+    def describe(self, now: float) -> dict[str, Any] | None:
+        left = self.operator_left(now)
+        if left is None:
+            return None
+        return {"ttl": self.ttl, "operator_left": round(left, 3), "peers": list(self.peers)}
+
+
+def _reply_ages() -> dict[str, float] | None:
+    try:
+        rows: Any = pg.psql_json(PEERS_SQL, timeout=1.0, statement_timeout_ms=800)
+    except (pg.PgError, ValueError):
+        return None
+    if not isinstance(rows, dict):
+        return None
+    return {str(k): float(v) for k, v in rows.items() if isinstance(v, (int, float))}
+
+
+def run(lease: Lease, is_primary: Any, fence: Any, stop: threading.Event, log: Any) -> None:
+    """Until `stop`: while this member is a primary and its lease has run out, fence it."""
+    while not stop.wait(CHECK_EVERY):
+        if not is_primary():
+            continue
+        now = time.monotonic()
+        left = lease.operator_left(now)
+        if left is None or left > 0:
+            continue  # the operator's renewal holds: no query needed
+        if lease.expired(time.monotonic(), _reply_ages()):
+            log(
+                f"lease expired: no renewal from the operator for {lease.ttl - left:.1f}s "
+                f"and not every peer ({', '.join(lease.peers) or 'none named'}) is streaming: "
+                "fencing this primary"
+            )
+            fence()
