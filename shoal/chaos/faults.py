@@ -5,6 +5,12 @@ or `kill-operator`; `switchover-primary` asks for a planned switchover (under lo
 fault). A compound fault joins two or three with `+` (`pause-replica+kill-primary`,
 `partition-replica+kill-primary`, `kill-primary+kill-operator`): every target is chosen
 first, then the parts are injected back to back, in the order written, and undone together.
+Node faults (`kill-node`, `pause-node`, `partition-node`, `partition-node-managers`) act on
+the node that runs the primary, in a lab (`shoal lab`): the node's container is killed or
+paused on the local engine, or cut off from every other node (or from the managers only);
+the undo heals it (a killed node is started again and rejoins with its stale containers).
+The node that runs the chaos client (the engine `DOCKER_HOST` points at) is never faulted:
+an injection that would hit it is skipped.
 Targets are resolved from the database status (the `shoal.status` label
 on the anchor service) and the Swarm task of the member's service. Network faults run in a
 short-lived helper container (the base image, with iptables and iproute2) that shares the
@@ -16,6 +22,7 @@ target's network namespace and has NET_ADMIN: the member itself stays unprivileg
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import time
@@ -28,12 +35,23 @@ import aiodocker
 from shoal import names
 from shoal.chaos import dockerapi
 from shoal.chaos.history import FaultRecord
+from shoal.lab import faults as lab_faults
+from shoal.lab.faults import NodeFault
+from shoal.lab.model import LabError
 from shoal.status import MemberRole
 
 ACTIONS = ("kill", "stop", "pause", "partition", "disconnect", "loss", "latency", "switchover")
 MAX_PARTS = 3
 SELECTORS = ("primary", "replica", "random")
 PARTITION_RULES = [("INPUT", "!", "-i", "lo"), ("OUTPUT", "!", "-o", "lo")]
+# Node faults by name -> the lab's fault (shoal/lab/faults.py NodeFault values).
+NODE_FAULTS = {
+    "kill-node": "kill",
+    "pause-node": "pause",
+    "partition-node": "partition",
+    "partition-node-managers": "partition-managers",
+}
+NODE = "node"
 
 
 class FaultError(RuntimeError):
@@ -49,6 +67,8 @@ class FaultSpec:
 
     @property
     def name(self) -> str:
+        if self.selector == NODE:
+            return next(n for n, a in NODE_FAULTS.items() if a == self.action)
         return "kill-operator" if self.selector == "operator" else f"{self.action}-{self.selector}"
 
 
@@ -56,11 +76,14 @@ def parse_fault(name: str) -> FaultSpec:
     """`kill-primary` -> FaultSpec("kill", "primary"); raises ValueError with a clear message."""
     if name == "kill-operator":
         return FaultSpec("kill", "operator")
+    if name in NODE_FAULTS:
+        return FaultSpec(NODE_FAULTS[name], NODE)
     action, _, selector = name.partition("-")
     if action not in ACTIONS or selector not in SELECTORS:
         raise ValueError(
-            f"unknown fault {name!r}: expected kill-operator or ACTION-TARGET with ACTION in "
-            f"{', '.join(ACTIONS)} and TARGET in {', '.join(SELECTORS)}"
+            f"unknown fault {name!r}: expected kill-operator, {', '.join(NODE_FAULTS)} or "
+            f"ACTION-TARGET with ACTION in {', '.join(ACTIONS)} and TARGET in "
+            f"{', '.join(SELECTORS)}"
         )
     if action == "switchover" and selector != "primary":
         raise ValueError(f"unknown fault {name!r}: a switchover is of the primary only")
@@ -79,7 +102,7 @@ def parse_faults(name: str) -> tuple[FaultSpec, ...]:
 
 def all_fault_names() -> list[str]:
     single = [f"{a}-{s}" for a in ACTIONS for s in SELECTORS if a != "switchover"]
-    return [*single, "switchover-primary", "kill-operator"]
+    return [*single, "switchover-primary", "kill-operator", *NODE_FAULTS]
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,12 @@ class Target:
 async def resolve_target(
     docker: aiodocker.Docker, db: str, selector: str, rng: random.Random
 ) -> Target:
+    if selector == NODE:
+        status = await dockerapi.database_status(docker, db)
+        node = next((m.node for m in status.members if m.name == status.primary), None)
+        if not status.primary or not node:
+            raise FaultError(f"database {db} has no primary on a known node right now")
+        return Target(node, "")
     if selector == "operator":
         service = names.OPERATOR_SERVICE
     else:
@@ -181,6 +210,27 @@ class FaultRegistry:
         self.active: list[ActiveFault] = []
         self.history: list[ActiveFault] = []
         self._helpers = 0
+        self._client_node: str | None = None
+
+    async def client_node(self) -> str:
+        """The Swarm node name of the engine the chaos client runs on (never faulted)."""
+        if self._client_node is None:
+            info = await self.docker.system.info()
+            self._client_node = str(info.get("Name", ""))
+        return self._client_node
+
+    async def _node_fault(self, fault: ActiveFault, undo: bool) -> None:
+        node = fault.target.name
+        if not undo and node == await self.client_node():
+            raise FaultError(f"{node} runs the chaos client: not faulted")
+        try:
+            if undo:
+                await asyncio.to_thread(lab_faults.heal, node)
+            else:
+                self.active.append(fault)  # registered first: a failed call is healed too
+                await asyncio.to_thread(lab_faults.inject, NodeFault(fault.spec.action), node)
+        except LabError as e:
+            raise FaultError(f"node {node}: {e}") from e
 
     async def _helper(self, target: Target, script: str) -> None:
         self._helpers += 1
@@ -237,10 +287,12 @@ class FaultRegistry:
     ) -> ActiveFault:
         if target is None:
             target = await resolve_target(self.docker, self.db, spec.selector, rng)
-        container = self.docker.containers.container(target.container_id)
+        container = self.docker.containers.container(target.container_id or "-")
         fault = ActiveFault(spec, target, time.time())
         try:
-            if spec.action == "switchover":
+            if spec.selector == NODE:
+                await self._node_fault(fault, undo=False)
+            elif spec.action == "switchover":
                 await dockerapi.request_switchover(self.docker, self.db)
             elif spec.action == "kill":
                 await container.kill(signal="SIGKILL")
@@ -286,7 +338,9 @@ class FaultRegistry:
             return
         spec, target = fault.spec, fault.target
         try:
-            if spec.action == "pause":
+            if spec.selector == NODE:
+                await self._node_fault(fault, undo=True)
+            elif spec.action == "pause":
                 try:
                     await self.docker.containers.container(target.container_id).unpause()
                 except aiodocker.DockerError as e:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shoal.chaos.faults import parse_faults
 
-BUILTIN = ("smoke", "full", "safety")
+BUILTIN = ("smoke", "full", "safety", "nodes")
 
 
 class Suite(BaseModel):
@@ -51,7 +51,7 @@ class SuiteError(ValueError):
 
 
 def load_suite(ref: str) -> Suite:
-    """`smoke`, `full` or a path to a YAML file."""
+    """A built-in suite's name (BUILTIN) or a path to a YAML file."""
     if ref in BUILTIN:
         text = (resources.files("shoal.chaos") / "suites" / f"{ref}.yaml").read_text("utf-8")
     else:

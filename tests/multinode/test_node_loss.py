@@ -15,6 +15,7 @@ import pytest
 from shoal import names
 from shoal.lab.model import node_docker_host as node_host
 from shoal.platform.images import BuiltImages
+from shoal.plugins.postgres.agent_lease import CHECK_EVERY
 from tests.integration.support import (
     Writer,
     apply,
@@ -222,6 +223,81 @@ def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lo
                 for table in acked
             }
             raise AssertionError(f"acknowledged writes missing (member, client): {lost}") from None
+    finally:
+        if victim is not None:
+            shoal("lab", "heal", victim)
+        shoal("delete", name, "--wait", timeout=300)
+
+
+# The bound an isolated primary keeps to (agent_lease.py): `unreachableSeconds` after its last
+# renewal, plus the agent's check period, the stop, and the way from the writer container
+# to this process. The renewal itself came at most one probe period (ttl / 3) before the cut.
+UNREACHABLE = 5
+LEASE_BOUND = UNREACHABLE + CHECK_EVERY + 1.5
+
+
+def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_its_lease(
+    lab: BuiltImages, unique_name: str, tmp_path: Any
+) -> None:
+    """Property 13, where only the lease helps: under `durability: async` a cut-off primary
+    waits for no standby, so nothing else stops it acknowledging the writes of the clients
+    beside it. Its lease ends it within the bound, and the operator promotes a standby only
+    after that: the clients never see two primaries acknowledge at the same time."""
+    name = unique_name
+    apply(declaration(name, members=3, durability="async", unreachable=UNREACHABLE), tmp_path)
+    victim: str | None = None
+    try:
+        st = healthy_spread(name, 3)
+        old = st["primary"]
+        victim = member_nodes(st)[old]
+        assert victim is not None
+        manager = next(
+            n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
+        )
+        uri = credentials(name)["uri"]
+        os.environ["DOCKER_HOST"] = node_host(victim)
+        beside = Writer(name, lab.operator, uri, "beside", 600)
+        os.environ["DOCKER_HOST"] = node_host(manager)
+        far = Writer(name, lab.operator, uri, "far", 600)
+        try:
+            for w in (beside, far):
+                wait_for(lambda w=w: len(w.so_far()) >= 30, 120, f"writes; {w.errors[-3:]}")
+            cut_at = time.time()
+            cut = shoal("lab", "fault", "partition", victim)
+            assert cut.returncode == 0, cut.stderr
+            cut_done = time.time()
+            st = wait_for(
+                lambda: (s := status(name)).get("primary") not in (None, old) and s,
+                300,
+                "a standby on the majority side to be promoted",
+                every=1,
+            )
+            wait_for(
+                lambda: any(t > cut_done for t in far.acked_at.values()),
+                180,
+                f"writes to resume on {st['primary']}; errors {far.errors[-3:]}",
+            )
+            time.sleep(10)  # the cut-off primary's clients keep trying meanwhile
+            healed_at = time.time()
+            before_heal = [t for t in beside.acked_at.values() if t < healed_at]
+            healed = shoal("lab", "heal", victim)
+            assert healed.returncode == 0, healed.stderr
+            healthy_spread(name, 3)
+        finally:
+            far.kill()
+            os.environ["DOCKER_HOST"] = node_host(victim)
+            beside.kill()
+            os.environ["DOCKER_HOST"] = node_host(manager)
+        last_old = max(before_heal)
+        first_new = min(t for t in far.acked_at.values() if t > cut_done)
+        assert last_old - cut_at < LEASE_BOUND, (
+            f"the cut-off primary acknowledged writes {last_old - cut_at:.1f}s after the cut "
+            f"(bound {LEASE_BOUND:.1f}s)"
+        )
+        assert last_old < first_new, (
+            f"two primaries acknowledged at once: the old one {last_old - first_new:.1f}s "
+            "after the new one's first"
+        )
     finally:
         if victim is not None:
             shoal("lab", "heal", victim)

@@ -9,7 +9,7 @@ import pytest
 
 from shoal.chaos.checker import MemberRead, check
 from shoal.chaos.engines import Definite, Endpoint, EngineSession, Indefinite, pg_uri
-from shoal.chaos.faults import all_fault_names, parse_fault
+from shoal.chaos.faults import NODE_FAULTS, FaultSpec, all_fault_names, parse_fault
 from shoal.chaos.history import Op
 from shoal.chaos.report import build_report, per_second, write_report
 from shoal.chaos.suite import load_suite, schedule
@@ -103,6 +103,10 @@ def test_fault_names() -> None:
         assert parse_fault(name).name == name
     with pytest.raises(ValueError, match="unknown fault"):
         parse_fault("explode-primary")
+    assert parse_fault("partition-node-managers") == FaultSpec("partition-managers", "node")
+    assert {parse_fault(n).selector for n in NODE_FAULTS} == {"node"}
+    with pytest.raises(ValueError, match="kill-node"):
+        parse_fault("kill-nodes")
 
 
 def test_builtin_suites() -> None:
@@ -120,6 +124,10 @@ def test_builtin_suites() -> None:
     counts = [n for _, n in schedule(safety)]
     assert {counts.count(f) for f in safety.faults} == {15}, "15 injections of every type"
     assert all(("primary" in f) for f in safety.faults)
+    nodes = load_suite("nodes")
+    counts = [n for _, n in schedule(nodes)]
+    assert set(nodes.faults) == set(NODE_FAULTS)
+    assert {counts.count(f) for f in nodes.faults} == {20}, "20 injections of every node fault"
 
 
 def test_report_files(tmp_path: Path) -> None:
