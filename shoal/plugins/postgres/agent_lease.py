@@ -30,8 +30,8 @@ promoted meanwhile, the operator promotes it again, as the standby holding every
 
 Timing, by this container's monotonic clock: the lease ends `ttl` after the request that last
 renewed it, or `PEER_REPLY_LIMIT` after the last moment every named peer had replied,
-whichever is later; the watchdog notices within `CHECK_EVERY`, and the stop takes
-milliseconds. The operator counts from
+whichever is later; PostgreSQL has stopped `REACTION` after that at most (the check period,
+the query for the peers' replies, the immediate stop). The operator counts from
 *sending* the renewal and adds its probe timeout and a guard (operator/observe.py).
 A primary whose whole host is frozen (a paused VM or node container) notices only when it
 runs again, and its backends may run first: that is the limit every lease has.
@@ -53,6 +53,10 @@ except ImportError:  # run as a script in the member image
 HEADER = "X-Shoal-Lease"
 CHECK_EVERY = 0.25
 PEER_REPLY_LIMIT = 3.0  # seconds since a standby's last reply for it to count as reached
+PEERS_QUERY_TIMEOUT = 1.0
+# From the moment the lease runs out until PostgreSQL has stopped, at most: the check period,
+# the query for the peers' replies, and the immediate stop.
+REACTION = CHECK_EVERY + PEERS_QUERY_TIMEOUT + 0.5
 MIN_TTL, MAX_TTL = 1.0, 3600.0
 MAX_PEERS = 64
 
@@ -141,7 +145,7 @@ class Lease:
 
 def _reply_ages() -> dict[str, float] | None:
     try:
-        rows: Any = pg.psql_json(PEERS_SQL, timeout=1.0, statement_timeout_ms=800)
+        rows: Any = pg.psql_json(PEERS_SQL, timeout=PEERS_QUERY_TIMEOUT, statement_timeout_ms=800)
     except (pg.PgError, ValueError):
         return None
     if not isinstance(rows, dict):

@@ -244,9 +244,9 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
 
 
 # After every candidate was seen following nothing, the old primary's peers no longer hold its
-# lease once PEER_REPLY_LIMIT has passed since their last reply, plus the agent's check
-# period and a guard for the stop and for clock rates.
-PEERS_RELEASE_WAIT = lease.PEER_REPLY_LIMIT + lease.CHECK_EVERY + 1.0
+# lease once PEER_REPLY_LIMIT has passed since their last reply; its agent has stopped
+# PostgreSQL REACTION later; 0.5 s to spare.
+PEERS_RELEASE_WAIT = lease.PEER_REPLY_LIMIT + lease.REACTION + 0.5
 
 
 def _lease_wait(old: PgMember | None, best: PgMember, released: float) -> float:

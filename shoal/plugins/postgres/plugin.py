@@ -85,9 +85,9 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     def member_image(self) -> str:
         return self.image
 
-    # A renewal is delivered within the probe's timeout or not at all; the agent checks its
-    # lease every CHECK_EVERY and stops PostgreSQL in well under a second (agent_lease.py).
-    lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.CHECK_EVERY + 1.0
+    # A renewal is delivered within the probe's timeout or not at all; the agent has stopped
+    # PostgreSQL within REACTION of its lease running out (agent_lease.py); 0.5 s to spare.
+    lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.REACTION + 0.5
 
     def lease_ttl(self, database: Database) -> float | None:
         # The same patience as for an unreachable primary: a primary cut off for
