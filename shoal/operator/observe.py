@@ -11,12 +11,12 @@ from typing import Any
 from shoal import names
 from shoal.credentials import DatabaseCredentials
 from shoal.operator.context import OperatorContext
+from shoal.operator.leases import LeaseBook
 from shoal.operator.members import infrastructure_ready
 from shoal.operator.placement import read_pin
 from shoal.operator.proxy import observe_proxy
 from shoal.plugins.base import (
     EnginePlugin,
-    LeaseGrant,
     MemberObservation,
     Observation,
     TaskInfo,
@@ -55,6 +55,10 @@ def task_info(t: JSON, nodes: dict[str, NodeInfo]) -> TaskInfo:
     )
 
 
+# Task states in which a container of the task may exist and answer.
+MAY_RUN = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
+
+
 def _may_answer(info: TaskInfo | None) -> bool:
     return info is not None and info.state in ("starting", "running")
 
@@ -67,14 +71,7 @@ class Observer:
         self.ctx = ctx
         self.name = name
         self._unreachable_since: dict[str, float] = {}
-        # Leases (plugins/base.py LeaseGrant): when this process last *sent* a renewal to
-        # each member, and whether that member's last probe answered (only then is the next
-        # probe a renewal, so a member that stopped answering is not kept alive by probes
-        # that reach it one way). A member never renewed here counts from this observer's
-        # start: a previous operator may have renewed it just before it died.
-        self._started = time.monotonic()
-        self._renewed_at: dict[str, float] = {}
-        self._answered: dict[str, bool] = {}
+        self._leases = LeaseBook(opened=time.monotonic())
 
     async def observe(
         self, stored: StoredDatabase, plugin: EnginePlugin[Any], credentials: DatabaseCredentials
@@ -93,7 +90,8 @@ class Observer:
         nodes = {n.id: n for n in map(node_info, await swarm.nodes())}
         tasks: dict[str, JSON] = {}
         earlier_running: set[str] = set()
-        stranded: set[str] = set()
+        stranded: dict[str, list[str]] = {}  # service id -> its tasks running on lost nodes
+        may_run: dict[str, list[str]] = {}  # service id -> its tasks that may have a container
         if services:
             every = await swarm.tasks(service=[s["Spec"]["Name"] for s in services])
             tasks = newest_tasks(every)
@@ -104,11 +102,13 @@ class Observer:
                 and t.get("Status", {}).get("State") == "running"
                 and not _on_lost_node(t, nodes)
             }
-            stranded = {
-                t["ServiceID"]
-                for t in every
-                if t.get("Status", {}).get("State") == "running" and _on_lost_node(t, nodes)
-            }
+            for task in every:
+                state = task.get("Status", {}).get("State")
+                if state in MAY_RUN:
+                    may_run.setdefault(task["ServiceID"], []).append(task["ID"])
+                if state == "running" and _on_lost_node(task, nodes):
+                    stranded.setdefault(task["ServiceID"], []).append(task["ID"])
+            self._leases.prune({task["ID"] for task in every})
         spread = db.spec.placement.spread
         indices = sorted(set(range(db.spec.members)) | set(by_index))
         member_names = [names.member_service(self.name, i) for i in indices]
@@ -120,7 +120,9 @@ class Observer:
         # Only a member whose newest task runs can answer: probing one Swarm reports dead
         # would hold the whole observation (and so the failover) for the probe's timeout.
         ttl = plugin.lease_ttl(db)
-        grants = [self._grant(n, ttl, member_names, db.spec.members) for n in member_names]
+        declared = member_names[: db.spec.members]
+        token = self.ctx.lease.token
+        grants = [self._leases.grant(n, ttl, declared, token) for n in member_names]
         sent = time.monotonic()
         probes = await asyncio.gather(
             *(
@@ -129,18 +131,21 @@ class Observer:
             )
         )
         now_mono = time.monotonic()
-        for n, info, grant in zip(member_names, infos, grants, strict=True):
-            if grant is not None and _may_answer(info):
-                self._renewed_at[n] = sent
         members = []
-        for i, n, info, probe in zip(indices, member_names, infos, probes, strict=True):
+        for i, n, info, probe, grant in zip(
+            indices, member_names, infos, probes, grants, strict=True
+        ):
             svc = by_index.get(i)
             usable = probe is not None and plugin.answered(probe)
-            self._answered[n] = usable
-            lease_left = 0.0
-            if ttl is not None:
-                renewed = self._renewed_at.get(n, self._started)
-                lease_left = renewed + ttl + plugin.lease_margin - now_mono
+            sid = svc["ID"] if svc is not None else ""
+            self._leases.book(
+                n,
+                sent,
+                renewed=grant is not None and _may_answer(info),
+                answered_by=plugin.answering_task(probe) if probe is not None else None,
+                may_run=may_run.get(sid, []),
+                answered=usable,
+            )
             if not usable and info is not None and info.running:
                 since = self._unreachable_since.setdefault(n, now_mono)
             else:
@@ -156,8 +161,10 @@ class Observer:
                     unreachable_for=now_mono - since,
                     previous_running=svc is not None and svc["ID"] in earlier_running,
                     pin=_pin(svc, spread, db.spec.placement.constraints),
-                    stranded=svc is not None and svc["ID"] in stranded,
-                    lease_left=lease_left,
+                    stranded=sid in stranded,
+                    lease_left=self._leases.left(
+                        stranded.get(sid, []), ttl, plugin.lease_margin, now_mono
+                    ),
                 )
             )
         return Observation(
@@ -174,14 +181,6 @@ class Observer:
             monotonic=time.monotonic(),
             nodes=tuple(nodes.values()),
         )
-
-    def _grant(
-        self, member: str, ttl: float | None, members: list[str], declared: int
-    ) -> LeaseGrant | None:
-        if ttl is None or not self._answered.get(member, True):
-            return None
-        peers = tuple(m for m in members[:declared] if m != member)
-        return LeaseGrant(ttl=ttl, token=self.ctx.lease.token, peers=peers)
 
 
 def _on_lost_node(task: JSON, nodes: dict[str, NodeInfo]) -> bool:

@@ -85,8 +85,9 @@ class MemberObservation(Generic[P]):
     # A container of this member may still run on a node Swarm lost (down or removed):
     # nothing can stop it or confirm its death, only its own lease ends it.
     stranded: bool = False
-    # Seconds until any lease this operator may have granted the member is surely over
-    # (the plugin's `lease_margin` included); <= 0 once it is, or when leases are not used.
+    # Seconds until the lease of every container of this member stranded on a lost node is
+    # surely over (the plugin's `lease_margin` included; operator/leases.py); <= 0 once it
+    # is, when none is stranded, or when the engine keeps no lease.
     lease_left: float = 0.0
 
     @property
@@ -286,6 +287,11 @@ class EnginePlugin(ABC, Generic[P]):
         crash recovery, out of connections, ...): the operator then counts it as unreachable,
         so only Swarm's word that it is dead skips `failover.unreachableSeconds`."""
         return True
+
+    def answering_task(self, probe: P) -> str | None:
+        """The Swarm task of the container that sent this answer (None: the engine cannot
+        say), so a lease renewal is booked against the container that received it."""
+        return None
 
     @abstractmethod
     def plan(self, observation: Observation[P]) -> Plan:

@@ -269,7 +269,7 @@ def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_it
             st = wait_for(
                 lambda: (s := status(name)).get("primary") not in (None, old) and s,
                 300,
-                "a standby on the majority side to be promoted",
+                f"a standby on the majority side to be promoted; now {status(name)}",
                 every=1,
             )
             wait_for(
@@ -303,6 +303,88 @@ def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_it
             f"two primaries acknowledged at once: the old one {last_old - first_new:.1f}s "
             "after the new one's first"
         )
+    finally:
+        if victim is not None:
+            shoal("lab", "heal", victim)
+        shoal("delete", name, "--wait", timeout=300)
+
+
+def operator_node() -> str:
+    proc = subprocess.run(
+        ["docker", "service", "ps", names.OPERATOR_SERVICE, "--filter", "desired-state=running",
+         "--format", "{{.Node}}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.split(), proc.stderr
+    return proc.stdout.split()[0]
+
+
+def test_cutting_off_the_operators_node_with_the_primary_fails_over_elsewhere(
+    lab: BuiltImages, unique_name: str, tmp_path: Any
+) -> None:
+    """Manager loss with the operator on it: the node running the operator *and* the primary
+    is cut off. Swarm starts the operator on another manager; that operator never renewed
+    the old primary's lease, and the old primary's replacement answers under its name, so
+    it must count the old container's lease from its own start (operator/leases.py), and
+    fail over once it is surely over. Every acknowledged write survives."""
+    name = unique_name
+    apply(declaration(name, members=3, unreachable=UNREACHABLE), tmp_path)
+    victim: str | None = None
+    try:
+        st = healthy_spread(name, 3)
+        victim = operator_node()
+        on_victim = [m for m, host in member_nodes(st).items() if host == victim]
+        if on_victim and on_victim[0] != st["primary"]:
+            moved = shoal("switchover", name, "--to", on_victim[0], timeout=120)
+            assert moved.returncode == 0, moved.stderr
+            st = wait_for(
+                lambda: (
+                    (s := status(name)).get("primary") == on_victim[0]
+                    and s.get("state") == "Healthy"
+                    and s
+                ),
+                120,
+                f"the switchover to {on_victim[0]}",
+            )
+        old = st["primary"]
+        manager = next(
+            n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
+        )
+        os.environ["DOCKER_HOST"] = node_host(manager)
+        writer = Writer(name, lab.operator, credentials(name)["uri"], "acked", 600)
+        try:
+            wait_for(lambda: len(writer.so_far()) >= 30, 120, f"writes; {writer.errors[-3:]}")
+            cut = shoal("lab", "fault", "partition", victim)
+            assert cut.returncode == 0, cut.stderr
+            before = max(writer.so_far())
+            if member_nodes(st)[old] == victim:
+                st = wait_for(
+                    lambda: (s := status(name)).get("primary") not in (None, old) and s,
+                    300,
+                    "a standby on the majority side to be promoted by the moved operator",
+                    every=2,
+                )
+            wait_for(
+                lambda: len([i for i in writer.so_far() if i > before]) >= 30,
+                240,
+                f"writes to go on; errors {writer.errors[-3:]}",
+            )
+            assert operator_node() != victim
+            healed = shoal("lab", "heal", victim)
+            assert healed.returncode == 0, healed.stderr
+            st = healthy_spread(name, 3)
+        finally:
+            writer.kill()
+        acked = writer.acknowledged(timeout=60)
+
+        def holds_all() -> bool:
+            now = status(name)
+            return all(
+                (ids := ids_on(now, m, "acked")) is not None and acked <= ids
+                for m in member_nodes(now)
+            )
+
+        wait_for(holds_all, 180, "every member to hold every acknowledged write", every=2)
     finally:
         if victim is not None:
             shoal("lab", "heal", victim)

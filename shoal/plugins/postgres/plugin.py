@@ -125,6 +125,9 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     def fence_token_seen(self, probe: PgProbe) -> int:
         return probe.fence_token
 
+    def answering_task(self, probe: PgProbe) -> str | None:
+        return probe.task_id
+
     def answered(self, probe: PgProbe) -> bool:
         # The agent runs PostgreSQL but its query failed: the role is unknown, and a primary
         # in that state may still be committing for the clients it has.
