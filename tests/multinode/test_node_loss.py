@@ -347,6 +347,7 @@ def test_cutting_off_the_operators_node_with_the_primary_fails_over_elsewhere(
                 f"the switchover to {on_victim[0]}",
             )
         old = st["primary"]
+        print(f"[operator-node] {victim} runs the operator and {on_victim or 'no member'}")
         manager = next(
             n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
         )
