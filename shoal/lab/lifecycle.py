@@ -150,17 +150,17 @@ def _wait_for_node(node: LabNode, timeout: float = NODE_START_TIMEOUT) -> None:
 
 
 def load_images(nodes: list[LabNode], images: list[str], progress: Progress | None = None) -> None:
-    """Copy into each node the images it lacks (`docker save | docker load`): the lab has
-    no registry to pull from, and Swarm uses a node's local image when none answers."""
-    missing = sorted(i for i in set(images) if not image_exists_local(i))
+    """Copy into each node the images it lacks or has in another version
+    (`docker save | docker load`): the lab has no registry to pull from, and Swarm uses a
+    node's local image when none answers. Compared by image id, not by tag: an alias tag
+    (`shoal/postgres:15-0.1.0`) moves to each new build, and a node keeping the old one would
+    run members of the code before."""
+    local = {i: image_id(i) for i in set(images)}
+    missing = sorted(i for i, found in local.items() if found is None)
     if missing:
         raise LabError(f"images missing on the local engine: {', '.join(missing)}")
     for node in nodes:
-        lacking = [
-            i
-            for i in images
-            if docker("image", "inspect", i, host=node.docker_host, check=False).returncode != 0
-        ]
+        lacking = [i for i in images if image_id(i, node.docker_host) != local[i]]
         if not lacking:
             continue
         _say(progress, f"loading {len(lacking)} image(s) into {node.name}")
@@ -179,7 +179,13 @@ def load_images(nodes: list[LabNode], images: list[str], progress: Progress | No
 
 
 def image_exists_local(tag: str) -> bool:
-    return docker("image", "inspect", tag, check=False).returncode == 0
+    return image_id(tag) is not None
+
+
+def image_id(tag: str, host: str | None = None) -> str | None:
+    """The id of the image `tag` names on the local engine (or on `host`); None if none."""
+    found = docker("image", "inspect", "--format", "{{.Id}}", tag, host=host, check=False)
+    return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def _swarm_join(nodes: list[RunningNode], progress: Progress | None) -> None:
