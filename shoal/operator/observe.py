@@ -55,6 +55,7 @@ def task_info(t: JSON, nodes: dict[str, NodeInfo]) -> TaskInfo:
     )
 
 
+MIN_GRANT = 1.0  # seconds: a shorter renewal is not sent (the agents refuse it)
 # Task states in which a container of the task may exist and answer.
 MAY_RUN = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
 
@@ -71,7 +72,9 @@ class Observer:
         self.ctx = ctx
         self.name = name
         self._unreachable_since: dict[str, float] = {}
-        self._leases = LeaseBook(opened=time.monotonic())
+        # An operator deposed just before this one took over may have renewed members until
+        # its own leadership lease ran out: count from then (operator/leases.py).
+        self._leases = LeaseBook(opened=time.monotonic() + ctx.lease.settings.duration)
 
     async def observe(
         self, stored: StoredDatabase, plugin: EnginePlugin[Any], credentials: DatabaseCredentials
@@ -122,7 +125,12 @@ class Observer:
         ttl = plugin.lease_ttl(db)
         declared = member_names[: db.spec.members]
         token = self.ctx.lease.token
-        grants = [self._leases.grant(n, ttl, declared, token) for n in member_names]
+        # Never grant past this operator's own leadership lease: an operator cut off from
+        # the managers (deposed, replaced elsewhere) must stop keeping its primaries alive.
+        granted = min(ttl, self.ctx.lease.remaining()) if ttl is not None else None
+        if granted is not None and granted < MIN_GRANT:
+            granted = None
+        grants = [self._leases.grant(n, granted, declared, token) for n in member_names]
         sent = time.monotonic()
         probes = await asyncio.gather(
             *(

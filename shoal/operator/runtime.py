@@ -30,6 +30,7 @@ from shoal.operator.worker import DatabaseWorker
 from shoal.plugins.base import DEAD_TASK_STATES, member_http_session
 from shoal.plugins.registry import engine_plugins
 from shoal.status import DatabaseStatus
+from shoal.swarm.cleanup import purge_database
 from shoal.swarm.client import SwarmClient, SwarmError
 from shoal.swarm.lease import Lease, LeaseSettings
 from shoal.swarm.store import DatabaseStore
@@ -53,6 +54,9 @@ class Operator:
         self.metrics = OperatorMetrics()
         self.workers: dict[str, DatabaseWorker] = {}
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
+        # Deletions whose `shoal delete` did not finish (interrupted, or something could
+        # not be removed yet): the operator finishes them, like a finalizer.
+        self._purges: dict[str, asyncio.Task[None]] = {}
         self._last_error = ""
         self._task_fingerprint: dict[str, str] = {}
 
@@ -107,9 +111,10 @@ class Operator:
                 await stop.wait()
             finally:
                 log.info("operator stopping", extra={"event": "stop"})
-                for t in [*loops, *self._worker_tasks.values()]:
+                tasks = [*loops, *self._worker_tasks.values(), *self._purges.values()]
+                for t in tasks:
                     t.cancel()
-                await asyncio.gather(*loops, *self._worker_tasks.values(), return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await self._lease.release()
                 self.metrics.set_leader(False)
                 await runner.cleanup()
@@ -136,6 +141,7 @@ class Operator:
                 await asyncio.sleep(self.settings.resync_seconds)
                 continue
             live = {d.name for d in stored if not d.deleting}
+            self._finish_deletions(ctx, {d.name for d in stored if d.deleting})
             for name in sorted(live - set(self._worker_tasks)):
                 worker = DatabaseWorker(ctx, name)
                 self.workers[name] = worker
@@ -149,6 +155,22 @@ class Operator:
                     self.workers.pop(name, None)
                     self.metrics.forget(name)
             await asyncio.sleep(self.settings.resync_seconds)
+
+    def _finish_deletions(self, ctx: OperatorContext, deleting: set[str]) -> None:
+        for name, task in list(self._purges.items()):
+            if task.done():
+                del self._purges[name]
+        if not self._lease.held:
+            return
+        for name in sorted(deleting - set(self._purges)):
+            self._purges[name] = asyncio.create_task(self._purge(ctx, name), name=f"purge-{name}")
+
+    async def _purge(self, ctx: OperatorContext, name: str) -> None:
+        try:
+            await purge_database(ctx.swarm, name)
+            log.info("finished deleting %s", name, extra={"database": name, "event": "deleted"})
+        except (SwarmError, OSError) as e:  # tried again on the next resync
+            log.warning("deleting %s: %s", name, e, extra={"database": name})
 
     def _poke(self, database: str | None) -> None:
         if database and database in self.workers:

@@ -244,3 +244,34 @@ def test_delete_wait_leaves_nothing(db: str) -> None:
     )
     # the shared control network stays: other databases and the operator use it
     assert names.CONTROL_NETWORK in listed("network")
+
+
+def test_an_interrupted_delete_is_finished_by_the_operator(
+    operator: BuiltImages, unique_name: str, tmp_path: Path
+) -> None:
+    """`shoal delete` marks the database Deleting, then removes its objects; when it stops
+    in between (Ctrl-C, a timeout while a node is cut off), the operator finishes it."""
+    import asyncio
+
+    from shoal.swarm.client import SwarmClient
+    from shoal.swarm.store import DatabaseStore
+
+    db = unique_name
+    apply(declaration(db, members=1, durability="async"), tmp_path)
+    wait_for(lambda: container_of(names.member_service(db, 0)), 180, f"{db}-0 to run")
+
+    async def mark_only() -> bool:
+        async with SwarmClient() as client:
+            return await DatabaseStore(client).mark_deleting(db)
+
+    assert asyncio.run(mark_only())  # what `shoal delete` does first, and nothing more
+    label = f"label={names.LABEL_DATABASE}={db}"
+    wait_for(
+        lambda: (
+            listed("service", label) == [] and names.anchor_service(db) not in listed("service")
+        ),
+        120,
+        f"the operator to remove {db}'s services and anchor",
+    )
+    wait_for(lambda: listed("network", label) == [], 120, f"{db}'s network to go")
+    assert listed("secret", label) == []
