@@ -16,6 +16,7 @@ from shoal import names
 from shoal.lab.model import node_docker_host as node_host
 from shoal.platform.images import BuiltImages
 from shoal.plugins.postgres.agent_lease import REACTION
+from shoal.swarm.lease import LeaseSettings
 from tests.integration.support import (
     Writer,
     apply,
@@ -64,6 +65,11 @@ def ids_on(st: dict[str, Any], member: str, table: str) -> set[int] | None:
     if proc.returncode != 0:
         return None
     return {int(x) for x in proc.stdout.split()}
+
+
+def swarm_answers() -> None:
+    """A node healed by a test before may have started a Raft election: wait it out."""
+    wait_for(lambda: shoal("get").returncode == 0, 180, "the lab's swarm to answer")
 
 
 def healthy_spread(name: str, members: int, avoid: str | None = None) -> dict[str, Any]:
@@ -159,6 +165,7 @@ def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lo
     such waits by terminating the backend first, so the client sees an error, never an
     acknowledgement: every write either client saw acknowledged survives the heal."""
     name = unique_name
+    swarm_answers()
     apply(declaration(name, members=3, unreachable=5), tmp_path)
     victim: str | None = None
     try:
@@ -230,10 +237,13 @@ def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lo
 
 
 # The bound an isolated primary keeps to (agent_lease.py): `unreachableSeconds` after its last
-# renewal (which may come until the cut is in effect), plus the agent's reaction, plus 0.5 s
-# for the way from the writer container to this process.
+# renewal (which may come until the cut is in effect) or, when the operator was cut off with
+# it, the end of that operator's leadership lease (no renewal outlasts it; at most
+# duration - safety_margin after its last write to Swarm), plus the agent's reaction, plus
+# 0.5 s for the way from the writer container to this process.
 UNREACHABLE = 5
-LEASE_BOUND = UNREACHABLE + REACTION + 0.5
+_LEADERSHIP = LeaseSettings().duration - LeaseSettings().safety_margin
+LEASE_BOUND = max(UNREACHABLE, _LEADERSHIP) + REACTION + 0.5
 
 
 def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_its_lease(
@@ -244,6 +254,7 @@ def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_it
     beside it. Its lease ends it within the bound, and the operator promotes a standby only
     after that: the clients never see two primaries acknowledge at the same time."""
     name = unique_name
+    swarm_answers()
     apply(declaration(name, members=3, durability="async", unreachable=UNREACHABLE), tmp_path)
     victim: str | None = None
     try:
@@ -335,6 +346,7 @@ def test_cutting_off_the_operators_node_with_the_primary_fails_over_elsewhere(
     it must count the old container's lease from its own start (operator/leases.py), and
     fail over once it is surely over. Every acknowledged write survives."""
     name = unique_name
+    swarm_answers()
     apply(declaration(name, members=3, unreachable=UNREACHABLE), tmp_path)
     victim: str | None = None
     try:
@@ -365,8 +377,7 @@ def test_cutting_off_the_operators_node_with_the_primary_fails_over_elsewhere(
             cut = shoal("lab", "fault", "partition", victim)
             assert cut.returncode == 0, cut.stderr
             before = max(writer.so_far())
-            # Cutting off a manager may start a Raft election: the swarm answers again after.
-            wait_for(lambda: shoal("get").returncode == 0, 180, "the lab's swarm to answer")
+            swarm_answers()  # cutting off a manager may start a Raft election
             if member_nodes(st)[old] == victim:
                 st = wait_for(
                     lambda: (s := status(name)).get("primary") not in (None, old) and s,
@@ -408,8 +419,7 @@ def test_too_few_nodes_for_the_members_is_degraded_never_silently_stacked(
     wait_for(
         lambda: all(n["state"] == "running" for n in lab_nodes()), 120, "every lab node to run"
     )
-    # A node healed by the test before may have started a Raft election: wait it out.
-    wait_for(lambda: shoal("get").returncode == 0, 120, "the lab's swarm to answer")
+    swarm_answers()
     apply(declaration(name, members=5), tmp_path)  # five members, four nodes
     try:
 
