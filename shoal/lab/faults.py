@@ -7,7 +7,13 @@ from __future__ import annotations
 from enum import StrEnum
 
 from shoal.lab.lifecycle import RunningNode, docker, lab_containers
-from shoal.lab.model import LabError, NodeRole, heal_commands, partition_commands
+from shoal.lab.model import (
+    LabError,
+    NodeRole,
+    heal_commands,
+    nested_freezer,
+    partition_commands,
+)
 
 # `iptables -D` removes one hook per call: a node partitioned twice has two.
 MAX_HOOKS = 8
@@ -46,6 +52,9 @@ def inject(fault: NodeFault, name: str) -> RunningNode:
             # exit, and a `heal` that found it still "running" would start nothing.
             docker("wait", target.node.name, timeout=120)
         case NodeFault.PAUSE:
+            # The whole host stops: its containers first (their cgroup is not the node's),
+            # then its engine.
+            freeze_containers(target, frozen=True)
             docker("pause", target.node.name)
         case NodeFault.PARTITION | NodeFault.PARTITION_MANAGERS:
             peers = [
@@ -61,6 +70,18 @@ def inject(fault: NodeFault, name: str) -> RunningNode:
             for command in partition_commands(peers):
                 _exec(target, command)
     return target
+
+
+def freeze_containers(target: RunningNode, frozen: bool) -> None:
+    """Freeze (or thaw) every container the node's engine runs, through the host's cgroup
+    file system. Thawing a node with no such cgroup (none started yet) is a no-op."""
+    path, on, off = nested_freezer(target.node.name)
+    try:
+        with open(path, "w") as f:
+            f.write(on if frozen else off)
+    except OSError as e:
+        if frozen:
+            raise LabError(f"cannot freeze the containers of {target.node.name}: {e}") from e
 
 
 def heal_network(target: RunningNode) -> None:
@@ -80,5 +101,6 @@ def heal(name: str) -> RunningNode:
         docker("unpause", target.node.name)
     elif target.state != "running":
         docker("start", target.node.name)
+    freeze_containers(target, frozen=False)
     heal_network(find_node(name))
     return find_node(name)

@@ -126,6 +126,25 @@ def node_run_args(node: LabNode, image: str) -> list[str]:
     ]
 
 
+def nested_freezer(node_name: str, root: str = "/sys/fs/cgroup") -> tuple[str, str, str]:
+    """(file, frozen value, thawed value) of the cgroup that holds every container a node's
+    inner engine runs (its cgroup parent is the node's name, outside the node container's
+    own cgroup): `docker pause` of the node alone freezes its dockerd, not its containers.
+    cgroup v1 has a freezer hierarchy; v2 a `cgroup.freeze` file per group."""
+    v1 = f"{root}/freezer/{node_name}/freezer.state"
+    return (
+        (v1, "FROZEN", "THAWED")
+        if root_has_v1(root)
+        else (f"{root}/{node_name}/cgroup.freeze", "1", "0")
+    )
+
+
+def root_has_v1(root: str) -> bool:
+    import os
+
+    return os.path.isdir(f"{root}/freezer")
+
+
 PARTITION_CHAIN = "SHOAL-LAB-PARTITION"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,21 @@ def test_a_partition_drops_both_directions_for_every_peer_and_heals_in_its_own_c
     healing = heal_commands()
     assert {tuple(c[2:4]) for c in healing[:2]} == {("-D", "INPUT"), ("-D", "OUTPUT")}
     assert healing[-1] == ["iptables", "-w", "-X", PARTITION_CHAIN]
+
+
+def test_a_paused_node_freezes_the_cgroup_of_its_containers(tmp_path: Path) -> None:
+    """The inner engine's containers live under a cgroup named after the node, outside the
+    node container's own: pausing the node must freeze that one too (cgroup v1 or v2)."""
+    from shoal.lab.model import nested_freezer
+
+    assert nested_freezer("shoal-lab-2", str(tmp_path)) == (
+        f"{tmp_path}/shoal-lab-2/cgroup.freeze",
+        "1",
+        "0",
+    )
+    (tmp_path / "freezer").mkdir()
+    assert nested_freezer("shoal-lab-2", str(tmp_path)) == (
+        f"{tmp_path}/freezer/shoal-lab-2/freezer.state",
+        "FROZEN",
+        "THAWED",
+    )
