@@ -72,9 +72,16 @@ class Observer:
         self.ctx = ctx
         self.name = name
         self._unreachable_since: dict[str, float] = {}
-        # An operator deposed just before this one took over may have renewed members until
-        # its own leadership lease ran out: count from then (operator/leases.py).
-        self._leases = LeaseBook(opened=time.monotonic() + ctx.lease.settings.duration)
+        self._book: LeaseBook | None = None
+
+    @property
+    def _leases(self) -> LeaseBook:
+        if self._book is None:
+            # Opened at the first observation. An operator deposed just before this one took
+            # over may have renewed members until its own leadership lease ran out: count
+            # from then (operator/leases.py).
+            self._book = LeaseBook(opened=time.monotonic() + self.ctx.lease.settings.duration)
+        return self._book
 
     async def observe(
         self, stored: StoredDatabase, plugin: EnginePlugin[Any], credentials: DatabaseCredentials
