@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tenacity import retry, retry_if_exception_message, stop_after_delay, wait_fixed
+
 from shoal.lab.model import (
     LAB_LABEL,
     LAB_NETWORK,
@@ -34,6 +36,8 @@ from shoal.platform.docker_cli import Context, docker_build, image_exists
 Progress = Callable[[str], None]
 
 NODE_START_TIMEOUT = 90.0
+# How long `lab up` waits for the lab's managers to elect a Raft leader (a node just healed).
+LEADER_WAIT = 90.0
 IMAGE_DIR = Path(__file__).resolve().parent / "image"
 
 
@@ -188,6 +192,22 @@ def image_id(tag: str, host: str | None = None) -> str | None:
     return found.stdout.strip() or None if found.returncode == 0 else None
 
 
+@retry(
+    retry=retry_if_exception_message(match=r".*does not have a leader.*"),
+    stop=stop_after_delay(LEADER_WAIT),
+    wait=wait_fixed(2),
+    reraise=True,
+)
+def _join_tokens(first: RunningNode) -> dict[NodeRole, str]:
+    """The join tokens; waits out a Raft election (a manager just healed or restarted)."""
+    return {
+        role: docker(
+            "swarm", "join-token", "-q", role.value, host=first.node.docker_host
+        ).stdout.strip()
+        for role in NodeRole
+    }
+
+
 def _swarm_join(nodes: list[RunningNode], progress: Progress | None) -> None:
     first = nodes[0]
     info = json.loads(
@@ -196,18 +216,14 @@ def _swarm_join(nodes: list[RunningNode], progress: Progress | None) -> None:
     if info.get("LocalNodeState") != "active":
         _say(progress, f"initialising the swarm on {first.node.name} ({first.address})")
         docker("swarm", "init", "--advertise-addr", first.address, host=first.node.docker_host)
-    tokens = {
-        role: docker(
-            "swarm", "join-token", "-q", role.value, host=first.node.docker_host
-        ).stdout.strip()
-        for role in NodeRole
-    }
+    tokens: dict[NodeRole, str] = {}
     for other in nodes[1:]:
         state = json.loads(
             docker("info", "--format", "{{json .Swarm}}", host=other.node.docker_host).stdout
         ).get("LocalNodeState")
         if state == "active":
             continue
+        tokens = tokens or _join_tokens(first)
         _say(progress, f"joining {other.node.name} as a {other.node.role.value}")
         docker(
             "swarm", "join", "--token", tokens[other.node.role],
