@@ -51,6 +51,7 @@ def build(
         typer.echo(f"base      {images.base}")
         typer.echo(f"operator  {images.operator}  (alias {images.operator_alias})")
         typer.echo(f"postgres  {images.postgres}  (alias {images.postgres_alias})")
+        typer.echo(f"registry  {images.registry}")
         typer.echo("built     " + (", ".join(images.built) or "nothing (up to date)"))
 
 
@@ -65,5 +66,5 @@ def show(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -
     if as_json:
         typer.echo(json.dumps(images.as_dict(), indent=2))
     else:
-        for key in ("base", "operator", "postgres"):
+        for key in ("base", "operator", "postgres", "registry"):
             typer.echo(f"{key:<9} {getattr(images, key)}")

@@ -4,6 +4,9 @@
   had, else a `debootstrap --variant=minbase` tree imported with `docker import`.
 * operator: FROM base, a venv at /opt/shoal/venv with the shoal package.
 * postgres member: the recipe in `shoal/plugins/postgres/image/`.
+* registry: FROM base, Debian's `docker-registry` (`shoal/platform/image/registry/`), which
+  `shoal up` runs on a multi-node swarm so that every node can pull the others
+  (shoal/platform/distribution.py).
 
 The operator and member tags carry the package version and a short hash of what goes into
 their build context, so building an unchanged tree again is a no-op.
@@ -48,6 +51,7 @@ __all__ = [
     "iter_tree",
     "operator_context",
     "postgres_context",
+    "registry_context",
     "requirements_text",
     "resolve_images",
 ]
@@ -65,6 +69,7 @@ class BuiltImages:
     base: str
     operator: str
     postgres: str
+    registry: str = names.IMAGE_REGISTRY
     operator_alias: str = names.IMAGE_OPERATOR
     postgres_alias: str = names.IMAGE_POSTGRES
     built: tuple[str, ...] = field(default=())  # tags this call (re)built; () = no-op
@@ -121,6 +126,12 @@ def postgres_context(root: Path, base: str) -> Context:
     return Context(files, {}, {"BASE": base})
 
 
+def registry_context(root: Path, base: str) -> Context:
+    recipe = root / "shoal" / "platform" / "image" / "registry"
+    files = {rel.as_posix(): recipe / rel for rel in iter_tree(recipe)}
+    return Context(files, {}, {"BASE": base})
+
+
 ENV_IMAGES = {
     "base": "SHOAL_IMAGE_BASE",
     "operator": "SHOAL_IMAGE_OPERATOR",
@@ -155,10 +166,12 @@ def resolve_images(root: Path | None = None) -> BuiltImages:
     base = names.IMAGE_BASE
     op_hash = operator_context(root, base).digest()
     pg_hash = postgres_context(root, base).digest()
+    reg_hash = registry_context(root, base).digest()
     return BuiltImages(
         base=base,
         operator=f"{names.IMAGE_OPERATOR}-{op_hash}",
         postgres=f"{names.IMAGE_POSTGRES}-{pg_hash}",
+        registry=f"{names.IMAGE_REGISTRY}-{reg_hash}",
     )
 
 
@@ -188,7 +201,7 @@ def build_all(
     rebuild_base: bool = False,
     output: Progress | None = None,
 ) -> BuiltImages:
-    """Make sure the base, operator and postgres images exist for this source tree.
+    """Make sure the base, operator, postgres and registry images exist for this source tree.
 
     A tag that already exists is not rebuilt unless `force` (operator and member images,
     without Docker's layer cache) or `rebuild_base`. The stable aliases
@@ -207,6 +220,7 @@ def build_all(
         jobs = (
             (wanted.postgres, wanted.postgres_alias, postgres_context(root, wanted.base)),
             (wanted.operator, wanted.operator_alias, operator_context(root, wanted.base)),
+            (wanted.registry, names.IMAGE_REGISTRY, registry_context(root, wanted.base)),
         )
         for tag, alias, context in jobs:
             if force or not image_exists(tag):
@@ -219,5 +233,9 @@ def build_all(
             if progress:
                 progress(f"{tag} is ready")
     return BuiltImages(
-        base=wanted.base, operator=wanted.operator, postgres=wanted.postgres, built=tuple(built)
+        base=wanted.base,
+        operator=wanted.operator,
+        postgres=wanted.postgres,
+        registry=wanted.registry,
+        built=tuple(built),
     )
