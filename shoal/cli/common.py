@@ -33,6 +33,24 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+REGISTRY_OPTION: Any = typer.Option(
+    None,
+    "--registry",
+    metavar="HOST[:PORT][/PREFIX]",
+    help="Push shoal's images to this registry for the swarm's nodes to pull (default on "
+    "more than one node: a shoal-registry service on this manager).",
+)
+
+
+def check_registry(value: str | None) -> None:
+    """Exit 2, before anything changes, when `--registry` is not a registry location."""
+    from shoal.platform.distribution import registry_problems
+
+    problems = registry_problems(value) if value is not None else []
+    if problems:
+        fail("; ".join(problems), EXIT_BAD_INPUT)
+
+
 def run(coro_fn: Callable[[DatabaseStore], Coroutine[Any, Any, T]]) -> T:
     """Run `coro_fn(store)` against the Docker engine; map failures to exit codes."""
 

@@ -63,7 +63,7 @@ def up(
         running = lab_up(
             nodes,
             managers,
-            [images.base, images.operator, images.postgres],
+            [images.base, images.operator, images.postgres, images.registry],
             images.base,
             _say,
         )

@@ -9,7 +9,16 @@ from typing import Any
 import typer
 
 from shoal import names
-from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, fail, out, run
+from shoal.cli.common import (
+    EXIT_BAD_INPUT,
+    REGISTRY_OPTION,
+    BadInput,
+    Failed,
+    check_registry,
+    fail,
+    out,
+    run,
+)
 from shoal.credentials import DatabaseCredentials, load_operator_key
 from shoal.swarm import operator_exec
 from shoal.swarm.store import DatabaseStore
@@ -25,18 +34,30 @@ def deploy(
     image: str | None = typer.Option(
         None, help="Operator image (default: the one built from this tree)."
     ),
+    registry: str | None = REGISTRY_OPTION,
 ) -> None:
-    """Create or update the operator service (builds the images when missing)."""
-    from shoal.operator.deploy import deploy_operator
+    """Create or update the operator service (builds the images when missing; on a
+    multi-node swarm, pushes them where every node can pull them)."""
+    from dataclasses import replace
+
+    from shoal.operator.deploy import install_operator
+    from shoal.platform.distribution import DistributionError
     from shoal.platform.images import build_all
 
+    check_registry(registry)
     images = build_all()
+    if image:
+        images = replace(images, operator=image)
 
     async def go(store: DatabaseStore) -> None:
-        changed = await deploy_operator(
-            store.client, image or images.operator, images.postgres, replicas
-        )
-        out.print(f"operator {'deployed' if changed else 'unchanged'}: {image or images.operator}")
+        try:
+            placed, changed = await install_operator(
+                store.client, images, registry, progress=lambda m: out.print(m), replicas=replicas
+            )
+        except DistributionError as e:
+            fail(str(e))
+        pulled = placed.images.operator
+        out.print(f"operator {'deployed' if changed else 'unchanged'}: {pulled}")
 
     run(go)
 

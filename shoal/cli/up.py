@@ -7,14 +7,31 @@ from pathlib import Path
 
 import typer
 
-from shoal.cli.common import err, out, run
+from shoal import names
+from shoal.cli.common import REGISTRY_OPTION, check_registry, err, fail, out, run
 from shoal.cli.db import load_or_exit, members_table, wait_healthy
 from shoal.swarm.cleanup import purge_everything
+from shoal.swarm.client import SwarmClient
 from shoal.swarm.store import DatabaseStore
 
 
 def _say(message: str) -> None:
     err.print(f"[bold cyan]shoal up:[/bold cyan] {message}")
+
+
+async def operator_page(swarm: SwarmClient) -> str:
+    """Where the operator's status page answers: port 9650 on the node running it (host-mode
+    publish), 127.0.0.1 on a single-node swarm."""
+    nodes = await swarm.nodes()
+    if len(nodes) <= 1:
+        return f"http://127.0.0.1:{names.OPERATOR_PORT}/"
+    running = await swarm.tasks(service=names.OPERATOR_SERVICE, **{"desired-state": "running"})
+    on = {str(t.get("NodeID")) for t in running}
+    for node in nodes:
+        address = str(node.get("Status", {}).get("Addr") or "")
+        if node.get("ID") in on and address:
+            return f"http://{address}:{names.OPERATOR_PORT}/"
+    return f"port {names.OPERATOR_PORT} of the manager that runs {names.OPERATOR_SERVICE}"
 
 
 def register(app: typer.Typer) -> None:
@@ -27,12 +44,15 @@ def register(app: typer.Typer) -> None:
         with_monitoring: bool = typer.Option(
             False, "--with-monitoring", help="Also run Prometheus with shoal's alert rules."
         ),
+        registry: str | None = REGISTRY_OPTION,
     ) -> None:
         """Engine, swarm, images, operator, the example database; waits until Healthy."""
-        from shoal.operator.deploy import deploy_operator
+        from shoal.operator.deploy import install_operator
+        from shoal.platform.distribution import DistributionError
         from shoal.platform.engine import PlatformError, ensure_platform
         from shoal.platform.images import build_all
 
+        check_registry(registry)
         text = (
             file.read_text()
             if file
@@ -48,7 +68,10 @@ def register(app: typer.Typer) -> None:
 
         async def go(store: DatabaseStore) -> None:
             _say("deploying the operator")
-            await deploy_operator(store.client, images.operator, images.postgres)
+            try:
+                await install_operator(store.client, images, registry, _say)
+            except DistributionError as e:
+                fail(str(e))
             if with_monitoring:
                 from shoal.operator.monitoring import build_prometheus_image, deploy_monitoring
 
@@ -63,9 +86,8 @@ def register(app: typer.Typer) -> None:
             out.print(f"\n[bold green]{db.name} is Healthy.[/bold green]")
             out.print(f"connection (no password): {status.connection}")
             out.print(f"with the password:        shoal credentials {db.name}")
-            out.print(
-                f"status:                   shoal status {db.name}   (or http://127.0.0.1:9650/)"
-            )
+            page = await operator_page(store.client)
+            out.print(f"status:                   shoal status {db.name}   (or {page})")
             out.print(f"clients join the overlay network {status.network}")
 
         run(go)

@@ -9,10 +9,13 @@ which these machines lack; host mode works everywhere).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 from shoal import names
 from shoal.credentials import new_operator_key
 from shoal.operator.members import RESTART_POLICY, ensure_control_network
+from shoal.platform.distribution import Distributed, distribute
+from shoal.platform.images import BuiltImages
 from shoal.swarm.client import JSON, SwarmClient
 
 LABELS = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "operator"}
@@ -101,8 +104,9 @@ async def deploy_operator(
         await swarm.create_service(spec)
         return True
     cur = current["Spec"]
+    running_image = str(cur["TaskTemplate"]["ContainerSpec"]["Image"])
     same = (
-        cur["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0] == image
+        running_image in (image, image.split("@")[0])
         and cur["TaskTemplate"]["ContainerSpec"].get("Env")
         == spec["TaskTemplate"]["ContainerSpec"]["Env"]
         and cur["Mode"] == spec["Mode"]
@@ -111,3 +115,17 @@ async def deploy_operator(
         return False
     await swarm.update_service(current["ID"], int(current["Version"]["Index"]), spec)
     return True
+
+
+async def install_operator(
+    swarm: SwarmClient,
+    images: BuiltImages,
+    registry: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    replicas: int = 1,
+) -> tuple[Distributed, bool]:
+    """Make the images pullable by every node (shoal/platform/distribution.py), then create
+    or update the operator with them; (where the images are, whether the operator changed)."""
+    placed = await distribute(swarm, images, registry, progress)
+    changed = await deploy_operator(swarm, placed.images.operator, placed.images.postgres, replicas)
+    return placed, changed

@@ -1,0 +1,84 @@
+"""Helpers of the multi-node tests: commands on one lab node, where members run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+from shoal import names
+from shoal.lab.model import node_docker_host as node_host
+from tests.integration.support import shoal, status, wait_for
+
+__all__ = [
+    "healthy_spread",
+    "ids_on",
+    "lab_nodes",
+    "member_nodes",
+    "node_host",
+    "on_node",
+    "swarm_answers",
+]
+
+
+def on_node(hostname: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_HOST": node_host(hostname)}
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def lab_nodes() -> list[dict[str, Any]]:
+    proc = shoal("lab", "ls", "--json")
+    assert proc.returncode == 0, proc.stderr
+    nodes: list[dict[str, Any]] = json.loads(proc.stdout)
+    return nodes
+
+
+def member_nodes(st: dict[str, Any]) -> dict[str, str | None]:
+    return {m["name"]: m.get("node") for m in st.get("members", [])}
+
+
+def ids_on(st: dict[str, Any], member: str, table: str) -> set[int] | None:
+    """The ids in `table` on `member`, read in its container on its own node."""
+    host = member_nodes(st).get(member)
+    if not host:
+        return None
+    cid = on_node(host, "ps", "-q", "-f", f"label=com.docker.swarm.service.name={member}")
+    if cid.returncode != 0 or not cid.stdout.split():
+        return None
+    proc = on_node(
+        host, "exec", "-u", "postgres", cid.stdout.split()[0], "psql", "-h",
+        "/var/run/postgresql", "-d", names.APP_DATABASE, "-Atqc", f"SELECT id FROM {table}",
+    )  # fmt: skip
+    if proc.returncode != 0:
+        return None
+    return {int(x) for x in proc.stdout.split()}
+
+
+def swarm_answers() -> None:
+    """A node healed by a test before may have started a Raft election: wait it out."""
+    wait_for(lambda: shoal("get").returncode == 0, 180, "the lab's swarm to answer")
+
+
+def healthy_spread(name: str, members: int, avoid: str | None = None) -> dict[str, Any]:
+    """Healthy, every member running on a node of its own (and none on `avoid`)."""
+
+    def check() -> dict[str, Any] | None:
+        st = status(name)
+        ms = st.get("members", [])
+        hosts = [m.get("node") for m in ms]
+        ok = (
+            st.get("state") == "Healthy"
+            and len(ms) == members
+            and all(m.get("up") for m in ms)
+            and None not in hosts
+            and len(set(hosts)) == members
+            and avoid not in hosts
+        )
+        return st if ok else None
+
+    return wait_for(  # type: ignore[no-any-return]
+        check, 600, f"{name} Healthy on {members} distinct nodes; now {status(name)}", every=2
+    )
