@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from shoal import names
 from shoal.lab.model import node_docker_host as node_host
-from tests.integration.support import shoal, status, wait_for
+from tests.integration.support import Writer, credentials, shoal, status, wait_for
 
 __all__ = [
     "healthy_spread",
@@ -19,6 +21,7 @@ __all__ = [
     "node_host",
     "on_node",
     "swarm_answers",
+    "writers_on_both_sides",
 ]
 
 
@@ -82,3 +85,32 @@ def healthy_spread(name: str, members: int, avoid: str | None = None) -> dict[st
     return wait_for(  # type: ignore[no-any-return]
         check, 600, f"{name} Healthy on {members} distinct nodes; now {status(name)}", every=2
     )
+
+
+@contextmanager
+def writers_on_both_sides(
+    name: str, image: str, primary_node: str, beside_cancel_after: float | None = None
+) -> Iterator[tuple[Writer, Writer]]:
+    """Two writers of `name`, both writing before this yields: `beside` runs on the
+    primary's node (it stays on the primary's side of a cut; table `beside`), `far` on a
+    manager elsewhere (table `far`). Both are killed on the way out; DOCKER_HOST ends at
+    that manager."""
+    manager = next(
+        n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != primary_node
+    )
+    uri = credentials(name)["uri"]
+    os.environ["DOCKER_HOST"] = node_host(primary_node)
+    beside = Writer(name, image, uri, "beside", 600, cancel_after=beside_cancel_after)
+    os.environ["DOCKER_HOST"] = node_host(manager)
+    far: Writer | None = None
+    try:
+        far = Writer(name, image, uri, "far", 600)
+        for w in (beside, far):
+            wait_for(lambda w=w: len(w.so_far()) >= 30, 120, f"writes; {w.errors[-3:]}")
+        yield beside, far
+    finally:
+        if far is not None:
+            far.kill()
+        os.environ["DOCKER_HOST"] = node_host(primary_node)
+        beside.kill()
+        os.environ["DOCKER_HOST"] = node_host(manager)

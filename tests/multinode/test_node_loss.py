@@ -32,6 +32,7 @@ from tests.multinode.support import (
     lab_nodes,
     member_nodes,
     swarm_answers,
+    writers_on_both_sides,
 )
 
 pytestmark = pytest.mark.integration
@@ -116,18 +117,8 @@ def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lo
         old = st["primary"]
         victim = member_nodes(st)[old]
         assert victim is not None
-        manager = next(
-            n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
-        )
-        uri = credentials(name)["uri"]
-        # The client runs on the primary's node, so it stays on the primary's side.
-        os.environ["DOCKER_HOST"] = node_host(victim)
-        beside = Writer(name, lab.operator, uri, "beside", 600, cancel_after=3.0)
-        os.environ["DOCKER_HOST"] = node_host(manager)
-        far = Writer(name, lab.operator, uri, "far", 600)
-        try:
-            for w in (beside, far):
-                wait_for(lambda w=w: len(w.so_far()) >= 30, 120, f"writes; {w.errors[-3:]}")
+        # `beside` runs on the primary's node, so it stays on the primary's side.
+        with writers_on_both_sides(name, lab.operator, victim, 3.0) as (beside, far):
             cut = shoal("lab", "fault", "partition", victim)
             assert cut.returncode == 0, cut.stderr
             st = wait_for(
@@ -147,11 +138,6 @@ def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lo
             healed = shoal("lab", "heal", victim)
             assert healed.returncode == 0, healed.stderr
             st = healthy_spread(name, 3)
-        finally:
-            far.kill()
-            os.environ["DOCKER_HOST"] = node_host(victim)
-            beside.kill()
-            os.environ["DOCKER_HOST"] = node_host(manager)
         acked = {"far": far.acknowledged(timeout=60), "beside": beside.acknowledged(timeout=60)}
         assert st["primary"] == new
 
@@ -205,17 +191,7 @@ def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_it
         old = st["primary"]
         victim = member_nodes(st)[old]
         assert victim is not None
-        manager = next(
-            n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
-        )
-        uri = credentials(name)["uri"]
-        os.environ["DOCKER_HOST"] = node_host(victim)
-        beside = Writer(name, lab.operator, uri, "beside", 600)
-        os.environ["DOCKER_HOST"] = node_host(manager)
-        far = Writer(name, lab.operator, uri, "far", 600)
-        try:
-            for w in (beside, far):
-                wait_for(lambda w=w: len(w.so_far()) >= 30, 120, f"writes; {w.errors[-3:]}")
+        with writers_on_both_sides(name, lab.operator, victim) as (beside, far):
             cut_at = time.time()
             cut = shoal("lab", "fault", "partition", victim)
             assert cut.returncode == 0, cut.stderr
@@ -242,11 +218,6 @@ def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_it
             healed = shoal("lab", "heal", victim)
             assert healed.returncode == 0, healed.stderr
             healthy_spread(name, 3)
-        finally:
-            far.kill()
-            os.environ["DOCKER_HOST"] = node_host(victim)
-            beside.kill()
-            os.environ["DOCKER_HOST"] = node_host(manager)
         last_old = max(before_heal)
         first_new = min(t for t in far.acked_at.values() if t > cut_done)
         assert last_old - cut_done < LEASE_BOUND, (
