@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from aiodocker.exceptions import DockerError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from shoal import names
 from shoal.platform.engine import PlatformError
@@ -45,6 +51,8 @@ LABELS = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "registry"}
 STORAGE = "/var/lib/shoal-registry"
 # How long a just-created registry task gets to start answering pushes.
 REGISTRY_START_TIMEOUT = 120.0
+# How long a command waits for the managers to elect a Raft leader before giving up.
+RAFT_WAIT = 60.0
 
 # A registry location as a Docker image reference starts: a host that is a domain with a
 # dot, `localhost` or has a port, then optional lowercase path components (the grammar of
@@ -161,8 +169,25 @@ def stored_push_auth(prefix: str, config: Path | None = None) -> dict[str, str] 
 # --- on the swarm -----------------------------------------------------------------------
 
 
-async def swarm_node_count(swarm: SwarmClient) -> int:
-    return len(await swarm.nodes())
+def _raft_busy(exc: BaseException) -> bool:
+    """Swarm's answers while its managers elect a Raft leader (a manager lost or healed)."""
+    text = str(exc)
+    return isinstance(exc, SwarmError) and any(
+        mark in text for mark in ("does not have a leader", "DeadlineExceeded")
+    )
+
+
+async def swarm_node_count(swarm: SwarmClient, wait: float = RAFT_WAIT) -> int:
+    """How many nodes the swarm has; waits out a Raft election for up to `wait` seconds."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(wait),
+        wait=wait_fixed(2),
+        retry=retry_if_exception(_raft_busy),
+        reraise=True,
+    ):
+        with attempt:
+            return len(await swarm.nodes())
+    raise AssertionError("unreachable")  # pragma: no cover  (reraise=True raises first)
 
 
 async def ensure_builtin_registry(swarm: SwarmClient, image: str) -> str:

@@ -34,9 +34,10 @@ def lab(platform: BuiltImages) -> Iterator[BuiltImages]:  # noqa: F811
     assert env.returncode == 0, env.stderr
     os.environ["DOCKER_HOST"] = env.stdout.strip().removeprefix("export DOCKER_HOST=")
     try:
+        # A node healed by an earlier run may have started a Raft election: wait it out.
+        wait_for(lambda: shoal("get").returncode == 0, 180, "the lab's swarm to answer shoal get")
         deployed = shoal("operator", "deploy", timeout=900)
         assert deployed.returncode == 0, deployed.stderr
-        wait_for(lambda: shoal("get").returncode == 0, 180, "the lab's swarm to answer shoal get")
         yield platform
     finally:
         os.environ.pop("DOCKER_HOST", None)
