@@ -160,7 +160,7 @@ def main() -> None:
         "config": {
             "runs": args.runs,
             "fault": args.fault,
-            "lab": "4 dind nodes, 3 managers (shoal lab up --nodes 4 --managers 3)",
+            "lab": f"{len(lab_nodes())} dind nodes, {len(managers)} managers (shoal lab up)",
             "members": 3,
             "durability": "sync",
             "unreachableSeconds": args.unreachable,
