@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiodocker
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from shoal import names
 from shoal.status import DatabaseStatus
+from shoal.swarm.client import raft_busy
 
 LABEL_RUN = "shoal.chaos.run"  # every container the chaos suite creates carries its run id
 
@@ -27,12 +29,25 @@ def is_not_found(e: BaseException) -> bool:
     return isinstance(e, aiodocker.DockerError) and e.status == 404
 
 
+# How long a read waits out a Raft election (a node fault on a manager can start one).
+RAFT_WAIT = 90.0
+
+
 async def service_labels(docker: aiodocker.Docker, service: str) -> dict[str, str]:
     try:
-        info: Mapping[str, Any] = await docker.services.inspect(service)
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(RAFT_WAIT),
+            wait=wait_fixed(2),
+            retry=retry_if_exception(raft_busy),
+            reraise=True,
+        ):
+            with attempt:
+                info: Mapping[str, Any] = await docker.services.inspect(service)
     except aiodocker.DockerError as e:
         if e.status == 404:
             raise ChaosDockerError(f"service {service} does not exist") from e
+        if raft_busy(e):
+            raise ChaosDockerError(f"the swarm had no leader for {RAFT_WAIT:.0f}s") from e
         raise
     labels: dict[str, str] = info.get("Spec", {}).get("Labels") or {}
     return labels

@@ -132,6 +132,9 @@ class Runner:
             except (FaultError, dockerapi.ChaosDockerError) as e:
                 self.console.print(f"[yellow]skipped {name}: {e}[/yellow]")
                 continue
+            except aiodocker.DockerError as e:  # one failed injection does not end the run
+                self.console.print(f"[yellow]skipped {name}: Docker said {e.message}[/yellow]")
+                continue
             self.console.print(f"injected {name} on {fault.target_names}")
             await asyncio.sleep(s.fault_duration)
             await self.registry.undo(fault)

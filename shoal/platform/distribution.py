@@ -43,7 +43,7 @@ from tenacity import (
 from shoal import names
 from shoal.platform.engine import PlatformError
 from shoal.platform.images import BuiltImages
-from shoal.swarm.client import JSON, SwarmClient, SwarmError
+from shoal.swarm.client import JSON, SwarmClient, SwarmError, raft_busy
 
 Progress = Callable[[str], None]
 
@@ -169,20 +169,12 @@ def stored_push_auth(prefix: str, config: Path | None = None) -> dict[str, str] 
 # --- on the swarm -----------------------------------------------------------------------
 
 
-def _raft_busy(exc: BaseException) -> bool:
-    """Swarm's answers while its managers elect a Raft leader (a manager lost or healed)."""
-    text = str(exc)
-    return isinstance(exc, SwarmError) and any(
-        mark in text for mark in ("does not have a leader", "DeadlineExceeded")
-    )
-
-
 async def swarm_node_count(swarm: SwarmClient, wait: float = RAFT_WAIT) -> int:
     """How many nodes the swarm has; waits out a Raft election for up to `wait` seconds."""
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(wait),
         wait=wait_fixed(2),
-        retry=retry_if_exception(_raft_busy),
+        retry=retry_if_exception(raft_busy),
         reraise=True,
     ):
         with attempt:

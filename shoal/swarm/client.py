@@ -31,6 +31,22 @@ class NotFound(SwarmError):
     pass
 
 
+# What a manager answers while the managers elect a Raft leader (a manager was lost, cut
+# off or healed): a few seconds to a minute during which every swarm read fails.
+RAFT_BUSY_MARKS = ("does not have a leader", "DeadlineExceeded", "context deadline exceeded")
+
+
+def raft_busy(exc: BaseException) -> bool:
+    """Whether `exc` is the swarm waiting for a Raft leader: worth retrying, not a fault."""
+    if isinstance(exc, DockerError):
+        text = str(exc.message) if hasattr(exc, "message") else str(exc)
+    elif isinstance(exc, SwarmError):
+        text = str(exc)
+    else:
+        return False
+    return any(mark in text for mark in RAFT_BUSY_MARKS)
+
+
 def _wrap(e: DockerError) -> SwarmError:
     msg = str(e.message) if hasattr(e, "message") else str(e)
     if e.status == 404:

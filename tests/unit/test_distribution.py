@@ -112,3 +112,16 @@ def test_push_credentials_come_from_the_docker_login_entry(tmp_path: Path) -> No
     assert stored_push_auth("other.example.com", config) is None
     config.write_text("not json")
     assert stored_push_auth("reg.example.com", config) is None
+
+
+def test_a_swarm_electing_its_leader_is_told_from_a_real_failure() -> None:
+    from aiodocker.exceptions import DockerError
+
+    from shoal.swarm.client import SwarmError, raft_busy
+
+    no_leader = "rpc error: code = Unknown desc = The swarm does not have a leader."
+    assert raft_busy(DockerError(500, {"message": no_leader}))
+    assert raft_busy(SwarmError("Docker API error 500: rpc error: code = DeadlineExceeded"))
+    assert not raft_busy(DockerError(404, {"message": "service x not found"}))
+    assert not raft_busy(SwarmError("Docker API error 400: invalid spec"))
+    assert not raft_busy(ValueError(no_leader))
