@@ -70,12 +70,15 @@ class DatabaseCredentials:
         )
 
     def by_purpose(self) -> dict[str, str]:
-        return {
-            "superuser": self.superuser,
-            "replication": self.replication,
-            "app": self.app,
-            "agent-token": self.agent_token,
-        }
+        """The credentials every member shares (one Docker secret each)."""
+        return {"superuser": self.superuser, "replication": self.replication, "app": self.app}
+
+    def agent_token_for(self, member: str) -> str:
+        """The bearer token of one member's agent: each member has its own, so a member's
+        token (readable in its container) opens no other member's agent. `agent_token`
+        itself is only the root they are derived from and is never handed out."""
+        mac = hmac.new(self.agent_token.encode(), f"member/{member}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")[:32]
 
 
 def secret_payload(value: str) -> str:

@@ -106,7 +106,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
             headers = {lease.HEADER: renewal_header(lease_grant)}
         try:
             return await agent_call(
-                http, member, credentials.agent_token, "GET", "/state",
+                http, member, credentials.agent_token_for(member), "GET", "/state",
                 timeout=PROBE_TIMEOUT, extra_headers=headers,
             )  # fmt: skip
         except AgentError:
@@ -141,11 +141,11 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         return postgres_uri(hosts, password)
 
     async def apply(self, action: Action, ctx: ApplyContext) -> None:
-        token = ctx.credentials.agent_token
         fence = ctx.fence_token
         params = {k: setting_text(v) for k, v in ctx.database.spec.postgres.parameters.items()}
 
         async def post(member: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            token = ctx.credentials.agent_token_for(member)
             return await agent_call(ctx.http, member, token, "POST", path, {"token": fence, **body})
 
         match action:
