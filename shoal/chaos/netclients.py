@@ -167,7 +167,9 @@ def run_transitions(cfg: dict[str, Any]) -> None:
     st: dict[str, Any] = {"n": 0, "prev_ok": None, "prev_err": True, "beat": time.time() + 1}
 
     def connect() -> Any:
-        conn = psycopg.connect(cfg["uri"], autocommit=True)
+        # DEAD_SERVER: after a partition the old primary never answers (bench.node_loss hung
+        # on its socket for minutes without it).
+        conn = psycopg.connect(cfg["uri"], autocommit=True, connect_timeout=2, **DEAD_SERVER)
         conn.execute("SET statement_timeout = 5000")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS bench_failover "

@@ -88,6 +88,10 @@ def client_config(
     }
 
 
+class ChaosAborted(RuntimeError):
+    """A fault could not be undone: the run stops rather than go on against a broken system."""
+
+
 class Runner:
     def __init__(self, docker: aiodocker.Docker, opts: RunOptions, console: Console) -> None:
         self.docker = docker
@@ -137,7 +141,13 @@ class Runner:
                 continue
             self.console.print(f"injected {name} on {fault.target_names}")
             await asyncio.sleep(s.fault_duration)
-            await self.registry.undo(fault)
+            try:
+                await self.registry.undo(fault)
+            except FaultError as e:  # e.g. a killed lab node that did not come back
+                raise ChaosAborted(
+                    f"undoing {name} on {fault.target_names} failed, so the next faults would "
+                    f"hit a system that is not whole: {e}"
+                ) from None
 
     async def run(self) -> tuple[int, dict[str, Any]]:
         opts, s = self.opts, self.opts.suite

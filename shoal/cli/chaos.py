@@ -43,7 +43,7 @@ def run(
 ) -> None:
     """Run a workload against DB while injecting faults; exit 1 if anything was lost."""
     from shoal import names
-    from shoal.chaos.runner import BadInput, RunOptions, run_chaos
+    from shoal.chaos.runner import BadInput, ChaosAborted, RunOptions, run_chaos
     from shoal.chaos.suite import SuiteError, load_suite
 
     report = Path(report_dir)
@@ -88,6 +88,9 @@ def run(
         code, rep = asyncio.run(run_chaos(opts, console))
     except BadInput as e:
         raise _bad(str(e)) from None
+    except ChaosAborted as e:
+        console.print(f"[red]chaos run stopped: {e}[/red]")
+        raise typer.Exit(1) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("[yellow]interrupted: faults undone, chaos containers removed[/yellow]")
         raise typer.Exit(130) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from shoal.lab.lifecycle import RunningNode, docker, lab_containers
+from shoal.lab.lifecycle import RunningNode, docker, lab_containers, wait_for_node
 from shoal.lab.model import (
     LabError,
     NodeRole,
@@ -101,6 +101,8 @@ def heal(name: str) -> RunningNode:
         docker("unpause", target.node.name)
     elif target.state != "running":
         docker("start", target.node.name)
+        # A restart that does not bring the engine back is a failed heal, not a healed node.
+        wait_for_node(target.node)
     freeze_containers(target, frozen=False)
     heal_network(find_node(name))
     return find_node(name)

@@ -141,7 +141,7 @@ def _ensure_network() -> None:
     )  # fmt: skip
 
 
-def _wait_for_node(node: LabNode, timeout: float = NODE_START_TIMEOUT) -> None:
+def wait_for_node(node: LabNode, timeout: float = NODE_START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = docker("version", "--format", "{{.Server.Version}}", host=node.docker_host,
@@ -270,7 +270,7 @@ def lab_up(
         elif have.state != "running":
             docker("start", node.name)
     for node in wanted:
-        _wait_for_node(node)
+        wait_for_node(node)
     load_images(wanted, images, progress)
     running = [n for n in lab_containers() if n.node.index <= nodes]
     _swarm_join(running, progress)
