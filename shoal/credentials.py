@@ -21,7 +21,7 @@ from urllib.parse import quote
 from shoal import names
 
 KEY_PATHS = (Path("/run/secrets") / names.OPERATOR_KEY_SECRET,)
-PURPOSES = ("superuser", "replication", "app", "agent-token")
+PURPOSES = ("superuser", "replication", "app", "agent-token", "agent-token-root")
 
 
 class MissingKey(RuntimeError):
@@ -58,7 +58,8 @@ class DatabaseCredentials:
     superuser: str
     replication: str
     app: str
-    agent_token: str
+    agent_token: str  # database-wide: mounted only in members made before per-member tokens
+    agent_token_root: str  # never mounted: each member's own token is derived from it
 
     @staticmethod
     def derive(key: bytes, db_uid: str) -> DatabaseCredentials:
@@ -67,15 +68,20 @@ class DatabaseCredentials:
             replication=derive(key, db_uid, "replication"),
             app=derive(key, db_uid, "app"),
             agent_token=derive(key, db_uid, "agent-token"),
+            agent_token_root=derive(key, db_uid, "agent-token-root"),
         )
 
     def by_purpose(self) -> dict[str, str]:
-        return {
-            "superuser": self.superuser,
-            "replication": self.replication,
-            "app": self.app,
-            "agent-token": self.agent_token,
-        }
+        """The credentials every member shares (one Docker secret each)."""
+        return {"superuser": self.superuser, "replication": self.replication, "app": self.app}
+
+    def agent_token_for(self, member: str) -> str:
+        """The bearer token of one member's agent: each member has its own, so a member's
+        token (readable in its container) opens no other member's agent. The root they are
+        derived from is never handed out."""
+        root = self.agent_token_root.encode()
+        mac = hmac.new(root, f"member/{member}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")[:32]
 
 
 def secret_payload(value: str) -> str:

@@ -18,6 +18,7 @@ CONTROL_NETWORK = "shoal-control"
 OPERATOR_SERVICE = "shoal-operator"
 LEASE_SERVICE = "shoal-lease"
 OPERATOR_KEY_SECRET = "shoal-operator-key"
+OPERATOR_HTTP_TOKEN_SECRET = "shoal-operator-http-token"
 OPERATOR_PORT = 9650
 AGENT_PORT = 8008
 POSTGRES_PORT = 5432

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -26,6 +27,37 @@ from shoal.swarm.store import DatabaseStore
 app = typer.Typer(help="Deploy the operator service, or run its process.", no_args_is_help=True)
 
 
+async def follow_token_in_monitoring(store: DatabaseStore) -> bool:
+    """Point a running shoal Prometheus at the operator's current token (or none); True
+    when it had to change."""
+    from shoal.operator.deploy import mounted_http_token, operator_http_token
+    from shoal.operator.monitoring import PROMETHEUS_SERVICE, deploy_monitoring
+
+    prometheus = await store.client.service(PROMETHEUS_SERVICE)
+    if prometheus is None:
+        return False
+    token = await operator_http_token(store.client)
+    if mounted_http_token(prometheus["Spec"]) == token:
+        return False
+    image = str(prometheus["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+    await deploy_monitoring(store.client.docker, image=image, http_token_secret=token)
+    return True
+
+
+def read_http_token(path: Path) -> str:
+    """The token in `path`, or exit 2 naming what is wrong with it."""
+    from shoal.operator.http_auth import token_problems
+
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"--http-token-file {path}: cannot read it: {e}", EXIT_BAD_INPUT)
+    problems = token_problems(text)
+    if problems:
+        fail(f"--http-token-file {path}: {problems[0]}", EXIT_BAD_INPUT)
+    return text
+
+
 @app.command("deploy")
 def deploy(
     replicas: int = typer.Option(
@@ -35,16 +67,37 @@ def deploy(
         None, help="Operator image (default: the one built from this tree)."
     ),
     registry: str | None = REGISTRY_OPTION,
+    publish: bool = typer.Option(
+        True,
+        "--publish/--no-publish",
+        help="Publish port 9650 (host mode, on the node running the operator only).",
+    ),
+    http_token_file: Path | None = typer.Option(
+        None,
+        "--http-token-file",
+        help="Require this bearer token (the file's content) on every HTTP route but "
+        "/healthz. Without it or --no-http-token, the running operator's token is kept.",
+    ),
+    no_http_token: bool = typer.Option(
+        False, "--no-http-token", help="Serve HTTP without a token again."
+    ),
 ) -> None:
     """Create or update the operator service (builds the images when missing; on a
     multi-node swarm, pushes them where every node can pull them)."""
     from dataclasses import replace
 
-    from shoal.operator.deploy import install_operator
+    from shoal.operator.deploy import KEEP, HttpToken, install_operator
     from shoal.platform.distribution import DistributionError
     from shoal.platform.images import build_all
 
     check_registry(registry)
+    http_token: HttpToken = KEEP
+    if http_token_file is not None and no_http_token:
+        fail("--http-token-file and --no-http-token exclude each other", EXIT_BAD_INPUT)
+    if http_token_file is not None:
+        http_token = read_http_token(http_token_file)
+    elif no_http_token:
+        http_token = None
     images = build_all()
     if image:
         images = replace(images, operator=image)
@@ -52,12 +105,20 @@ def deploy(
     async def go(store: DatabaseStore) -> None:
         try:
             placed, changed = await install_operator(
-                store.client, images, registry, progress=lambda m: out.print(m), replicas=replicas
+                store.client,
+                images,
+                registry,
+                progress=lambda m: out.print(m),
+                replicas=replicas,
+                publish=publish,
+                http_token=http_token,
             )
         except DistributionError as e:
             fail(str(e))
         pulled = placed.images.operator
         out.print(f"operator {'deployed' if changed else 'unchanged'}: {pulled}")
+        if await follow_token_in_monitoring(store):
+            out.print("Prometheus now scrapes with the operator's HTTP token setting")
 
     run(go)
 

@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         registry: str | None = REGISTRY_OPTION,
     ) -> None:
         """Engine, swarm, images, operator, the example database; waits until Healthy."""
-        from shoal.operator.deploy import install_operator
+        from shoal.operator.deploy import install_operator, operator_http_token
         from shoal.platform.distribution import DistributionError
         from shoal.platform.engine import PlatformError, ensure_platform
         from shoal.platform.images import build_all
@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
 
                 _say("building and deploying Prometheus")
                 build_prometheus_image(images.base)
-                url = await deploy_monitoring(store.client.docker)
+                token = await operator_http_token(store.client)
+                url = await deploy_monitoring(store.client.docker, http_token_secret=token)
                 _say(f"Prometheus: {url}")
             outcome, generation = await store.apply(db)
             _say(f"database/{db.name} {outcome.value}; waiting until Healthy")

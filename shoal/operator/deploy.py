@@ -9,16 +9,26 @@ which these machines lack; host mode works everywhere).
 from __future__ import annotations
 
 import base64
+import enum
 from collections.abc import Callable
 
 from shoal import names
 from shoal.credentials import new_operator_key
+from shoal.operator import http_auth
 from shoal.operator.members import RESTART_POLICY, ensure_control_network
 from shoal.platform.distribution import Distributed, distribute
 from shoal.platform.images import BuiltImages
 from shoal.swarm.client import JSON, SwarmClient
 
 LABELS = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "operator"}
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+KEEP = _Keep.KEEP  # deploy_operator: leave the HTTP token as the running service has it
+HttpToken = str | None | _Keep
 
 
 async def ensure_operator_key(swarm: SwarmClient) -> str:
@@ -30,6 +40,30 @@ async def ensure_operator_key(swarm: SwarmClient) -> str:
     return await swarm.ensure_secret(names.OPERATOR_KEY_SECRET, key, LABELS)
 
 
+def _secret_mount(secret_id: str, secret_name: str, file_name: str) -> JSON:
+    return {
+        "SecretID": secret_id,
+        "SecretName": secret_name,
+        "File": {"Name": file_name, "UID": "0", "GID": "0", "Mode": 0o400},
+    }
+
+
+def mounted_http_token(spec: JSON) -> tuple[str, str] | None:
+    """(id, name) of the HTTP token secret a service spec mounts, if any."""
+    for mount in spec["TaskTemplate"]["ContainerSpec"].get("Secrets") or []:
+        if mount.get("File", {}).get("Name") == http_auth.FILE_NAME:
+            return str(mount["SecretID"]), str(mount["SecretName"])
+    return None
+
+
+async def ensure_http_token(swarm: SwarmClient, token: str) -> tuple[str, str]:
+    """The secret holding `token` (created when new); (id, name)."""
+    name = http_auth.secret_name(token)
+    data = base64.b64encode(token.encode()).decode()
+    labels = {**LABELS, names.LABEL_ROLE: "operator-http-token"}
+    return await swarm.ensure_secret(name, data, labels), name
+
+
 def operator_service_spec(
     image: str,
     postgres_image: str,
@@ -38,7 +72,13 @@ def operator_service_spec(
     replicas: int,
     name: str = names.OPERATOR_SERVICE,
     publish: bool = True,
+    http_token_secret: tuple[str, str] | None = None,
 ) -> JSON:
+    """`http_token_secret`: (id, name) of the HTTP token's secret, mounted as the file
+    `shoal-operator-http-token` (operator/http_auth.py); None: no token."""
+    secrets = [_secret_mount(key_secret_id, names.OPERATOR_KEY_SECRET, names.OPERATOR_KEY_SECRET)]
+    if http_token_secret is not None:
+        secrets.append(_secret_mount(*http_token_secret, http_auth.FILE_NAME))
     ports = [
         {
             "Protocol": "tcp",
@@ -63,18 +103,7 @@ def operator_service_spec(
                         "Target": "/var/run/docker.sock",
                     }
                 ],
-                "Secrets": [
-                    {
-                        "SecretID": key_secret_id,
-                        "SecretName": names.OPERATOR_KEY_SECRET,
-                        "File": {
-                            "Name": names.OPERATOR_KEY_SECRET,
-                            "UID": "0",
-                            "GID": "0",
-                            "Mode": 0o400,
-                        },
-                    }
-                ],
+                "Secrets": secrets,
                 "StopGracePeriod": 10 * 10**9,
             },
             "RestartPolicy": RESTART_POLICY,
@@ -93,13 +122,24 @@ async def deploy_operator(
     replicas: int = 1,
     name: str = names.OPERATOR_SERVICE,
     publish: bool = True,
+    http_token: HttpToken = KEEP,
 ) -> bool:
     """Create or update the operator service; True when something changed. A second,
-    unpublished service (`name`, `publish=False`) is a standby operator on the same node."""
+    unpublished service (`name`, `publish=False`) is a standby operator on the same node.
+    `http_token`: a token to require from HTTP clients, None for none, KEEP for whatever
+    the running service has."""
     control = await ensure_control_network(swarm)
     key_id = await ensure_operator_key(swarm)
-    spec = operator_service_spec(image, postgres_image, key_id, control, replicas, name, publish)
     current = await swarm.service(name)
+    if isinstance(http_token, str):
+        token_secret: tuple[str, str] | None = await ensure_http_token(swarm, http_token)
+    elif http_token is KEEP and current is not None:
+        token_secret = mounted_http_token(current["Spec"])
+    else:
+        token_secret = None
+    spec = operator_service_spec(
+        image, postgres_image, key_id, control, replicas, name, publish, token_secret
+    )
     if current is None:
         await swarm.create_service(spec)
         return True
@@ -109,6 +149,8 @@ async def deploy_operator(
         running_image in (image, image.split("@")[0])
         and cur["TaskTemplate"]["ContainerSpec"].get("Env")
         == spec["TaskTemplate"]["ContainerSpec"]["Env"]
+        and mounted_http_token(cur) == token_secret
+        and (cur.get("EndpointSpec") or {}).get("Ports", []) == spec["EndpointSpec"]["Ports"]
         and cur["Mode"] == spec["Mode"]
     )
     if same:
@@ -123,9 +165,25 @@ async def install_operator(
     registry: str | None = None,
     progress: Callable[[str], None] | None = None,
     replicas: int = 1,
+    *,
+    publish: bool = True,
+    http_token: HttpToken = KEEP,
 ) -> tuple[Distributed, bool]:
     """Make the images pullable by every node (shoal/platform/distribution.py), then create
     or update the operator with them; (where the images are, whether the operator changed)."""
     placed = await distribute(swarm, images, registry, progress)
-    changed = await deploy_operator(swarm, placed.images.operator, placed.images.postgres, replicas)
+    changed = await deploy_operator(
+        swarm,
+        placed.images.operator,
+        placed.images.postgres,
+        replicas,
+        publish=publish,
+        http_token=http_token,
+    )
     return placed, changed
+
+
+async def operator_http_token(swarm: SwarmClient) -> tuple[str, str] | None:
+    """(id, name) of the HTTP token secret the operator service mounts, if any."""
+    current = await swarm.service(names.OPERATOR_SERVICE)
+    return mounted_http_token(current["Spec"]) if current is not None else None

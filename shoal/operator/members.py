@@ -26,15 +26,28 @@ SECRET_FILES = {
     "superuser": "superuser-password",
     "replication": "replication-password",
     "app": "app-password",
-    "agent-token": "agent-token",
-}
+}  # shared by every member; each member's own agent token is the file "agent-token"
+
+
+AGENT_TOKEN = "agent-token"
 
 
 @dataclass(frozen=True)
 class Infrastructure:
     network_id: str
     control_network_id: str
-    secrets: dict[str, tuple[str, str]]  # purpose -> (secret id, secret name)
+    secrets: dict[str, tuple[str, str]]  # shared purpose -> (secret id, secret name)
+    agent_tokens: dict[int, tuple[str, str]]  # member index -> its own agent token's secret
+
+
+def secret_name(db: str, uid: str, purpose: str) -> str:
+    # The uid in the name: a database deleted and declared again never meets the previous
+    # incarnation's secrets.
+    return f"shoal-{db}-{uid[:8]}-{purpose}"
+
+
+def agent_token_secret_name(db: str, uid: str, index: int) -> str:
+    return secret_name(db, uid, f"{AGENT_TOKEN}-{index}")
 
 
 def db_labels(db: str, role: str) -> dict[str, str]:
@@ -74,14 +87,17 @@ async def ensure_infrastructure(
     network = await swarm.ensure_overlay(
         names.database_network(db.name), db_labels(db.name, "network")
     )
+    labels = db_labels(db.name, "secret")
     secrets: dict[str, tuple[str, str]] = {}
     for purpose, value in credentials.by_purpose().items():
-        # The uid in the name: a database deleted and declared again never meets the
-        # previous incarnation's secrets.
-        name = f"shoal-{db.name}-{uid[:8]}-{purpose}"
-        sid = await swarm.ensure_secret(name, secret_payload(value), db_labels(db.name, "secret"))
-        secrets[purpose] = (sid, name)
-    return Infrastructure(network, control, secrets)
+        name = secret_name(db.name, uid, purpose)
+        secrets[purpose] = (await swarm.ensure_secret(name, secret_payload(value), labels), name)
+    tokens: dict[int, tuple[str, str]] = {}
+    for index in range(db.spec.members):
+        name = agent_token_secret_name(db.name, uid, index)
+        token = credentials.agent_token_for(names.member_service(db.name, index))
+        tokens[index] = (await swarm.ensure_secret(name, secret_payload(token), labels), name)
+    return Infrastructure(network, control, secrets, tokens)
 
 
 async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bool:
@@ -92,7 +108,17 @@ async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bo
     present = {
         s["Spec"]["Name"] for s in await swarm.secrets_with_label(names.LABEL_DATABASE, db.name)
     }
-    return all(f"shoal-{db.name}-{uid[:8]}-{p}" in present for p in SECRET_FILES)
+    wanted = [secret_name(db.name, uid, p) for p in SECRET_FILES]
+    wanted += [agent_token_secret_name(db.name, uid, i) for i in range(db.spec.members)]
+    return all(name in present for name in wanted)
+
+
+def _secret_file(secret_id: str, secret_name: str, file_name: str) -> JSON:
+    return {
+        "SecretID": secret_id,
+        "SecretName": secret_name,
+        "File": {"Name": file_name, "UID": "0", "GID": "0", "Mode": 0o444},
+    }
 
 
 def member_service_spec(
@@ -124,18 +150,10 @@ def member_service_spec(
                 ],
                 "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
                 "Secrets": [
-                    {
-                        "SecretID": sid,
-                        "SecretName": sname,
-                        "File": {
-                            "Name": SECRET_FILES[purpose],
-                            "UID": "0",
-                            "GID": "0",
-                            "Mode": 0o444,
-                        },
-                    }
+                    _secret_file(sid, sname, SECRET_FILES[purpose])
                     for purpose, (sid, sname) in sorted(infra.secrets.items())
-                ],
+                ]
+                + [_secret_file(*infra.agent_tokens[index], AGENT_TOKEN)],
                 "StopGracePeriod": STOP_GRACE_NS,
                 "Mounts": [],
             },

@@ -19,7 +19,13 @@ import aiodocker
 from aiodocker.exceptions import DockerError
 
 from shoal import __version__
-from shoal.names import CONTROL_NETWORK, IMAGE_BASE, LABEL_MANAGED, LABEL_ROLE
+from shoal.names import (
+    CONTROL_NETWORK,
+    IMAGE_BASE,
+    LABEL_MANAGED,
+    LABEL_ROLE,
+    OPERATOR_HTTP_TOKEN_SECRET,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,15 @@ IMAGE_PROMETHEUS = f"shoal/prometheus:{__version__}"
 PROMETHEUS_PORT = 9090
 ROLE_MONITORING = "monitoring"
 MONITORING_LABELS = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_MONITORING}
+
+# The image's entrypoint without its --config.file (Command replaces the entrypoint).
+PROMETHEUS_COMMAND = (
+    "/usr/bin/prometheus",
+    "--storage.tsdb.path=/prometheus",
+    "--storage.tsdb.retention.time=2d",
+    "--web.listen-address=:9090",
+    "--web.enable-lifecycle",
+)
 
 _HERE = Path(__file__).resolve().parent
 DOCKERFILE = _HERE / "image" / "prometheus" / "Dockerfile"
@@ -107,17 +122,34 @@ def prometheus_spec(
     image: str = IMAGE_PROMETHEUS,
     network: str = CONTROL_NETWORK,
     port: int = PROMETHEUS_PORT,
+    http_token_secret: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The raw Swarm service spec of the Prometheus service."""
+    """The raw Swarm service spec of the Prometheus service. With `http_token_secret`
+    ((id, name) of the operator's HTTP token secret) it mounts the token and scrapes with
+    it (prometheus-token.yml, made in the image from prometheus.yml)."""
+    container: dict[str, Any] = {
+        "Image": image,
+        "Labels": dict(MONITORING_LABELS),
+        "StopGracePeriod": 10_000_000_000,
+    }
+    if http_token_secret is not None:
+        secret_id, secret_name = http_token_secret
+        container["Secrets"] = [
+            {
+                "SecretID": secret_id,
+                "SecretName": secret_name,
+                "File": {"Name": OPERATOR_HTTP_TOKEN_SECRET, "UID": "0", "GID": "0", "Mode": 0o444},
+            }
+        ]
+        container["Command"] = [
+            *PROMETHEUS_COMMAND,
+            "--config.file=/etc/prometheus/prometheus-token.yml",
+        ]
     return {
         "Name": name,
         "Labels": dict(MONITORING_LABELS),
         "TaskTemplate": {
-            "ContainerSpec": {
-                "Image": image,
-                "Labels": dict(MONITORING_LABELS),
-                "StopGracePeriod": 10_000_000_000,
-            },
+            "ContainerSpec": container,
             "Networks": [{"Target": network, "Aliases": [name]}],
             "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
             "Resources": {"Limits": {"MemoryBytes": 512 * 1024 * 1024}},
@@ -144,12 +176,15 @@ async def deploy_monitoring(
     image: str = IMAGE_PROMETHEUS,
     network: str = CONTROL_NETWORK,
     port: int = PROMETHEUS_PORT,
+    http_token_secret: tuple[str, str] | None = None,
 ) -> str:
     """Create (or update to this spec) the Prometheus service; returns its URL on this host
     (the port is published in host mode on the node that runs it: the ingress routing
     mesh needs IPVS, which not every kernel has)."""
     await ensure_control_network(docker, network)
-    spec = prometheus_spec(name=name, image=image, network=network, port=port)
+    spec = prometheus_spec(
+        name=name, image=image, network=network, port=port, http_token_secret=http_token_secret
+    )
     existing = await _service(docker, name)
     if existing is None:
         try:

@@ -24,6 +24,7 @@ from aiohttp import web
 from shoal import names
 from shoal.credentials import load_operator_key
 from shoal.operator.context import OperatorContext
+from shoal.operator.http_auth import load_http_token
 from shoal.operator.metrics import OperatorMetrics
 from shoal.operator.web import make_app
 from shoal.operator.worker import DatabaseWorker
@@ -86,7 +87,7 @@ class Operator:
                 metrics=self.metrics,
                 plugins=engine_plugins(),
             )
-            runner = web.AppRunner(make_app(self, self.metrics))
+            runner = web.AppRunner(make_app(self, self.metrics, token=load_http_token()))
             await runner.setup()
             site = web.TCPSite(runner, "0.0.0.0", self.settings.port)
             await site.start()

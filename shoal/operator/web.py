@@ -9,13 +9,19 @@ Routes
   GET /api/v1/databases         JSON list of DatabaseStatus
   GET /api/v1/databases/{name}  one DatabaseStatus, or 404 {"error": ..., "database": name}
   GET /api/v1/operator          {"leader": bool, "healthy": bool, "reason": str}
+
+With a token (`shoal operator deploy --http-token-file`, mounted as the Docker secret
+`shoal-operator-http-token`) every route but `/healthz` wants `Authorization: Bearer TOKEN`
+and answers 401 without it; `/healthz` then says only "ok" or "unhealthy", never why.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import re
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Protocol
 
@@ -39,6 +45,36 @@ class StatusSource(Protocol):
 SOURCE_KEY: web.AppKey[StatusSource] = web.AppKey("shoal_status_source", StatusSource)
 METRICS_KEY: web.AppKey[OperatorMetrics] = web.AppKey("shoal_metrics", OperatorMetrics)
 SYNC_KEY: web.AppKey[bool] = web.AppKey("shoal_sync_on_scrape", bool)
+TOKEN_KEY: web.AppKey[str] = web.AppKey("shoal_http_token", str)  # "" = no token
+OPEN_PATHS = frozenset({"/healthz"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an `Authorization` header carries `token` as a bearer token (compared in
+    constant time; a missing, empty or other-scheme header never matches)."""
+    if not token or header is None:
+        return False
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[TOKEN_KEY]
+    if not token or request.path in OPEN_PATHS:
+        return await handler(request)
+    if authorized(request.headers.get("Authorization"), token):
+        return await handler(request)
+    return web.json_response(
+        {"error": "this operator wants Authorization: Bearer <token> (shoal-operator-http-token)"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="shoal-operator"'},
+    )
+
 
 EVENTS_SHOWN = 10
 DASH = "\u2013"  # shown for an unknown value
@@ -46,12 +82,18 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 def make_app(
-    source: StatusSource, metrics: OperatorMetrics, *, sync_on_scrape: bool = True
+    source: StatusSource,
+    metrics: OperatorMetrics,
+    *,
+    sync_on_scrape: bool = True,
+    token: str = "",
 ) -> web.Application:
     """The aiohttp application. With `sync_on_scrape` every `/metrics` request first
     publishes the source's current statuses (and forgets deleted databases) and the lease
-    state, so the exposition is never staler than the source."""
-    app = web.Application()
+    state, so the exposition is never staler than the source. A `token` protects every
+    route but `/healthz` (module docstring)."""
+    app = web.Application(middlewares=[require_token], client_max_size=64 * 1024)
+    app[TOKEN_KEY] = token
     app[SOURCE_KEY] = source
     app[METRICS_KEY] = metrics
     app[SYNC_KEY] = sync_on_scrape
@@ -77,6 +119,8 @@ async def healthz(request: web.Request) -> web.Response:
     ok, reason = request.app[SOURCE_KEY].healthy()
     if ok:
         return web.Response(text="ok")
+    if request.app[TOKEN_KEY]:  # the reason may name databases and nodes
+        reason = ""
     return web.Response(status=503, text=reason or "unhealthy")
 
 

@@ -39,6 +39,7 @@ INFRA = Infrastructure(
     secrets={
         purpose: (f"id-{purpose}", f"shoal-orders-0123abcd-{purpose}") for purpose in SECRET_FILES
     },
+    agent_tokens={i: (f"id-token-{i}", f"shoal-orders-0123abcd-agent-token-{i}") for i in range(3)},
 )
 
 
@@ -78,8 +79,9 @@ def test_restart_policy_delay_zero_explicitly(spec: JSON) -> None:
 def test_credentials_only_as_secret_files(spec: JSON) -> None:
     cs = spec["TaskTemplate"]["ContainerSpec"]
     secrets = cs["Secrets"]
-    assert {s["SecretID"] for s in secrets} == {f"id-{p}" for p in SECRET_FILES}
-    assert {s["File"]["Name"] for s in secrets} == set(SECRET_FILES.values())
+    # the shared credentials, and this member's own agent token (no other member's)
+    assert {s["SecretID"] for s in secrets} == {f"id-{p}" for p in SECRET_FILES} | {"id-token-1"}
+    assert {s["File"]["Name"] for s in secrets} == {*SECRET_FILES.values(), "agent-token"}
     for s in secrets:
         assert s["SecretName"].startswith("shoal-orders-")
         assert set(s["File"]) >= {"Name", "UID", "GID", "Mode"}
@@ -140,3 +142,17 @@ def test_control_network_subnet_avoids_every_subnet_in_use() -> None:
     assert free_subnet([]) == "10.200.0.0/20"
     assert free_subnet(["10.0.0.0/24", "10.200.4.0/24", "fd00::/64"]) == "10.201.0.0/20"
     assert free_subnet(["10.0.0.0/8"]) is None
+
+
+def test_every_member_gets_an_agent_token_of_its_own() -> None:
+    from shoal.credentials import DatabaseCredentials
+
+    creds = DatabaseCredentials.derive(b"k" * 32, "uid-1")
+    tokens = {creds.agent_token_for(f"orders-{i}") for i in range(5)}
+    assert len(tokens) == 5
+    assert creds.agent_token not in tokens  # the root is never handed out
+    assert all(len(t) == 32 for t in tokens)
+    again = DatabaseCredentials.derive(b"k" * 32, "uid-1")
+    assert again.agent_token_for("orders-0") == creds.agent_token_for("orders-0")
+    other = DatabaseCredentials.derive(b"k" * 32, "uid-2")
+    assert other.agent_token_for("orders-0") != creds.agent_token_for("orders-0")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from shoal import names
 from shoal.plugins.postgres import agent, agent_pg
 
 pytestmark = pytest.mark.unit
@@ -129,7 +130,11 @@ def test_hba_conf() -> None:
     lines = [ln.split() for ln in hba.splitlines() if ln and not ln.startswith("#")]
     assert ["local", "all", "all", "peer"] in lines
     assert ["host", "replication", "replicator", "10.0.1.0/24", "scram-sha-256"] in lines
-    assert ["host", "all", "all", "10.0.1.0/24", "scram-sha-256"] in lines
+    assert ["host", "app", "app", "10.0.1.0/24", "scram-sha-256"] in lines
+    # Over the network: the replication role and the application role on its database only.
+    remote = [ln for ln in lines if ln[0] != "local"]
+    assert {(ln[1], ln[2]) for ln in remote} == {("replication", "replicator"), ("app", "app")}
+    assert agent_pg.APP_USER == names.APP_USER and agent_pg.APP_DATABASE == names.APP_DATABASE
     assert "0.0.0.0" not in hba and "trust" not in hba and "md5" not in hba
 
 

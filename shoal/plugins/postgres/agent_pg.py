@@ -173,14 +173,24 @@ def cidrs_from_ip_json(
     return out
 
 
+APP_USER = APP_DATABASE = "app"  # shoal's names.APP_USER / names.APP_DATABASE
+
+
 def hba_conf(cidrs: list[str]) -> str:
+    """pg_hba.conf: each login only where it is needed. Over the network only the
+    replication role (streaming, pg_basebackup) and the application role on its own
+    database; every other role, the superuser `postgres` above all, only over the local
+    socket as the same OS user (`peer`; the agent runs as postgres). The first matching
+    line decides and no line matches otherwise, so a remote superuser login is refused
+    ("no pg_hba.conf entry"), whatever password it brings (PostgreSQL 15, "The pg_hba.conf
+    File", section 21.1)."""
     lines = [
         "# Written by the shoal member agent at every start. Do not edit.",
         "local   all          all                        peer",
     ]
     for c in cidrs:
         lines.append(f"host    replication  replicator  {c:<22} scram-sha-256")
-        lines.append(f"host    all          all         {c:<22} scram-sha-256")
+        lines.append(f"host    {APP_DATABASE:<12} {APP_USER:<11} {c:<22} scram-sha-256")
     return "\n".join(lines) + "\n"
 
 

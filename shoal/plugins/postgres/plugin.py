@@ -50,7 +50,9 @@ def renewal_header(grant: LeaseGrant) -> str:
 
 
 class AgentError(ActionFailed):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the agent's HTTP status; None when it did not answer
 
 
 async def agent_call(
@@ -70,10 +72,33 @@ async def agent_call(
             data: Any = await r.json(content_type=None)
             if r.status >= 400:
                 err = data.get("error") if isinstance(data, dict) else data
-                raise AgentError(f"{member} {path}: HTTP {r.status}: {err}")
+                raise AgentError(f"{member} {path}: HTTP {r.status}: {err}", r.status)
             return data if isinstance(data, dict) else {"result": data}
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         raise AgentError(f"{member} {path}: {type(e).__name__}: {e}") from e
+
+
+async def member_call(
+    http: aiohttp.ClientSession,
+    member: str,
+    credentials: DatabaseCredentials,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: aiohttp.ClientTimeout = ACTION_TIMEOUT,
+    extra_headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`agent_call` with the member's own token. A member created before agent tokens
+    were per member holds the database-wide one and answers 401 to its own: it is asked
+    again with that (a 401 comes before the agent acts on anything). Such a member gets
+    its own token when it is next re-created (a fence, re-seed or restart)."""
+    args = (method, path, body, timeout, extra_headers)
+    try:
+        return await agent_call(http, member, credentials.agent_token_for(member), *args)
+    except AgentError as e:
+        if e.status != 401:
+            raise
+    return await agent_call(http, member, credentials.agent_token, *args)
 
 
 class PostgresPlugin(EnginePlugin[PgProbe]):
@@ -105,8 +130,8 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         if lease_grant is not None:
             headers = {lease.HEADER: renewal_header(lease_grant)}
         try:
-            return await agent_call(
-                http, member, credentials.agent_token, "GET", "/state",
+            return await member_call(
+                http, member, credentials, "GET", "/state",
                 timeout=PROBE_TIMEOUT, extra_headers=headers,
             )  # fmt: skip
         except AgentError:
@@ -141,12 +166,13 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         return postgres_uri(hosts, password)
 
     async def apply(self, action: Action, ctx: ApplyContext) -> None:
-        token = ctx.credentials.agent_token
         fence = ctx.fence_token
         params = {k: setting_text(v) for k, v in ctx.database.spec.postgres.parameters.items()}
 
         async def post(member: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-            return await agent_call(ctx.http, member, token, "POST", path, {"token": fence, **body})
+            return await member_call(
+                ctx.http, member, ctx.credentials, "POST", path, {"token": fence, **body}
+            )
 
         match action:
             case Bootstrap(member=m):

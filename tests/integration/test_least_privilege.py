@@ -1,0 +1,120 @@
+"""Least privilege on the wire (docs/security.md). From a client container on the
+database's network, holding every member password, only the application role reaches its
+own database and only the replication role may replicate; the superuser `postgres` cannot
+log in remotely at all, whatever password it brings. Each member's agent takes only that
+member's own token."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shoal import names
+from shoal.platform.images import BuiltImages
+from tests.integration.support import apply, container_of, declaration, docker, shoal, wait_state
+
+pytestmark = pytest.mark.integration
+
+
+def remote_psql(
+    image: str, network: str, conninfo: str, command: str = "SELECT current_user"
+) -> subprocess.CompletedProcess[str]:
+    """`psql CONNINFO -c COMMAND` from a fresh container on `network` (as a client would)."""
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", network, "--entrypoint", "psql", image,
+         "-X", "-At", "-c", command, conninfo],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_only_the_app_and_replication_roles_log_in_over_the_network(
+    operator: BuiltImages, unique_name: str, tmp_path: Path
+) -> None:
+    name = unique_name
+    apply(declaration(name, members=2), tmp_path)
+    try:
+        st = wait_state(name, "Healthy", timeout=300)
+        primary = st["primary"]
+        container = container_of(primary)
+        assert container is not None
+        password = {
+            purpose: docker("exec", container, "cat", f"/run/secrets/{purpose}-password")
+            for purpose in ("superuser", "app", "replication")
+        }
+        network = names.database_network(name)
+
+        def login(
+            user: str, db: str, secret: str, extra: str = "", command: str = "SELECT current_user"
+        ) -> subprocess.CompletedProcess[str]:
+            return remote_psql(
+                operator.postgres, network,
+                f"host={primary} port={names.POSTGRES_PORT} user={user} dbname={db} "
+                f"password={password[secret]} connect_timeout=10 {extra}",
+                command,
+            )  # fmt: skip
+
+        app = login(names.APP_USER, names.APP_DATABASE, "app")
+        assert app.returncode == 0, app.stderr
+        assert app.stdout.strip() == names.APP_USER
+        refused = {
+            "superuser to postgres": login("postgres", "postgres", "superuser"),
+            "superuser to app": login("postgres", names.APP_DATABASE, "superuser"),
+            "app to postgres": login(names.APP_USER, "postgres", "app"),
+            "replicator, not replicating": login("replicator", "postgres", "replication"),
+        }
+        for what, proc in refused.items():
+            assert proc.returncode != 0, f"{what}: logged in ({proc.stdout.strip()})"
+            assert "no pg_hba.conf entry" in proc.stderr, f"{what}: {proc.stderr.strip()}"
+        # The replication role replicates (what standbys and pg_basebackup do) ...
+        streaming = login(
+            "replicator", "postgres", "replication", "replication=true", "IDENTIFY_SYSTEM"
+        )
+        assert streaming.returncode == 0, streaming.stderr
+        # ... and the superuser still works where it should: the local socket, as postgres.
+        local = docker("exec", "-u", "postgres", container, "psql", "-h", "/var/run/postgresql",
+                       "-XAtc", "SELECT current_user")  # fmt: skip
+        assert local == "postgres"
+    finally:
+        shoal("delete", name, "--wait", timeout=300)
+
+
+AGENT_GET = """
+import sys, urllib.request, urllib.error
+req = urllib.request.Request(sys.argv[1])
+req.add_header("Authorization", "Bearer " + sys.argv[2])
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
+def test_each_member_has_an_agent_token_of_its_own(
+    operator: BuiltImages, unique_name: str, tmp_path: Path
+) -> None:
+    """A member's token (readable in its container) opens its own agent only: from inside
+    member 0, member 1's agent refuses member 0's token and takes its own."""
+    name = unique_name
+    apply(declaration(name, members=2), tmp_path)
+    try:
+        wait_state(name, "Healthy", timeout=300)
+        first, second = names.member_service(name, 0), names.member_service(name, 1)
+        c0, c1 = container_of(first), container_of(second)
+        assert c0 is not None and c1 is not None
+        token = {m: docker("exec", c, "cat", "/run/secrets/agent-token")
+                 for m, c in ((first, c0), (second, c1))}  # fmt: skip
+        assert token[first] != token[second]
+
+        def state_of(member: str, bearer: str) -> str:
+            url = f"http://{member}:{names.AGENT_PORT}/state"
+            return docker("exec", c0, "python3", "-c", AGENT_GET, url, bearer)
+
+        assert state_of(second, token[first]) == "401"
+        assert state_of(second, token[second]) == "200"
+        assert state_of(first, token[first]) == "200"
+        assert state_of(first, token[second]) == "401"
+    finally:
+        shoal("delete", name, "--wait", timeout=300)
