@@ -185,3 +185,15 @@ def test_an_oversized_body_is_refused_unread(served: Served) -> None:
         {"Authorization": f"Bearer {TOKEN}", "Content-Length": str(agent.MAX_BODY + 1)},
     )
     assert status == 413 and _is_clean_refusal(status, out)
+
+
+@pytest.mark.parametrize("path", ["/promote", "/configure"])
+def test_a_nul_byte_in_synchronous_standby_names_is_a_400_naming_the_field(
+    served: Served, path: str
+) -> None:
+    """Found by the fuzzer above: PostgreSQL cannot take a NUL byte in a literal, and the
+    agent answered 500."""
+    body = {"token": served.agent.fence + 1, "synchronous_standby_names": "ANY 1 (\x00)"}
+    status, out = served.post(path, body)
+    assert status == 400, (status, out)
+    assert "synchronous_standby_names" in out["error"]

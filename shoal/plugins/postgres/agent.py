@@ -108,6 +108,18 @@ def check_params(raw: Any) -> dict[str, str]:
     return out
 
 
+def check_ssn(body: dict[str, Any]) -> str | None:
+    """The optional `synchronous_standby_names`: a string PostgreSQL can take as a literal
+    (no NUL byte: a 400 naming the field, never a 500)."""
+    ssn = field(body, "synchronous_standby_names", str, required=False)
+    if ssn is not None:
+        try:
+            pg.quote_literal(ssn)
+        except ValueError as e:
+            raise HttpError(400, f"field 'synchronous_standby_names': {e}") from e
+    return ssn  # type: ignore[no-any-return]
+
+
 def check_slot(v: Any, name: str = "slot") -> str:
     if not isinstance(v, str) or not pg.SLOT_RE.match(v):
         raise HttpError(400, f"field {name!r} must match [a-z0-9_]{{1,63}}")
@@ -295,10 +307,7 @@ def r_follow(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def r_promote(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    ssn = field(b, "synchronous_standby_names", str, required=False)
-    if ssn is not None:
-        pg.quote_literal(ssn)
-    return 200, a.promote(ssn)
+    return 200, a.promote(check_ssn(b))
 
 
 def r_demote(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -306,10 +315,7 @@ def r_demote(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def r_configure(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    ssn = field(b, "synchronous_standby_names", str, required=False)
-    if ssn is not None:
-        pg.quote_literal(ssn)
-    return 200, a.configure(_params(b), ssn)
+    return 200, a.configure(_params(b), check_ssn(b))
 
 
 def r_slots(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
