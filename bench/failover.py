@@ -52,7 +52,7 @@ class WriterEvents:
 
 
 class Writer:
-    def __init__(self, db: str, uri: str, seconds: float) -> None:
+    def __init__(self, db: str, creds: dict[str, Any], seconds: float) -> None:
         self.name = f"{db}-writer"
         self.events = WriterEvents()
         # The writer prints only transitions (shoal/chaos/netclients.py, "transitions").
@@ -60,7 +60,7 @@ class Writer:
             names.database_network(db),
             client_image(),
             "transitions",
-            {"uri": uri, "seconds": seconds},
+            {"uri": creds["uri"], "ca": creds["ca"], "seconds": seconds},
             self.name,
             "bench-writer",
             stderr=subprocess.DEVNULL,
@@ -203,8 +203,7 @@ def main() -> None:
         delete(db)
         raise SystemExit(f"apply {db} failed: {proc.stderr}")
     log(f"{db} Healthy after {time.time() - t0:.1f}s")
-    uri = str(credentials(db)["uri"])
-    writer = Writer(db, uri, seconds=args.runs * 600)
+    writer = Writer(db, credentials(db), seconds=args.runs * 600)
     runs: list[dict[str, Any]] = []
     stopped: str | None = None
     try:

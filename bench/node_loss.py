@@ -75,7 +75,7 @@ def away_from_the_operator(db: str, s: dict[str, Any]) -> dict[str, Any]:
     return dict(s2)
 
 
-def one_run(db: str, uri: str, fault: str, i: int) -> dict[str, Any]:
+def one_run(db: str, creds: dict[str, Any], fault: str, i: int) -> dict[str, Any]:
     managers = [n["name"] for n in lab_nodes() if n["role"] == "manager"]
     os.environ["DOCKER_HOST"] = node_host(managers[0])
     s, _ = wait_until(lambda: spread_settled(db), 600, f"{db} settled before run {i}")
@@ -85,7 +85,7 @@ def one_run(db: str, uri: str, fault: str, i: int) -> dict[str, Any]:
     op = operator_node()
     client = next(n for n in managers if n not in (victim,))
     os.environ["DOCKER_HOST"] = node_host(client)
-    writer = Writer(db, uri, seconds=900)
+    writer = Writer(db, creds, seconds=900)
     try:
         wait_until(lambda: writer.acknowledged() > 50, 120, "writer progress", every=0.1)
         t_fault = time.time()
@@ -139,13 +139,13 @@ def main() -> None:
     if proc.returncode != 0:
         delete(db)
         raise SystemExit(f"apply {db} failed: {proc.stderr}")
-    uri = str(credentials(db)["uri"])
+    creds = credentials(db)
     runs: list[dict[str, Any]] = []
     stopped: str | None = None
     try:
         for i in range(1, args.runs + 1):
             try:
-                runs.append(one_run(db, uri, args.fault, i))
+                runs.append(one_run(db, creds, args.fault, i))
             except (TimeoutError, RuntimeError) as e:
                 log(f"run {i} failed, stopping: {e}")
                 runs.append({"run": i, "error": str(e)})

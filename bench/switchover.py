@@ -82,7 +82,7 @@ def main() -> None:
     if proc.returncode != 0:
         delete(db)
         raise SystemExit(f"apply {db} failed: {proc.stderr}")
-    writer = Writer(db, str(credentials(db)["uri"]), seconds=args.runs * 300)
+    writer = Writer(db, credentials(db), seconds=args.runs * 300)
     runs: list[dict[str, Any]] = []
     try:
         for i in range(1, args.runs + 1):

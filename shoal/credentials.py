@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from shoal import names
+from shoal.tls import DatabaseCA, database_ca
 
 KEY_PATHS = (Path("/run/secrets") / names.OPERATOR_KEY_SECRET,)
 PURPOSES = ("superuser", "replication", "app", "agent-token", "agent-token-root")
@@ -60,6 +61,7 @@ class DatabaseCredentials:
     app: str
     agent_token: str  # database-wide: mounted only in members made before per-member tokens
     agent_token_root: str  # never mounted: each member's own token is derived from it
+    ca: DatabaseCA  # signs the members' server certificates (shoal/tls.py)
 
     @staticmethod
     def derive(key: bytes, db_uid: str) -> DatabaseCredentials:
@@ -69,6 +71,7 @@ class DatabaseCredentials:
             app=derive(key, db_uid, "app"),
             agent_token=derive(key, db_uid, "agent-token"),
             agent_token_root=derive(key, db_uid, "agent-token-root"),
+            ca=database_ca(key, db_uid),
         )
 
     def by_purpose(self) -> dict[str, str]:
@@ -89,11 +92,14 @@ def secret_payload(value: str) -> str:
     return base64.b64encode(value.encode()).decode()
 
 
-def postgres_uri(hosts: list[str], password: str | None = None) -> str:
-    """A libpq multi-host URI that always reaches the writable primary."""
+def postgres_uri(hosts: list[str], password: str | None = None, ca_file: str | None = None) -> str:
+    """A libpq multi-host URI that always reaches the writable primary, over TLS with the
+    server's certificate and name verified (`verify-full`) against the database's CA: the
+    file `ca_file`, or libpq's default ~/.postgresql/root.crt."""
     auth = names.APP_USER + (f":{quote(password, safe='')}" if password else "")
     hostlist = ",".join(f"{h}:{names.POSTGRES_PORT}" for h in hosts)
+    root = f"&sslrootcert={quote(ca_file, safe='/')}" if ca_file else ""
     return (
         f"postgresql://{auth}@{hostlist}/{names.APP_DATABASE}"
-        "?target_session_attrs=read-write&connect_timeout=2"
+        f"?target_session_attrs=read-write&connect_timeout=2&sslmode=verify-full{root}"
     )

@@ -54,6 +54,13 @@ def proxy_service(db: str) -> str:
     return f"{db}-rw"
 
 
+def member_dns_names(db: str, index: int) -> list[str]:
+    """The names a client may reach member `index` by, as its TLS certificate lists them:
+    its own (on every network it is on) and the read-write proxy's (which passes TLS
+    through to the primary)."""
+    return [member_service(db, index), proxy_service(db)]
+
+
 def database_network(db: str) -> str:
     return f"shoal-{db}"
 

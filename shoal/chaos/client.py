@@ -34,8 +34,15 @@ def load_config(arg: str) -> dict[str, Any]:
     return cfg
 
 
+CA_FILE = "/tmp/shoal-chaos-ca.crt"
+
+
 def endpoint_from(cfg: dict[str, Any]) -> Endpoint:
     ep = cfg["endpoint"]
+    ca_file = None
+    if ep.get("ca"):
+        Path(CA_FILE).write_text(str(ep["ca"]), encoding="utf-8")
+        ca_file = CA_FILE
     return Endpoint(
         hosts=tuple(ep["hosts"]),
         port=int(ep["port"]),
@@ -43,6 +50,7 @@ def endpoint_from(cfg: dict[str, Any]) -> Endpoint:
         password=str(ep["password"]),
         database=str(ep["database"]),
         connect_timeout=int(ep.get("connect_timeout", 2)),
+        ca_file=ca_file,
     )
 
 

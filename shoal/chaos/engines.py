@@ -38,6 +38,9 @@ class Endpoint:
     password: str
     database: str
     connect_timeout: int = 2
+    # A file holding the database's CA certificate: the session then verifies each member's
+    # certificate and name (sslmode=verify-full), as `shoal credentials` URIs ask clients to.
+    ca_file: str | None = None
 
 
 class EngineSession(ABC):
@@ -73,6 +76,8 @@ def pg_uri(ep: Endpoint, only_host: str | None = None) -> str:
     hosts = (only_host,) if only_host else ep.hosts
     hostlist = ",".join(f"{h}:{ep.port}" for h in hosts)
     query = f"connect_timeout={ep.connect_timeout}"
+    if ep.ca_file:
+        query += f"&sslmode=verify-full&sslrootcert={quote(ep.ca_file, safe='/')}"
     if only_host is None:
         query = "target_session_attrs=read-write&" + query
     return (

@@ -14,6 +14,10 @@ password never appears on a command line. Kinds and what they print on stdout:
   sampler      {hosts, password, seconds}      one JSON object per sample of each member's
                                                pg_is_in_recovery() and synchronous list
 
+Every kind also takes `ca`, the database's CA certificate (`shoal credentials --json`):
+the URIs shoal prints ask for `sslmode=verify-full`, and the client verifies the members'
+certificates against it.
+
 Errors go to stderr as `# Type: message`, one line each.
 """
 
@@ -103,11 +107,26 @@ DEAD_SERVER: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 2, "keepalive
                "keepalives_count": 2, "tcp_user_timeout": 4000}  # fmt: skip
 
 
+CA_FILE = "/tmp/shoal-ca.crt"
+
+
+def tls_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """libpq options that verify the server against `cfg["ca"]` (written to a file once)."""
+    ca = cfg.get("ca")
+    if not ca:
+        return {}
+    with open(CA_FILE, "w") as f:
+        f.write(str(ca))
+    return {"sslrootcert": CA_FILE}
+
+
 def _connector(cfg: dict[str, Any], table: str | None, **kw: Any) -> Callable[[], Any]:
     import psycopg
 
+    tls = tls_options(cfg)
+
     def connect() -> Any:
-        conn = psycopg.connect(cfg["uri"], autocommit=True, **DEAD_SERVER, **kw)
+        conn = psycopg.connect(cfg["uri"], autocommit=True, **DEAD_SERVER, **tls, **kw)
         conn.execute("SET statement_timeout = 5000")
         if table is not None:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigint primary key)")
@@ -165,11 +184,12 @@ def run_transitions(cfg: dict[str, Any]) -> None:
     import psycopg
 
     st: dict[str, Any] = {"n": 0, "prev_ok": None, "prev_err": True, "beat": time.time() + 1}
+    tls = tls_options(cfg)
 
     def connect() -> Any:
         # DEAD_SERVER: after a partition the old primary never answers (bench.node_loss hung
         # on its socket for minutes without it).
-        conn = psycopg.connect(cfg["uri"], autocommit=True, connect_timeout=2, **DEAD_SERVER)
+        conn = psycopg.connect(cfg["uri"], autocommit=True, connect_timeout=2, **DEAD_SERVER, **tls)
         conn.execute("SET statement_timeout = 5000")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS bench_failover "
@@ -213,12 +233,15 @@ def run_sampler(cfg: dict[str, Any]) -> None:
     import psycopg
 
     lock = threading.Lock()
+    tls = tls_options(cfg)
+    if tls:
+        tls["sslmode"] = "verify-full"
 
     def sample(host: str) -> None:
         def connect() -> Any:
             conn = psycopg.connect(
                 host=host, port=5432, user="app", dbname="app", password=cfg["password"],
-                autocommit=True, connect_timeout=1,
+                autocommit=True, connect_timeout=1, **tls,
             )  # fmt: skip
             conn.execute("SET statement_timeout = 500")
             return conn

@@ -46,8 +46,8 @@ class RunOptions:
     password: str | None = None
 
 
-async def get_password(docker: aiodocker.Docker, db: str) -> str:
-    """The application password, derived by the operator: the same call as
+async def get_credentials(docker: aiodocker.Docker, db: str) -> dict[str, Any]:
+    """The application password and the CA, derived by the operator: the same call as
     `shoal credentials NAME` (never the CLI found on `PATH`)."""
     try:
         doc = await operator_exec.fetch_credentials(SwarmClient(docker), db)
@@ -55,11 +55,16 @@ async def get_password(docker: aiodocker.Docker, db: str) -> str:
         raise BadInput(f"--db {db}: {e}") from None
     except (operator_exec.OperatorUnavailable, SwarmError) as e:
         raise BadInput(f"cannot read the credentials of {db}: {e}") from None
-    return str(doc["password"])
+    return doc
 
 
 def client_config(
-    opts: RunOptions, engine: str, hosts: list[str], password: str, run_id: str
+    opts: RunOptions,
+    engine: str,
+    hosts: list[str],
+    password: str,
+    run_id: str,
+    ca: str | None = None,
 ) -> dict[str, Any]:
     s = opts.suite
     return {
@@ -72,6 +77,7 @@ def client_config(
             "password": password,
             "database": names.APP_DATABASE,
             "connect_timeout": 2,
+            "ca": ca,
         },
         "workload": {
             "workload": s.workload,
@@ -163,8 +169,11 @@ class Runner:
             names.member_service(opts.db, i) for i in range(max(status.members_desired, 1))
         ]
         network = status.network or names.database_network(opts.db)
-        password = opts.password or await get_password(self.docker, opts.db)
-        config = client_config(opts, status.engine, hosts, password, self.run_id)
+        # With --password-file the operator is not asked: the client then encrypts but
+        # cannot verify the members' certificates (no CA).
+        doc = {} if opts.password else await get_credentials(self.docker, opts.db)
+        password = opts.password or str(doc["password"])
+        config = client_config(opts, status.engine, hosts, password, self.run_id, ca=doc.get("ca"))
         self.console.print(
             f"chaos run {self.run_id}: {opts.db} ({', '.join(hosts)}), "
             f"suite {s.name}, {s.workload} workload for {s.duration:.0f}s"

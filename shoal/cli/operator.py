@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import typer
 
@@ -153,6 +154,7 @@ def credentials_document(stored: Any, key: bytes) -> dict[str, Any]:
         "database": names.APP_DATABASE,
         "uri": plugin.connection(stored.declaration, creds.app),
         "network": names.database_network(stored.name),
+        "ca": creds.ca.cert_pem,
     }
 
 
@@ -180,25 +182,56 @@ async def fetch_credentials(store: DatabaseStore, name: str) -> dict[str, Any]:
         raise Failed(str(e)) from None
 
 
+def write_ca(path: Path, pem: str) -> str:
+    """Write the CA certificate (public: readable by all); returns the absolute path."""
+    target = path.expanduser().absolute()
+    try:
+        target.write_text(pem)
+    except OSError as e:
+        raise BadInput(f"--ca: cannot write {target}: {e.strerror or e}") from None
+    return str(target)
+
+
+def with_root_certificate(uri: str, ca_file: str) -> str:
+    sep = "&" if "?" in uri else "?"
+    return f"{uri}{sep}sslrootcert={quote(ca_file, safe='/')}"
+
+
 def register(root: typer.Typer) -> None:
     @root.command()
     def credentials(
-        name: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+        name: str,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        ca: Path | None = typer.Option(
+            None,
+            "--ca",
+            help="Write the database's CA certificate to this file; the URI then names it "
+            "(sslrootcert) for verifying the members' certificates.",
+            dir_okay=False,
+        ),
     ) -> None:
-        """The connection URI with the application user's password."""
+        """The connection URI with the application user's password (TLS, verify-full)."""
 
         async def go(store: DatabaseStore) -> None:
             doc = await fetch_credentials(store, name)
+            if ca is not None:
+                doc["uri"] = with_root_certificate(doc["uri"], write_ca(ca, doc["ca"]))
             if as_json:
                 typer.echo(json.dumps(doc, indent=2))
-            else:
-                typer.echo(doc["uri"])
-                out.print(
-                    f"# from a container on the network {doc['network']}, e.g.\n"
-                    f"# docker run --rm -it --network {doc['network']} {names.IMAGE_BASE} "
-                    f"psql '{doc['uri']}'",
-                    style="dim",
-                )
+                return
+            typer.echo(doc["uri"])
+            hint = (
+                f"# with the CA in {doc['uri'].rsplit('sslrootcert=', 1)[1]}"
+                if ca is not None
+                else f"# the members' certificates verify against the CA: "
+                f"`shoal credentials {name} --ca FILE` writes it"
+            )
+            out.print(
+                f"{hint}\n# from a container on the network {doc['network']}, e.g.\n"
+                f"# docker run --rm -it --network {doc['network']} {names.IMAGE_BASE} "
+                f"psql '{doc['uri']}'",
+                style="dim",
+            )
 
         run(go)
 

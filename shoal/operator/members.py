@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from shoal import names
 from shoal.credentials import DatabaseCredentials, secret_payload
@@ -30,6 +31,7 @@ SECRET_FILES = {
 
 
 AGENT_TOKEN = "agent-token"
+TLS_BUNDLE = "tls.pem"  # the member's own key, its server certificate and the CA
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Infrastructure:
     control_network_id: str
     secrets: dict[str, tuple[str, str]]  # shared purpose -> (secret id, secret name)
     agent_tokens: dict[int, tuple[str, str]]  # member index -> its own agent token's secret
+    tls: dict[int, tuple[str, str]]  # member index -> its own TLS bundle's secret
 
 
 def secret_name(db: str, uid: str, purpose: str) -> str:
@@ -48,6 +51,18 @@ def secret_name(db: str, uid: str, purpose: str) -> str:
 
 def agent_token_secret_name(db: str, uid: str, index: int) -> str:
     return secret_name(db, uid, f"{AGENT_TOKEN}-{index}")
+
+
+def tls_secret_name(db: str, uid: str, index: int) -> str:
+    return secret_name(db, uid, f"tls-{index}")
+
+
+def tls_bundle(credentials: DatabaseCredentials, db: str, index: int, now: datetime) -> str:
+    """What the member's TLS secret holds: its key, the certificate for `now`'s period and
+    the CA. Later certificates reach the member by the agent (for the same key)."""
+    member = names.member_service(db, index)
+    issued = credentials.ca.issue(member, names.member_dns_names(db, index), now)
+    return issued.key_pem + issued.cert_pem + credentials.ca.cert_pem
 
 
 def db_labels(db: str, role: str) -> dict[str, str]:
@@ -97,7 +112,14 @@ async def ensure_infrastructure(
         name = agent_token_secret_name(db.name, uid, index)
         token = credentials.agent_token_for(names.member_service(db.name, index))
         tokens[index] = (await swarm.ensure_secret(name, secret_payload(token), labels), name)
-    return Infrastructure(network, control, secrets, tokens)
+    bundles: dict[int, tuple[str, str]] = {}
+    now = datetime.now(UTC)
+    for index in range(db.spec.members):
+        # Made once (an existing secret is kept); renewals go through the agent.
+        name = tls_secret_name(db.name, uid, index)
+        bundle = tls_bundle(credentials, db.name, index, now)
+        bundles[index] = (await swarm.ensure_secret(name, secret_payload(bundle), labels), name)
+    return Infrastructure(network, control, secrets, tokens, bundles)
 
 
 async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bool:
@@ -110,6 +132,7 @@ async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bo
     }
     wanted = [secret_name(db.name, uid, p) for p in SECRET_FILES]
     wanted += [agent_token_secret_name(db.name, uid, i) for i in range(db.spec.members)]
+    wanted += [tls_secret_name(db.name, uid, i) for i in range(db.spec.members)]
     return all(name in present for name in wanted)
 
 
@@ -153,7 +176,10 @@ def member_service_spec(
                     _secret_file(sid, sname, SECRET_FILES[purpose])
                     for purpose, (sid, sname) in sorted(infra.secrets.items())
                 ]
-                + [_secret_file(*infra.agent_tokens[index], AGENT_TOKEN)],
+                + [
+                    _secret_file(*infra.agent_tokens[index], AGENT_TOKEN),
+                    _secret_file(*infra.tls[index], TLS_BUNDLE),
+                ],
                 "StopGracePeriod": STOP_GRACE_NS,
                 "Mounts": [],
             },

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from shoal import names
@@ -146,6 +147,7 @@ class Observer:
             )
         )
         now_mono = time.monotonic()
+        now_utc = datetime.now(UTC)
         members = []
         for i, n, info, probe, grant in zip(
             indices, member_names, infos, probes, grants, strict=True
@@ -179,6 +181,9 @@ class Observer:
                     stranded=sid in stranded,
                     lease_left=self._leases.left(
                         stranded.get(sid, []), ttl, plugin.lease_margin, now_mono
+                    ),
+                    certificate_serial=credentials.ca.serial_for(
+                        n, names.member_dns_names(self.name, i), now_utc
                     ),
                 )
             )

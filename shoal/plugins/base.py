@@ -89,6 +89,9 @@ class MemberObservation(Generic[P]):
     # surely over (the plugin's `lease_margin` included; operator/leases.py); <= 0 once it
     # is, when none is stranded, or when the engine keeps no lease.
     lease_left: float = 0.0
+    # The serial of the TLS certificate the member should serve now (shoal/tls.py); the
+    # engine renews a member's certificate when it serves another. None: not known.
+    certificate_serial: int | None = None
 
     @property
     def swarm_dead(self) -> bool:
@@ -302,5 +305,8 @@ class EnginePlugin(ABC, Generic[P]):
         """Carry out one engine action (the generic ones are the operator's)."""
 
     @abstractmethod
-    def connection(self, database: Database, password: str | None = None) -> str:
-        """The client connection URI, always reaching the writable primary."""
+    def connection(
+        self, database: Database, password: str | None = None, ca_file: str | None = None
+    ) -> str:
+        """The client connection URI, always reaching the writable primary, verifying the
+        members' certificates against the CA in `ca_file` (or the client's default)."""

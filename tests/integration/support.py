@@ -156,9 +156,10 @@ class Writer:
         table: str,
         seconds: float,
         cancel_after: float | None = None,
+        ca: str | None = None,
     ) -> None:
         self.name = f"writer-{db}-{time.monotonic_ns() % 10**8}"
-        cfg: dict[str, Any] = {"uri": uri, "table": table, "seconds": seconds}
+        cfg: dict[str, Any] = {"uri": uri, "table": table, "seconds": seconds, "ca": ca}
         if cancel_after is not None:
             cfg["cancel_after"] = cancel_after
         self.proc = launch(

@@ -168,7 +168,8 @@ def seed(primary: str, table: str, n: int, start: int = 1) -> set[int]:
 
 
 def start_writer(d: Db, images: BuiltImages, table: str, seconds: float = 300) -> Writer:
-    w = Writer(d.name, images.operator, credentials(d.name)["uri"], table, seconds)
+    creds = credentials(d.name)
+    w = Writer(d.name, images.operator, creds["uri"], table, seconds, ca=creds["ca"])
     wait_for(lambda: len(w.so_far()) >= 30, 90, f"the writer to acknowledge rows; {w.errors}")
     return w
 

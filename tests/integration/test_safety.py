@@ -61,7 +61,8 @@ class Sampler:
     def __init__(self, d: Db, image: str, seconds: float = 600) -> None:
         self.name = f"sampler-{d.name}-{time.monotonic_ns() % 10**8}"
         hosts = [d.member(i) for i in range(3)]
-        cfg = {"hosts": hosts, "password": credentials(d.name)["password"], "seconds": seconds}
+        creds = credentials(d.name)
+        cfg = {"hosts": hosts, "password": creds["password"], "seconds": seconds, "ca": creds["ca"]}
         self.proc = launch(
             names.database_network(d.name), image, "sampler", cfg, self.name, "test-writer",
             stderr=subprocess.DEVNULL,
@@ -312,11 +313,13 @@ class IdentityWriter:
     through `uri` and records, for every acknowledged write, the address of the server that
     acknowledged it (`inet_server_addr()`: through HAProxy too, it is the member's)."""
 
-    def __init__(self, d: Db, image: str, uri: str, table: str, seconds: float = 240) -> None:
+    def __init__(
+        self, d: Db, image: str, uri: str, ca: str, table: str, seconds: float = 240
+    ) -> None:
         self.name = f"who-{d.name}-{time.monotonic_ns() % 10**8}"
         self.proc = launch(
             names.database_network(d.name), image, "identity",
-            {"uri": uri, "table": table, "seconds": seconds}, self.name, "test-writer",
+            {"uri": uri, "ca": ca, "table": table, "seconds": seconds}, self.name, "test-writer",
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.acks: list[dict[str, Any]] = []
@@ -352,11 +355,12 @@ def test_a_deposed_primary_acknowledges_nothing_after_it_is_replaced(
     password = creds["password"]
     proxy_uri = (
         f"postgresql://{names.APP_USER}:{password}@{names.proxy_service(db.name)}:"
-        f"{names.POSTGRES_PORT}/{names.APP_DATABASE}"
-    )
+        f"{names.POSTGRES_PORT}/{names.APP_DATABASE}?sslmode=verify-full"
+    )  # the proxy passes TLS through: its name is in every member's certificate
+    ca = creds["ca"]
     writers = {
-        "multi-host URI": IdentityWriter(db, operator.operator, creds["uri"], "who_uri"),
-        "HAProxy": IdentityWriter(db, operator.operator, proxy_uri, "who_proxy"),
+        "multi-host URI": IdentityWriter(db, operator.operator, creds["uri"], ca, "who_uri"),
+        "HAProxy": IdentityWriter(db, operator.operator, proxy_uri, ca, "who_proxy"),
     }
     try:
         for path, w in writers.items():

@@ -98,13 +98,14 @@ def writers_on_both_sides(
     manager = next(
         n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != primary_node
     )
-    uri = credentials(name)["uri"]
+    creds = credentials(name)
+    uri, ca = creds["uri"], creds["ca"]
     os.environ["DOCKER_HOST"] = node_host(primary_node)
-    beside = Writer(name, image, uri, "beside", 600, cancel_after=beside_cancel_after)
+    beside = Writer(name, image, uri, "beside", 600, cancel_after=beside_cancel_after, ca=ca)
     os.environ["DOCKER_HOST"] = node_host(manager)
     far: Writer | None = None
     try:
-        far = Writer(name, image, uri, "far", 600)
+        far = Writer(name, image, uri, "far", 600, ca=ca)
         for w in (beside, far):
             wait_for(lambda w=w: len(w.so_far()) >= 30, 120, f"writes; {w.errors[-3:]}")
         yield beside, far

@@ -54,7 +54,8 @@ def test_killing_the_primarys_node_fails_over_and_loses_no_acknowledged_write(
             n["name"] for n in nodes if n["role"] == "manager" and n["name"] != victim
         )
         os.environ["DOCKER_HOST"] = node_host(client_host)
-        writer = Writer(name, lab.operator, credentials(name)["uri"], "acked", 600)
+        creds = credentials(name)
+        writer = Writer(name, lab.operator, creds["uri"], "acked", 600, ca=creds["ca"])
         try:
             wait_for(lambda: len(writer.so_far()) >= 30, 120, f"writes; {writer.errors[-3:]}")
             before = max(writer.so_far())
@@ -285,7 +286,8 @@ def test_cutting_off_the_operators_node_with_the_primary_fails_over_elsewhere(
             n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
         )
         os.environ["DOCKER_HOST"] = node_host(manager)
-        writer = Writer(name, lab.operator, credentials(name)["uri"], "acked", 600)
+        creds = credentials(name)
+        writer = Writer(name, lab.operator, creds["uri"], "acked", 600, ca=creds["ca"])
         try:
             wait_for(lambda: len(writer.so_far()) >= 30, 120, f"writes; {writer.errors[-3:]}")
             cut = shoal("lab", "fault", "partition", victim)

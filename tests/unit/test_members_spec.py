@@ -40,6 +40,7 @@ INFRA = Infrastructure(
         purpose: (f"id-{purpose}", f"shoal-orders-0123abcd-{purpose}") for purpose in SECRET_FILES
     },
     agent_tokens={i: (f"id-token-{i}", f"shoal-orders-0123abcd-agent-token-{i}") for i in range(3)},
+    tls={i: (f"id-tls-{i}", f"shoal-orders-0123abcd-tls-{i}") for i in range(3)},
 )
 
 
@@ -79,9 +80,17 @@ def test_restart_policy_delay_zero_explicitly(spec: JSON) -> None:
 def test_credentials_only_as_secret_files(spec: JSON) -> None:
     cs = spec["TaskTemplate"]["ContainerSpec"]
     secrets = cs["Secrets"]
-    # the shared credentials, and this member's own agent token (no other member's)
-    assert {s["SecretID"] for s in secrets} == {f"id-{p}" for p in SECRET_FILES} | {"id-token-1"}
-    assert {s["File"]["Name"] for s in secrets} == {*SECRET_FILES.values(), "agent-token"}
+    # the shared credentials, and this member's own agent token and TLS key (no other
+    # member's)
+    assert {s["SecretID"] for s in secrets} == {f"id-{p}" for p in SECRET_FILES} | {
+        "id-token-1",
+        "id-tls-1",
+    }
+    assert {s["File"]["Name"] for s in secrets} == {
+        *SECRET_FILES.values(),
+        "agent-token",
+        "tls.pem",
+    }
     for s in secrets:
         assert s["SecretName"].startswith("shoal-orders-")
         assert set(s["File"]) >= {"Name", "UID", "GID", "Mode"}

@@ -129,8 +129,10 @@ def test_hba_conf() -> None:
     hba = agent_pg.hba_conf(["10.0.1.0/24"])
     lines = [ln.split() for ln in hba.splitlines() if ln and not ln.startswith("#")]
     assert ["local", "all", "all", "peer"] in lines
-    assert ["host", "replication", "replicator", "10.0.1.0/24", "scram-sha-256"] in lines
-    assert ["host", "app", "app", "10.0.1.0/24", "scram-sha-256"] in lines
+    # Only over TLS (hostssl): a connection without it matches no line.
+    assert ["hostssl", "replication", "replicator", "10.0.1.0/24", "scram-sha-256"] in lines
+    assert ["hostssl", "app", "app", "10.0.1.0/24", "scram-sha-256"] in lines
+    assert not any(ln[0] == "host" for ln in lines)
     # Over the network: the replication role and the application role on its database only.
     remote = [ln for ln in lines if ln[0] != "local"]
     assert {(ln[1], ln[2]) for ln in remote} == {("replication", "replicator"), ("app", "app")}

@@ -24,6 +24,8 @@ role, stale token), 500 (PostgreSQL failed).
   POST /configure {parameters?, synchronous_standby_names?}   200 state body (running)
   POST /slots {slots: [name]}                            200 {slots, kept_active} (primary)
   POST /stop {}                                          200 state body (fence: immediate)
+  POST /certificate {certificate: PEM}                   200 {certificate_serial} (a renewal
+       for this member's key, issued by its CA: agent_tls.py; reloads PostgreSQL)
 """
 
 from __future__ import annotations
@@ -327,6 +329,10 @@ def r_stop(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, a.stop()
 
 
+def r_certificate(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return 200, a.renew_certificate(field(b, "certificate", str))
+
+
 ROUTES = {
     "/bootstrap": r_bootstrap,
     "/clone": r_clone,
@@ -336,6 +342,7 @@ ROUTES = {
     "/configure": r_configure,
     "/slots": r_slots,
     "/stop": r_stop,
+    "/certificate": r_certificate,
 }
 
 
@@ -391,6 +398,11 @@ def main() -> int:
     ).start()
     log(f"member {member} ({os.environ.get('SHOAL_DATABASE', '?')}) listening on :{AGENT_PORT}")
     with agent._op:
+        try:
+            agent.install_tls()
+        except Exception as e:
+            log(f"cannot set up TLS: {type(e).__name__}: {e}")
+            return 1
         agent.recover_on_start()
     stop.wait()
     log("signal received: stopping postgres (fast) and exiting")

@@ -16,10 +16,12 @@ from typing import Any
 try:
     from . import agent_lease as lease
     from . import agent_pg as pg
+    from . import agent_tls as tls
     from .agent_parameters import ROLE_LEVEL_GUARDED
 except ImportError:  # run as a script inside the container: /opt/shoal/
     import agent_lease as lease  # type: ignore[import-not-found,no-redef]
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
+    import agent_tls as tls  # type: ignore[import-not-found,no-redef]
     from agent_parameters import ROLE_LEVEL_GUARDED  # type: ignore[import-not-found,no-redef]
 
 _GUARDED = "ARRAY[" + ", ".join(pg.quote_literal(n) for n in ROLE_LEVEL_GUARDED) + "]"
@@ -88,6 +90,7 @@ class Agent:
         self._clone_thread: threading.Thread | None = None
         self._abort = False
         self.lease = lease.Lease()
+        self.certificate_serial: int | None = None  # the certificate PostgreSQL serves
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -189,6 +192,32 @@ class Agent:
 
     # ------------------------------------------------------------ startup
 
+    def install_tls(self) -> None:
+        """At start, before PostgreSQL: the key and certificates from the mounted secret."""
+        try:
+            if tls.install_from_secret():
+                self.certificate_serial = tls.current_serial()
+            else:
+                log("no tls.pem mounted: PostgreSQL runs without TLS")
+        except (tls.TlsError, OSError) as e:
+            # A member without its key could serve nothing safely: fail loudly, the
+            # operator replaces a member that stays failed.
+            self.set_state("failed", f"TLS files: {e}")
+            raise
+
+    def renew_certificate(self, cert_pem: str) -> dict[str, Any]:
+        """A new certificate for this member's key: written, then loaded by a reload
+        (PostgreSQL keeps its connections; a reload that cannot load the files keeps the
+        old ones and logs why)."""
+        try:
+            serial = tls.install_certificate(cert_pem)
+        except tls.TlsError as e:
+            raise HttpError(400, f"field 'certificate': {e}") from None
+        self.certificate_serial = serial
+        if self.pg_running():
+            pg.psql("SELECT pg_reload_conf()", timeout=10)
+        return {"certificate_serial": format(serial, "x")}
+
     def recover_on_start(self) -> None:
         if CLONE_MARKER.exists() or BOOTSTRAP_MARKER.exists():
             log("an interrupted bootstrap/clone left a partial data directory: wiping it")
@@ -276,6 +305,9 @@ SELECT json_build_object(
             "fence_token": fence, "pending_restart": [], "parameters": {},
             "task_id": os.environ.get("SHOAL_TASK_ID") or None, "history": [],
             "durability_overrides": [], "lease": self.lease.describe(time.monotonic()),
+            "certificate_serial": (
+                None if self.certificate_serial is None else format(self.certificate_serial, "x")
+            ),
         }  # fmt: skip
         if state in ("empty", "bootstrapping", "cloning"):
             return body
@@ -411,6 +443,7 @@ SELECT json_build_object(
             env = pg._env()
             env["PGAPPNAME"] = f"shoal_clone_{slot}"
             env["PGCONNECT_TIMEOUT"] = "10"
+            env.update(tls.client_env())  # the source's name and certificate, verified
             proc = subprocess.Popen(
                 [str(pg.BIN / "pg_basebackup"), "-h", source, "-p", str(pg.PORT),
                  "-U", "replicator", "-D", str(pg.DATA_DIR), "-X", "stream",

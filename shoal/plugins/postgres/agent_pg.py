@@ -16,6 +16,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+try:
+    from . import agent_tls as tls
+except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
+    import agent_tls as tls  # type: ignore[import-not-found,no-redef]
+
 BIN = Path("/usr/lib/postgresql/15/bin")
 DATA_DIR = Path(os.environ.get("SHOAL_PGDATA", "/var/lib/shoal/pgdata"))
 STATE_DIR = DATA_DIR.parent
@@ -176,21 +181,22 @@ def cidrs_from_ip_json(
 APP_USER = APP_DATABASE = "app"  # shoal's names.APP_USER / names.APP_DATABASE
 
 
-def hba_conf(cidrs: list[str]) -> str:
+def hba_conf(cidrs: list[str], tls: bool = True) -> str:
     """pg_hba.conf: each login only where it is needed. Over the network only the
     replication role (streaming, pg_basebackup) and the application role on its own
-    database; every other role, the superuser `postgres` above all, only over the local
-    socket as the same OS user (`peer`; the agent runs as postgres). The first matching
-    line decides and no line matches otherwise, so a remote superuser login is refused
-    ("no pg_hba.conf entry"), whatever password it brings (PostgreSQL 15, "The pg_hba.conf
-    File", section 21.1)."""
+    database, and with TLS on only over TLS (`hostssl`); every other role, the superuser
+    `postgres` above all, only over the local socket as the same OS user (`peer`; the agent
+    runs as postgres). The first matching line decides and no line matches otherwise, so a
+    remote superuser login is refused ("no pg_hba.conf entry"), whatever password it brings,
+    and so is any login without TLS (PostgreSQL 15, "The pg_hba.conf File", section 21.1)."""
+    kind = "hostssl" if tls else "host"
     lines = [
         "# Written by the shoal member agent at every start. Do not edit.",
         "local   all          all                        peer",
     ]
     for c in cidrs:
-        lines.append(f"host    replication  replicator  {c:<22} scram-sha-256")
-        lines.append(f"host    {APP_DATABASE:<12} {APP_USER:<11} {c:<22} scram-sha-256")
+        lines.append(f"{kind:<7} replication  replicator  {c:<22} scram-sha-256")
+        lines.append(f"{kind:<7} {APP_DATABASE:<12} {APP_USER:<11} {c:<22} scram-sha-256")
     return "\n".join(lines) + "\n"
 
 
@@ -227,7 +233,7 @@ def primary_conninfo(host: str, application_name: str) -> str:
     return (
         f"host={host} port={PORT} user=replicator application_name={application_name} "
         f"passfile={PGPASS} connect_timeout=3 keepalives_idle=5 keepalives_interval=2 "
-        "keepalives_count=2"
+        f"keepalives_count=2 {tls.conninfo_options()}"
     )
 
 
@@ -385,10 +391,10 @@ def write_pgpass() -> None:
 
 def write_static_config() -> None:
     """shoal.conf (included from postgresql.conf) and pg_hba.conf, before every start."""
-    write_file(DATA_DIR / SHOAL_CONF, BASE_CONF)
+    write_file(DATA_DIR / SHOAL_CONF, BASE_CONF + tls.server_settings())
     main = DATA_DIR / "postgresql.conf"
     text = main.read_text() if main.exists() else ""
     include = f"include = '{SHOAL_CONF}'"
     if include not in text:
         write_file(main, text + f"\n{include}\n")
-    write_file(DATA_DIR / "pg_hba.conf", hba_conf(own_cidrs()))
+    write_file(DATA_DIR / "pg_hba.conf", hba_conf(own_cidrs(), tls.enabled()))

@@ -49,6 +49,8 @@ class PgProbe:
     # A primary's role- or database-level settings that weaken durability ("app in every
     # database: synchronous_commit"): reset by the next Configure.
     durability_overrides: tuple[str, ...] = ()
+    # The serial of the TLS certificate PostgreSQL serves; None without TLS.
+    certificate_serial: int | None = None
 
     @property
     def has_data(self) -> bool:
@@ -101,7 +103,15 @@ class PgProbe:
                 for h in d.get("history") or []
                 if isinstance(h, list | tuple) and len(h) == 2
             ),
+            certificate_serial=_hex_or_none(d.get("certificate_serial")),
         )
+
+
+def _hex_or_none(v: Any) -> int | None:
+    try:
+        return int(str(v), 16) if v is not None else None
+    except ValueError:
+        return None
 
 
 # --- engine actions ----------------------------------------------------------------------
@@ -148,6 +158,14 @@ class Demote(Action):
 class EnsureSlots(Action):
     member: str
     slots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RenewCertificate(Action):
+    """Hand a running member the server certificate of the current period (shoal/tls.py);
+    the agent loads it with a reload."""
+
+    member: str
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from shoal.plugins.postgres.model import (
     EnsureSlots,
     Follow,
     PgProbe,
+    RenewCertificate,
     setting_text,
 )
 from shoal.plugins.postgres.progress import PgProgress
@@ -145,7 +146,23 @@ def _plan(cluster: Cluster) -> Plan:
     )
     p.status.members = member_statuses(cluster, primary)
     p.requeue_after = 5.0 if healthy else 1.0
+    # Certificates are renewed by a reload, in any state: a renewal is routine, not a
+    # reason to call the database degraded.
+    p.add(*renewals([primary, *standbys]))
     return p
+
+
+def renewals(members: list[PgMember]) -> list[RenewCertificate]:
+    """A running member that serves a certificate other than the current period's gets it
+    (the period turned, or the member started from its secret's first certificate)."""
+    return [
+        RenewCertificate(m.name)
+        for m in members
+        if m.probe is not None
+        and m.probe.certificate_serial is not None
+        and m.certificate_serial is not None
+        and m.probe.certificate_serial != m.certificate_serial
+    ]
 
 
 def _creating(cluster: Cluster, p: Plan) -> Plan:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
@@ -31,6 +32,7 @@ from shoal.plugins.postgres.model import (
     Follow,
     PgProbe,
     Promote,
+    RenewCertificate,
     setting_text,
 )
 
@@ -161,9 +163,11 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     def plan(self, observation: Observation[PgProbe]) -> Plan:
         return planner.plan(observation)
 
-    def connection(self, database: Database, password: str | None = None) -> str:
+    def connection(
+        self, database: Database, password: str | None = None, ca_file: str | None = None
+    ) -> str:
         hosts = [names.member_service(database.name, i) for i in range(database.spec.members)]
-        return postgres_uri(hosts, password)
+        return postgres_uri(hosts, password, ca_file)
 
     async def apply(self, action: Action, ctx: ApplyContext) -> None:
         fence = ctx.fence_token
@@ -197,5 +201,13 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
                     "/configure",
                     {"parameters": dict(ps), "synchronous_standby_names": sync},
                 )
+            case RenewCertificate(member=m):
+                index = names.member_index(ctx.database.name, m)
+                if index is None:
+                    raise TypeError(f"not a member of {ctx.database.name}: {m}")
+                issued = ctx.credentials.ca.issue(
+                    m, names.member_dns_names(ctx.database.name, index), datetime.now(UTC)
+                )
+                await post(m, "/certificate", {"certificate": issued.cert_pem})
             case _:
                 raise TypeError(f"not a PostgreSQL action: {action.describe()}")
