@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
             out.print(f"\n[bold green]{db.name} is Healthy.[/bold green]")
             out.print(f"connection (no password): {status.connection}")
             out.print(f"with the password:        shoal credentials {db.name}")
+            out.print(
+                f"the CA to verify it by:   shoal credentials {db.name} --ca {db.name}-ca.crt"
+            )
             page = await operator_page(store.client)
             out.print(f"status:                   shoal status {db.name}   (or {page})")
             out.print(f"clients join the overlay network {status.network}")

@@ -39,6 +39,7 @@ from shoal.plugins.postgres.model import (
     Follow,
     PgProbe,
     Promote,
+    RenewCertificate,
 )
 from shoal.plugins.postgres.planner import plan
 from shoal.plugins.postgres.progress import PgProgress
@@ -800,3 +801,37 @@ def test_a_switchover_timeout_never_promotes_the_old_primary_beside_an_unknown_t
     doc["status"] = first.status.model_dump(mode="json")
     late = plan(dataclasses.replace(observe(doc), monotonic=SWITCHOVER_TIMEOUT + 5))
     assert not any(isinstance(a, Promote) for a in late.actions), late.actions
+
+
+def _with_certificates(
+    obs: Observation[PgProbe], served: dict[str, int | None], known: bool = True
+) -> Observation[PgProbe]:
+    """Each member should serve serial 100 + index (None: not `known`); `served` is what
+    each agent reports."""
+    members = [
+        dataclasses.replace(
+            m,
+            certificate_serial=100 + i if known else None,
+            probe=dataclasses.replace(m.probe, certificate_serial=served.get(m.name))
+            if m.probe is not None
+            else None,
+        )
+        for i, m in enumerate(obs.members)
+    ]
+    return dataclasses.replace(obs, members=members)
+
+
+def test_a_member_serving_another_periods_certificate_is_renewed_and_stays_healthy() -> None:
+    obs = observe(steady(recording("healthy")))
+    p = plan(_with_certificates(obs, {"orders-0": 100, "orders-1": 7, "orders-2": 102}))
+    assert p.actions == [RenewCertificate("orders-1")]  # the primary too, by a reload
+    assert p.status.state == DatabaseState.HEALTHY  # a renewal is routine
+
+
+def test_certificates_in_place_or_unknown_need_nothing() -> None:
+    obs = observe(steady(recording("healthy")))
+    # orders-2 runs without TLS (no serial): nothing to renew, nothing to guess
+    served: dict[str, int | None] = {"orders-0": 100, "orders-1": 101, "orders-2": None}
+    assert plan(_with_certificates(obs, served)).actions == []
+    # the operator does not know what is due: never renew blindly
+    assert plan(_with_certificates(obs, {"orders-1": 7}, known=False)).actions == []
