@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiodocker
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from shoal import names
 from shoal.status import DatabaseStatus
-from shoal.swarm.client import raft_busy
+from shoal.swarm.client import raft_busy, while_raft_busy
 
 LABEL_RUN = "shoal.chaos.run"  # every container the chaos suite creates carries its run id
 
@@ -35,12 +34,7 @@ RAFT_WAIT = 90.0
 
 async def service_labels(docker: aiodocker.Docker, service: str) -> dict[str, str]:
     try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(RAFT_WAIT),
-            wait=wait_fixed(2),
-            retry=retry_if_exception(raft_busy),
-            reraise=True,
-        ):
+        async for attempt in while_raft_busy(RAFT_WAIT):
             with attempt:
                 info: Mapping[str, Any] = await docker.services.inspect(service)
     except aiodocker.DockerError as e:

@@ -34,7 +34,6 @@ from typing import Any
 from aiodocker.exceptions import DockerError
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception,
     retry_if_exception_type,
     stop_after_delay,
     wait_fixed,
@@ -43,7 +42,7 @@ from tenacity import (
 from shoal import names
 from shoal.platform.engine import PlatformError
 from shoal.platform.images import BuiltImages
-from shoal.swarm.client import JSON, SwarmClient, SwarmError, raft_busy
+from shoal.swarm.client import JSON, SwarmClient, SwarmError, while_raft_busy
 
 Progress = Callable[[str], None]
 
@@ -171,12 +170,7 @@ def stored_push_auth(prefix: str, config: Path | None = None) -> dict[str, str] 
 
 async def swarm_node_count(swarm: SwarmClient, wait: float = RAFT_WAIT) -> int:
     """How many nodes the swarm has; waits out a Raft election for up to `wait` seconds."""
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(wait),
-        wait=wait_fixed(2),
-        retry=retry_if_exception(raft_busy),
-        reraise=True,
-    ):
+    async for attempt in while_raft_busy(wait):
         with attempt:
             return len(await swarm.nodes())
     raise AssertionError("unreachable")  # pragma: no cover  (reraise=True raises first)

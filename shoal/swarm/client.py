@@ -13,6 +13,7 @@ from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from shoal import names
 
@@ -45,6 +46,18 @@ def raft_busy(exc: BaseException) -> bool:
     else:
         return False
     return any(mark in text for mark in RAFT_BUSY_MARKS)
+
+
+def while_raft_busy(seconds: float) -> AsyncRetrying:
+    """Retry the attempts of `async for attempt in while_raft_busy(s): with attempt: ...`
+    every 2 s while the swarm elects a leader, for up to `seconds`; any other error, or the
+    election outlasting `seconds`, is raised as it is."""
+    return AsyncRetrying(
+        stop=stop_after_delay(seconds),
+        wait=wait_fixed(2),
+        retry=retry_if_exception(raft_busy),
+        reraise=True,
+    )
 
 
 def _wrap(e: DockerError) -> SwarmError:
