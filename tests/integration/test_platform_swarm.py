@@ -91,8 +91,8 @@ def test_apply_creates_one_member_service_per_member(db: str) -> None:
         s["ID"]: s["Spec"]["Name"]
         for s in inspect("secret", *listed("secret", f"label={names.LABEL_DATABASE}={db}"))
     }
-    # three shared credentials and one agent token per member
-    assert len(secret_ids) == 3 + 3
+    # three shared credentials, and one agent token and one TLS bundle per member
+    assert len(secret_ids) == 3 + 3 + 3
     for svc in inspect("service", *member_services(db)):
         spec = svc["Spec"]
         template = spec["TaskTemplate"]
@@ -116,12 +116,17 @@ def test_apply_creates_one_member_service_per_member(db: str) -> None:
             "replication-password",
             "app-password",
             "agent-token",
+            "tls.pem",
         }
         mounted = {s["SecretID"] for s in cs["Secrets"]}
         index = spec["Labels"][names.LABEL_MEMBER]
-        own_token = {i for i, n in secret_ids.items() if n.endswith(f"-agent-token-{index}")}
-        shared = {i for i, n in secret_ids.items() if "-agent-token-" not in n}
-        assert len(own_token) == 1 and mounted == shared | own_token
+        own = {
+            i
+            for i, n in secret_ids.items()
+            if n.endswith((f"-agent-token-{index}", f"-tls-{index}"))
+        }
+        shared = {i for i, n in secret_ids.items() if "-agent-token-" not in n and "-tls-" not in n}
+        assert len(own) == 2 and mounted == shared | own
         # and the running container really is like that
         cid = container_of(spec["Name"])
         assert cid, f"no running container for {spec['Name']}"
