@@ -41,6 +41,9 @@ class Infrastructure:
     secrets: dict[str, tuple[str, str]]  # shared purpose -> (secret id, secret name)
     agent_tokens: dict[int, tuple[str, str]]  # member index -> its own agent token's secret
     tls: dict[int, tuple[str, str]]  # member index -> its own TLS bundle's secret
+    # The shared control network's subnets: members admit no application login from there
+    # (only the operator and other databases' members are on it).
+    control_subnets: tuple[str, ...] = ()
 
 
 def secret_name(db: str, uid: str, purpose: str) -> str:
@@ -119,7 +122,20 @@ async def ensure_infrastructure(
         name = tls_secret_name(db.name, uid, index)
         bundle = tls_bundle(credentials, db.name, index, now)
         bundles[index] = (await swarm.ensure_secret(name, secret_payload(bundle), labels), name)
-    return Infrastructure(network, control, secrets, tokens, bundles)
+    return Infrastructure(
+        network,
+        control,
+        secrets,
+        tokens,
+        bundles,
+        await network_subnets(swarm, names.CONTROL_NETWORK),
+    )
+
+
+async def network_subnets(swarm: SwarmClient, name: str) -> tuple[str, ...]:
+    net = await swarm.network(name)
+    configs = ((net or {}).get("IPAM") or {}).get("Config") or []
+    return tuple(str(c["Subnet"]) for c in configs if c.get("Subnet"))
 
 
 async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bool:
@@ -170,7 +186,12 @@ def member_service_spec(
                     f"SHOAL_DATABASE={db.name}",
                     f"SHOAL_MEMBER={name}",
                     "SHOAL_TASK_ID={{.Task.ID}}",
-                ],
+                ]
+                + (
+                    [f"SHOAL_CONTROL_SUBNETS={','.join(infra.control_subnets)}"]
+                    if infra.control_subnets
+                    else []
+                ),
                 "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
                 "Secrets": [
                     _secret_file(sid, sname, SECRET_FILES[purpose])

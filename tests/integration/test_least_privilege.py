@@ -72,6 +72,18 @@ def test_only_the_app_and_replication_roles_log_in_over_the_network(
             "replicator", "postgres", "replication", "replication=true", "IDENTIFY_SYSTEM"
         )
         assert streaming.returncode == 0, streaming.stderr
+        # The application role is refused from the shared control network (the operator's
+        # container is there; other databases' members too), with the right password.
+        op = container_of(names.OPERATOR_SERVICE)
+        assert op is not None
+        from_control = subprocess.run(
+            ["docker", "exec", "-i", op, "/opt/shoal/venv/bin/python", "-c", CONTROL_LOGIN,
+             f"host={primary} port={names.POSTGRES_PORT} user={names.APP_USER} "
+             f"dbname={names.APP_DATABASE} sslmode=require connect_timeout=10"],
+            input=password["app"], capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert from_control.stdout.startswith("refused"), from_control.stdout + from_control.stderr
+        assert "no pg_hba.conf entry" in from_control.stdout
         # ... and the superuser still works where it should: the local socket, as postgres.
         local = docker("exec", "-u", "postgres", container, "psql", "-h", "/var/run/postgresql",
                        "-XAtc", "SELECT current_user")  # fmt: skip
@@ -79,6 +91,15 @@ def test_only_the_app_and_replication_roles_log_in_over_the_network(
     finally:
         shoal("delete", name, "--wait", timeout=300)
 
+
+CONTROL_LOGIN = """
+import sys, psycopg
+try:
+    psycopg.connect(sys.argv[1], password=sys.stdin.read().strip()).close()
+    print("logged in")
+except psycopg.OperationalError as e:
+    print("refused", str(e).replace("\\n", " "))
+"""
 
 AGENT_GET = """
 import sys, urllib.request, urllib.error

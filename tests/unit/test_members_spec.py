@@ -41,6 +41,7 @@ INFRA = Infrastructure(
     },
     agent_tokens={i: (f"id-token-{i}", f"shoal-orders-0123abcd-agent-token-{i}") for i in range(3)},
     tls={i: (f"id-tls-{i}", f"shoal-orders-0123abcd-tls-{i}") for i in range(3)},
+    control_subnets=("10.200.0.0/20",),
 )
 
 
@@ -100,6 +101,7 @@ def test_credentials_only_as_secret_files(spec: JSON) -> None:
         "SHOAL_DATABASE": "orders",
         "SHOAL_MEMBER": "orders-1",
         "SHOAL_TASK_ID": "{{.Task.ID}}",  # a Swarm template: no secret in it
+        "SHOAL_CONTROL_SUBNETS": "10.200.0.0/20",  # no application logins from there
     }
     assert not any("PASSWORD" in k.upper() or "TOKEN" in k.upper() for k in env)
 

@@ -140,6 +140,22 @@ def test_hba_conf() -> None:
     assert "0.0.0.0" not in hba and "trust" not in hba and "md5" not in hba
 
 
+def test_hba_conf_admits_no_application_login_from_the_control_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOAL_CONTROL_SUBNETS", "10.200.0.0/20, not-a-net")
+    control = agent_pg.control_subnets()
+    assert control == ["10.200.0.0/20"]
+    hba = agent_pg.hba_conf(["10.0.1.0/24", "10.200.0.0/20"], control=control)
+    remote = [ln.split() for ln in hba.splitlines() if ln.startswith("hostssl")]
+    assert ("app", "10.200.0.0/20") not in {(ln[2], ln[3]) for ln in remote}
+    assert ("app", "10.0.1.0/24") in {(ln[2], ln[3]) for ln in remote}
+    # replication stays admitted on both: members are on both networks
+    assert {ln[3] for ln in remote if ln[2] == "replicator"} == {"10.0.1.0/24", "10.200.0.0/20"}
+    monkeypatch.delenv("SHOAL_CONTROL_SUBNETS")
+    assert agent_pg.control_subnets() == []
+
+
 def test_conninfo_get() -> None:
     ci = agent_pg.primary_conninfo("orders-1", "orders_2")
     assert agent_pg.conninfo_get(ci, "host") == "orders-1"

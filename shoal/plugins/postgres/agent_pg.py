@@ -181,14 +181,33 @@ def cidrs_from_ip_json(
 APP_USER = APP_DATABASE = "app"  # shoal's names.APP_USER / names.APP_DATABASE
 
 
-def hba_conf(cidrs: list[str], tls: bool = True) -> str:
+def control_subnets() -> list[str]:
+    """The shared control network's subnets, as the operator gave them (none: unknown)."""
+    raw = os.environ.get("SHOAL_CONTROL_SUBNETS", "")
+    out = []
+    for s in raw.split(","):
+        try:
+            out.append(str(ipaddress.ip_network(s.strip(), strict=False)))
+        except ValueError:
+            continue
+    return out
+
+
+def _within(cidr: str, subnets: list[str]) -> bool:
+    net = ipaddress.ip_network(cidr, strict=False)
+    return any(net.overlaps(ipaddress.ip_network(s)) for s in subnets)
+
+
+def hba_conf(cidrs: list[str], tls: bool = True, control: list[str] | None = None) -> str:
     """pg_hba.conf: each login only where it is needed. Over the network only the
     replication role (streaming, pg_basebackup) and the application role on its own
     database, and with TLS on only over TLS (`hostssl`); every other role, the superuser
     `postgres` above all, only over the local socket as the same OS user (`peer`; the agent
     runs as postgres). The first matching line decides and no line matches otherwise, so a
     remote superuser login is refused ("no pg_hba.conf entry"), whatever password it brings,
-    and so is any login without TLS (PostgreSQL 15, "The pg_hba.conf File", section 21.1)."""
+    and so is any login without TLS (PostgreSQL 15, "The pg_hba.conf File", section 21.1).
+    The application role is not admitted from the `control` subnets either: only the
+    operator and other databases' members are there, never this database's clients."""
     kind = "hostssl" if tls else "host"
     lines = [
         "# Written by the shoal member agent at every start. Do not edit.",
@@ -196,7 +215,8 @@ def hba_conf(cidrs: list[str], tls: bool = True) -> str:
     ]
     for c in cidrs:
         lines.append(f"{kind:<7} replication  replicator  {c:<22} scram-sha-256")
-        lines.append(f"{kind:<7} {APP_DATABASE:<12} {APP_USER:<11} {c:<22} scram-sha-256")
+        if not _within(c, control or []):
+            lines.append(f"{kind:<7} {APP_DATABASE:<12} {APP_USER:<11} {c:<22} scram-sha-256")
     return "\n".join(lines) + "\n"
 
 
@@ -397,4 +417,4 @@ def write_static_config() -> None:
     include = f"include = '{SHOAL_CONF}'"
     if include not in text:
         write_file(main, text + f"\n{include}\n")
-    write_file(DATA_DIR / "pg_hba.conf", hba_conf(own_cidrs(), tls.enabled()))
+    write_file(DATA_DIR / "pg_hba.conf", hba_conf(own_cidrs(), tls.enabled(), control_subnets()))
