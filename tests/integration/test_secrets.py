@@ -58,6 +58,12 @@ def test_no_secret_appears_in_specs_labels_inspect_logs_or_output(
         primary = container_of(st["primary"])
         assert primary
         secrets = {f"{db} {s}": _read(primary, f"/run/secrets/{s}") for s in MEMBER_SECRETS}
+        # The member's TLS private key: its PEM body's second line (the first starts with
+        # the header every P-256 PKCS#8 key shares), as any dump of the key would show it.
+        bundle = _read(primary, "/run/secrets/tls.pem")
+        key_body = bundle.split("-----BEGIN PRIVATE KEY-----", 1)[1]
+        key_lines = key_body.split("-----END PRIVATE KEY-----", 1)[0].split()
+        secrets[f"{db} TLS key"] = key_lines[1]
         op = container_of(names.OPERATOR_SERVICE)
         assert op
         secrets["operator key"] = _read(op, f"/run/secrets/{names.OPERATOR_KEY_SECRET}")
