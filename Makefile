@@ -59,7 +59,7 @@ typecheck: venv
 	$(BIN)/mypy --strict shoal
 
 # Exit code 5 (no tests collected) is a failure, not a pass.
-PYTEST = rc=0; $(BIN)/python -m pytest -p no:cacheprovider -ra $(1) $(PYTEST_ARGS) || rc=$$?; \
+PYTEST = rc=0; $(BIN)/python -m pytest -p no:cacheprovider -ra --durations=15 $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
 
