@@ -17,10 +17,12 @@ from shoal.cli.common import (
     BadInput,
     Failed,
     check_registry,
+    err,
     fail,
     out,
     run,
 )
+from shoal.cli.credentials_secret import SecretExists, check_secret_name, store_credentials
 from shoal.credentials import DatabaseCredentials, load_operator_key
 from shoal.swarm import operator_exec
 from shoal.swarm.store import DatabaseStore
@@ -209,11 +211,32 @@ def register(root: typer.Typer) -> None:
             "(sslrootcert) for verifying the members' certificates.",
             dir_okay=False,
         ),
+        secret: str | None = typer.Option(
+            None,
+            "--secret",
+            help="Also store the URI as the Docker secret SECRET (and the CA as SECRET-ca) "
+            "for an application service; they are yours: `shoal delete` leaves them.",
+        ),
     ) -> None:
         """The connection URI with the application user's password (TLS, verify-full)."""
+        if secret is not None and (problem := check_secret_name(secret)) is not None:
+            fail(problem, EXIT_BAD_INPUT)
 
         async def go(store: DatabaseStore) -> None:
             doc = await fetch_credentials(store, name)
+            if secret is not None:
+                try:
+                    made = await store_credentials(
+                        store.client, secret, name, doc["uri"], doc["ca"]
+                    )
+                except SecretExists as e:
+                    raise BadInput(str(e)) from None
+                err.print(
+                    f"# stored as the Docker secrets {made[0]} (the URI) and {made[1]} "
+                    f"(the CA): docker service create --network {doc['network']} "
+                    f"--secret {made[0]} --secret {made[1]} ... reads /run/secrets/{made[0]}",
+                    style="dim",
+                )
             if ca is not None:
                 doc["uri"] = with_root_certificate(doc["uri"], write_ca(ca, doc["ca"]))
             if as_json:

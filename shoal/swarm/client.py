@@ -233,22 +233,26 @@ class SwarmClient:
                 return dict(s)
         return None
 
+    async def create_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
+        """Create a secret; a SwarmError when Swarm refuses (one of that name exists)."""
+        result: JSON = await self.call(
+            "secrets/create",
+            "POST",
+            data={"Name": name, "Data": data_b64, "Labels": dict(labels)},
+        )
+        return str(result["ID"])
+
     async def ensure_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
         existing = await self.secret(name)
         if existing is not None:
             return str(existing["ID"])
         try:
-            result: JSON = await self.call(
-                "secrets/create",
-                "POST",
-                data={"Name": name, "Data": data_b64, "Labels": dict(labels)},
-            )
+            return await self.create_secret(name, data_b64, labels)
         except SwarmError:
             again = await self.secret(name)
             if again is None:
                 raise
             return str(again["ID"])
-        return str(result["ID"])
 
     async def secrets_with_label(self, key: str, value: str | None = None) -> list[JSON]:
         label = f"{key}={value}" if value is not None else key

@@ -164,3 +164,13 @@ def test_openssl_agrees_with_the_operator(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+
+
+def test_credentials_secret_names_and_uri() -> None:
+    from shoal.cli.credentials_secret import check_secret_name, secret_uri
+
+    assert check_secret_name("orders-app.db_1") is None
+    for bad in ("", "-x", "a b", "a/b", "x" * 62, "é"):
+        assert check_secret_name(bad) is not None, bad
+    uri = secret_uri("postgresql://app:pw@orders-0:5432/app?sslmode=verify-full", "s")
+    assert uri.endswith("&sslrootcert=/run/secrets/s-ca")

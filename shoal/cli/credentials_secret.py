@@ -1,0 +1,64 @@
+"""`shoal credentials NAME --secret SECRET`: the connection URI as a Docker secret, for an
+application service (`docker service create --secret SECRET --secret SECRET-ca ...`).
+
+Two secrets: SECRET holds the URI with the password, naming the CA's file where Swarm mounts
+it (`sslrootcert=/run/secrets/SECRET-ca`), and SECRET-ca holds the CA. They belong to the
+user, not to the database: no `shoal.database` or `shoal.managed` label, so `shoal delete`
+and `shoal down` leave them; the label `shoal.credentials-of` says where they came from.
+"""
+
+from __future__ import annotations
+
+import re
+
+from shoal.credentials import secret_payload
+from shoal.swarm.client import SwarmClient, SwarmError
+
+LABEL_CREDENTIALS_OF = "shoal.credentials-of"
+# Docker's secret names: 1-64 characters, alphanumerics and [-_.], starting alphanumeric.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$")  # 60: room for "-ca"
+SECRETS_DIR = "/run/secrets"
+
+
+def check_secret_name(name: str) -> str | None:
+    """None when usable, else what is wrong (for exit 2 before anything changes)."""
+    if not NAME_RE.fullmatch(name):
+        return (
+            f"--secret: {name!r} is not a Docker secret name for shoal to use: 1-61 letters, "
+            "digits, '-', '_' or '.', starting with a letter or digit"
+        )
+    return None
+
+
+def ca_secret(name: str) -> str:
+    return f"{name}-ca"
+
+
+def secret_uri(uri: str, name: str) -> str:
+    sep = "&" if "?" in uri else "?"
+    return f"{uri}{sep}sslrootcert={SECRETS_DIR}/{ca_secret(name)}"
+
+
+class SecretExists(RuntimeError):
+    pass
+
+
+async def store_credentials(
+    swarm: SwarmClient, name: str, database: str, uri: str, ca_pem: str
+) -> tuple[str, str]:
+    """Create SECRET-ca and SECRET; refuses (changing nothing) when either exists, and
+    removes the CA's secret again if the URI's cannot be made. Returns both names."""
+    for existing in (name, ca_secret(name)):
+        if await swarm.secret(existing) is not None:
+            raise SecretExists(
+                f"--secret: a Docker secret named {existing!r} exists already; "
+                f"remove it (`docker secret rm {existing}`) or choose another name"
+            )
+    labels = {LABEL_CREDENTIALS_OF: database}
+    ca_id = await swarm.create_secret(ca_secret(name), secret_payload(ca_pem), labels)
+    try:
+        await swarm.create_secret(name, secret_payload(secret_uri(uri, name)), labels)
+    except SwarmError:
+        await swarm.remove_secret(ca_id)
+        raise
+    return name, ca_secret(name)
