@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from shoal.declaration import DeclarationError
-from shoal.swarm.client import SwarmClient, SwarmError
+from shoal.swarm.client import SwarmClient, SwarmError, raft_busy, while_raft_busy
 from shoal.swarm.store import DatabaseStore
 
 T = TypeVar("T")
@@ -51,12 +51,32 @@ def check_registry(value: str | None) -> None:
         fail("; ".join(problems), EXIT_BAD_INPUT)
 
 
+# How long a command waits out a Raft election of the swarm's managers (a manager lost, cut
+# off or healed) before it reports the error: elections seen on the lab took up to a minute.
+RAFT_WAIT = 120.0
+
+
 def run(coro_fn: Callable[[DatabaseStore], Coroutine[Any, Any, T]]) -> T:
-    """Run `coro_fn(store)` against the Docker engine; map failures to exit codes."""
+    """Run `coro_fn(store)` against the Docker engine; map failures to exit codes.
+
+    While the managers elect a Raft leader every swarm call fails, and a write may or may not
+    have been committed. Every command reads the anchor before it writes and writes it by
+    compare-and-swap, so running it again is what the user would do by hand and is safe:
+    an apply whose first write went through finds its declaration there and is unchanged."""
 
     async def main() -> T:
-        async with SwarmClient() as swarm:
-            return await coro_fn(DatabaseStore(swarm))
+        said = False
+        async for attempt in while_raft_busy(RAFT_WAIT):
+            with attempt:
+                try:
+                    async with SwarmClient() as swarm:
+                        return await coro_fn(DatabaseStore(swarm))
+                except SwarmError as e:
+                    if raft_busy(e) and not said:
+                        err.print("the swarm is electing a leader; waiting", soft_wrap=True)
+                        said = True
+                    raise
+        raise AssertionError("unreachable: AsyncRetrying either returns or raises")
 
     try:
         return asyncio.run(main())

@@ -34,7 +34,12 @@ class NotFound(SwarmError):
 
 # What a manager answers while the managers elect a Raft leader (a manager was lost, cut
 # off or healed): a few seconds to a minute during which every swarm read fails.
-RAFT_BUSY_MARKS = ("does not have a leader", "DeadlineExceeded", "context deadline exceeded")
+RAFT_BUSY_MARKS = (
+    "does not have a leader",
+    "lost leader status",
+    "DeadlineExceeded",
+    "context deadline exceeded",
+)
 
 
 def raft_busy(exc: BaseException) -> bool:

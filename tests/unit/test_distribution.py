@@ -122,6 +122,44 @@ def test_a_swarm_electing_its_leader_is_told_from_a_real_failure() -> None:
     no_leader = "rpc error: code = Unknown desc = The swarm does not have a leader."
     assert raft_busy(DockerError(500, {"message": no_leader}))
     assert raft_busy(SwarmError("Docker API error 500: rpc error: code = DeadlineExceeded"))
+    lost = "raft: failed to process the request: node lost leader status"
+    assert raft_busy(SwarmError(f"Docker API error 500: {lost}"))
     assert not raft_busy(DockerError(404, {"message": "service x not found"}))
     assert not raft_busy(SwarmError("Docker API error 400: invalid spec"))
     assert not raft_busy(ValueError(no_leader))
+
+
+def test_a_command_rides_out_an_election_and_reports_a_real_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What CI saw: `shoal apply` right after a healed manager failed with "node lost leader
+    status". The CLI runs the command again (it re-reads the anchor) until the swarm answers."""
+    import typer
+
+    from shoal.cli.common import run
+    from shoal.swarm.client import SwarmError
+    from shoal.swarm.store import DatabaseStore
+
+    calls: list[int] = []
+
+    async def elected_on_second_try(store: DatabaseStore) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise SwarmError(
+                "Docker API error 500: raft: failed to process the request: node lost leader status"
+            )
+        return "done"
+
+    assert run(elected_on_second_try) == "done"
+    assert len(calls) == 2
+    assert "electing a leader" in capsys.readouterr().err
+
+    async def refused(store: DatabaseStore) -> str:
+        calls.append(1)
+        raise SwarmError("Docker API error 400: invalid spec")
+
+    calls.clear()
+    with pytest.raises(typer.Exit) as exit_info:
+        run(refused)
+    assert exit_info.value.exit_code == 1
+    assert len(calls) == 1
