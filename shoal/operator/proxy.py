@@ -3,8 +3,8 @@ members, kept pointed at the current primary by its own health checks (the Patro
 pattern), not by the operator.
 
 HAProxy comes from Debian and is already in the member image. It checks every member's agent
-(`GET /primary` on port 8008, unauthenticated, 200 only on a running primary) once a second
-and sends TCP connections to the one that answers 200; sessions to a member marked down are
+(`GET /primary` on its check port 8009, unauthenticated, 200 only on a running primary) once a
+second and sends TCP connections to the one that answers 200; sessions to a member marked down are
 cut. Member names are resolved at run time through Docker's DNS, so a replaced member (new
 task, new address) is followed and a missing one does not stop HAProxy.
 
@@ -81,7 +81,7 @@ def render_config(members: tuple[str, ...]) -> str:
         "resolvers docker init-addr none resolve-prefer ipv4",
     ]
     lines += [
-        f"    server {m} {m}:{names.POSTGRES_PORT} check port {names.AGENT_PORT}" for m in members
+        f"    server {m} {m}:{names.POSTGRES_PORT} check port {names.CHECK_PORT}" for m in members
     ]
     return "\n".join(lines) + "\n"
 

@@ -2,7 +2,7 @@
 database's network, holding every member password, only the application role reaches its
 own database and only the replication role may replicate; the superuser `postgres` cannot
 log in remotely at all, whatever password it brings. Each member's agent takes only that
-member's own token."""
+member's own token, and only on the control network."""
 
 from __future__ import annotations
 
@@ -103,39 +103,72 @@ except psycopg.OperationalError as e:
 
 AGENT_GET = """
 import sys, urllib.request, urllib.error
-req = urllib.request.Request(sys.argv[1])
-req.add_header("Authorization", "Bearer " + sys.argv[2])
-try:
-    with urllib.request.urlopen(req, timeout=10) as r:
-        print(r.status)
-except urllib.error.HTTPError as e:
-    print(e.code)
+bearer, urls = sys.argv[1], sys.argv[2:]
+for url in urls:
+    req = urllib.request.Request(url)
+    if bearer != "-":
+        req.add_header("Authorization", "Bearer " + bearer)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            print(r.status)
+    except urllib.error.HTTPError as e:
+        print(e.code)
+    except OSError as e:
+        print("unreachable", e)
 """
 
 
-def test_each_member_has_an_agent_token_of_its_own(
+def test_an_agent_takes_only_its_members_token_and_only_from_the_control_network(
     operator: BuiltImages, unique_name: str, tmp_path: Path
 ) -> None:
-    """A member's token (readable in its container) opens its own agent only: from inside
-    member 0, member 1's agent refuses member 0's token and takes its own."""
+    """A member's token (readable in its container) opens its own agent only: from the
+    operator's container, member 1's agent refuses member 0's token and takes its own. A
+    client on the database network cannot reach the API at all, token or not; it sees only
+    the role checks the proxy uses, on their own port."""
     name = unique_name
     apply(declaration(name, members=2), tmp_path)
     try:
-        wait_state(name, "Healthy", timeout=300)
+        st = wait_state(name, "Healthy", timeout=300)
         first, second = names.member_service(name, 0), names.member_service(name, 1)
         c0, c1 = container_of(first), container_of(second)
-        assert c0 is not None and c1 is not None
+        op = container_of(names.OPERATOR_SERVICE)
+        assert c0 is not None and c1 is not None and op is not None
         token = {m: docker("exec", c, "cat", "/run/secrets/agent-token")
                  for m, c in ((first, c0), (second, c1))}  # fmt: skip
         assert token[first] != token[second]
 
         def state_of(member: str, bearer: str) -> str:
             url = f"http://{member}:{names.AGENT_PORT}/state"
-            return docker("exec", c0, "python3", "-c", AGENT_GET, url, bearer)
+            return docker("exec", op, "/opt/shoal/venv/bin/python", "-c", AGENT_GET, bearer, url)
 
         assert state_of(second, token[first]) == "401"
         assert state_of(second, token[second]) == "200"
         assert state_of(first, token[first]) == "200"
         assert state_of(first, token[second]) == "401"
+
+        def from_database_network(bearer: str, *urls: str) -> list[str]:
+            proc = subprocess.run(
+                ["docker", "run", "--rm", "--network", names.database_network(name),
+                 "--entrypoint", "python3", operator.postgres, "-c", AGENT_GET, bearer, *urls],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout.splitlines()
+
+        primary = st["primary"]
+        standby = second if primary == first else first
+        api = from_database_network(
+            token[first],
+            f"http://{first}:{names.AGENT_PORT}/state",
+            f"http://{second}:{names.AGENT_PORT}/state",
+        )
+        assert len(api) == 2 and all(line.startswith("unreachable") for line in api), api
+        checks = from_database_network(
+            "-",
+            f"http://{primary}:{names.CHECK_PORT}/primary",
+            f"http://{standby}:{names.CHECK_PORT}/primary",
+            f"http://{primary}:{names.CHECK_PORT}/state",
+        )
+        assert checks == ["200", "503", "404"], checks
     finally:
         shoal("delete", name, "--wait", timeout=300)

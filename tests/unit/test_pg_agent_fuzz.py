@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shoal import names
 from shoal.plugins.postgres import agent, agent_member, agent_pg
 
 pytestmark = pytest.mark.unit
@@ -41,13 +42,18 @@ json_values = st.recursive(
 
 
 class Served:
-    def __init__(self, port: int, a: agent.Agent, fence_file: Path) -> None:
-        self.port, self.agent, self.fence_file = port, a, fence_file
+    def __init__(self, port: int, check_port: int, a: agent.Agent, fence_file: Path) -> None:
+        self.port, self.check_port, self.agent, self.fence_file = port, check_port, a, fence_file
 
     def request(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=10)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
@@ -89,13 +95,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     a = agent.Agent("fuzz-0")
     assert a.get_state() == "empty"
     handler = type("H", (agent.Handler,), {"agent": a, "timeout": 5.0})
-    server = agent.BoundedServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    checks = type("C", (agent.CheckHandler,), {"agent": a, "timeout": 5.0})
+    servers = [
+        agent.BoundedServer(("127.0.0.1", 0), handler),
+        agent.BoundedServer(("127.0.0.1", 0), checks),
+    ]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield Served(server.server_address[1], a, fence_file)
+        yield Served(servers[0].server_address[1], servers[1].server_address[1], a, fence_file)
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
         mp.undo()
 
 
@@ -120,6 +132,45 @@ def test_without_the_bearer_token_nothing_is_done(
     status, out = served.request(method, path, json.dumps(body).encode(), headers)
     assert status == 401 and _is_clean_refusal(status, out), (status, out)
     assert served.fence() == before
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(["GET", "POST"]),
+    path=st.sampled_from([*ROUTES, "/state", "/nope"]),
+    body=json_values,
+)
+def test_the_check_port_takes_no_token_and_does_nothing(
+    served: Served, method: str, path: str, body: Any
+) -> None:
+    """The port the database network sees answers the role checks only: even with the
+    member's own token, every action and `/state` is a 404 there and nothing changes."""
+    before = served.fence()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    status, out = served.request(
+        method, path, json.dumps(body).encode(), headers, port=served.check_port
+    )
+    assert status == 404 and _is_clean_refusal(status, out), (status, out)
+    assert served.fence() == before
+    assert served.request("GET", "/primary", port=served.check_port) == (503, {"role": None})
+    assert served.request("GET", "/health", port=served.check_port) == (200, {"ok": True})
+
+
+def test_the_agent_finds_its_address_on_the_control_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API binds to the address the container has on the control network (here the
+    loopback network stands in for it: the lookup is the kernel's routing, no packet sent)."""
+    monkeypatch.setenv("SHOAL_CONTROL_SUBNETS", "127.0.0.0/8")
+    assert agent_pg.control_address() == "127.0.0.1"
+    monkeypatch.setenv("SHOAL_CONTROL_SUBNETS", "198.51.100.0/24")  # TEST-NET-2: no interface
+    assert agent_pg.control_address() is None
+    monkeypatch.delenv("SHOAL_CONTROL_SUBNETS")
+    assert agent_pg.control_address() is None
+
+
+def test_the_ports_agree_with_the_operator() -> None:
+    assert (agent.AGENT_PORT, agent.CHECK_PORT) == (names.AGENT_PORT, names.CHECK_PORT)
 
 
 @FUZZ

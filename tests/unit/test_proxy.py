@@ -64,7 +64,7 @@ def test_config_checks_every_member_for_the_primary() -> None:
     ):
         assert part in default
     servers = [line for line in lines if line.startswith("server ")]
-    assert servers == [f"server {m} {m}:5432 check port 8008" for m in MEMBERS]
+    assert servers == [f"server {m} {m}:5432 check port 8009" for m in MEMBERS]
 
 
 def test_config_name_is_a_content_hash() -> None:

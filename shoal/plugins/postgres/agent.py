@@ -65,7 +65,8 @@ __all__ = [
     "main",
 ]
 
-AGENT_PORT = 8008
+AGENT_PORT = 8008  # the whole API: on the control network (and loopback) only
+CHECK_PORT = 8009  # GET /health, /primary, /replica: on every network, for the proxy
 MAX_BODY = 1 << 20
 MAX_CONCURRENT = 64
 # Lease tokens count take-overs from 1; one far beyond any real count (and beyond what JSON
@@ -278,6 +279,22 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(500, {"error": f"internal error: {type(e).__name__}: {e}"})
 
 
+class CheckHandler(Handler):
+    """The port the database network sees: the unauthenticated role checks a proxy needs,
+    and nothing else. Whoever can reach a member's PostgreSQL can ask it the same with
+    `pg_is_in_recovery()`; no token is accepted here, so none can be sniffed or tried."""
+
+    def do_GET(self) -> None:
+        if self.path == "/health" or self.path in ROLE_CHECKS:
+            return super().do_GET()
+        self.close_connection = True
+        self.reply(404, {"error": f"no such endpoint on the check port: GET {self.path}"})
+
+    def do_POST(self) -> None:
+        self.close_connection = True  # the body is not read
+        self.reply(404, {"error": f"no such endpoint on the check port: POST {self.path}"})
+
+
 def _params(body: dict[str, Any], required: bool = False) -> dict[str, str] | None:
     if "parameters" not in body:
         if required:
@@ -377,7 +394,12 @@ def main() -> int:
     os.umask(0o077)
     agent = Agent(member)
     Handler.agent = agent
-    server = BoundedServer(("0.0.0.0", AGENT_PORT), Handler)
+    control = pg.control_address()
+    if control is None:  # run outside a shoal swarm service (no control network given)
+        log("no control network address: the API listens on every interface")
+    api_hosts = ["0.0.0.0"] if control is None else [control, "127.0.0.1"]
+    servers = [BoundedServer((host, AGENT_PORT), Handler) for host in api_hosts]
+    servers.append(BoundedServer(("0.0.0.0", CHECK_PORT), CheckHandler))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -385,7 +407,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     threading.Thread(
         target=syncguard.run,
         args=(lambda: agent.serving_role() == "primary", stop, log),
@@ -396,7 +419,10 @@ def main() -> int:
         args=(agent.lease, lambda: agent.serving_role() == "primary", agent.fence_self, stop, log),
         daemon=True,
     ).start()
-    log(f"member {member} ({os.environ.get('SHOAL_DATABASE', '?')}) listening on :{AGENT_PORT}")
+    log(
+        f"member {member} ({os.environ.get('SHOAL_DATABASE', '?')}): API on "
+        f"{', '.join(f'{h}:{AGENT_PORT}' for h in api_hosts)}, checks on :{CHECK_PORT}"
+    )
     with agent._op:
         try:
             agent.install_tls()
@@ -407,7 +433,8 @@ def main() -> int:
     stop.wait()
     log("signal received: stopping postgres (fast) and exiting")
     agent.shutdown()
-    server.shutdown()
+    for server in servers:
+        server.shutdown()
     return 0
 
 

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,25 @@ def control_subnets() -> list[str]:
         except ValueError:
             continue
     return out
+
+
+def control_address() -> str | None:
+    """This container's address on the control network (None: no control subnet given, or
+    no interface on it). The kernel picks the source address of a route into the subnet; a
+    UDP `connect` only chooses that route and sends nothing."""
+    for cidr in control_subnets():
+        net = ipaddress.ip_network(cidr)
+        if net.version != 4 or net.num_addresses < 4:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((str(net.network_address + 1), 9))
+            except OSError:
+                continue
+            address = probe.getsockname()[0]
+        if ipaddress.ip_address(address) in net:
+            return str(address)
+    return None
 
 
 def _within(cidr: str, subnets: list[str]) -> bool:

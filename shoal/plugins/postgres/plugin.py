@@ -1,5 +1,5 @@
 """The PostgreSQL engine plugin: probes and actions go to each member's agent over HTTP
-(`agent.py` inside the member container, port 8008, on the control network)."""
+(`agent.py` inside the member container, port 8008, listening on the control network only)."""
 
 from __future__ import annotations
 
