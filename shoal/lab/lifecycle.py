@@ -12,8 +12,10 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,32 +156,39 @@ def wait_for_node(node: LabNode, timeout: float = NODE_START_TIMEOUT) -> None:
 
 
 def load_images(nodes: list[LabNode], images: list[str], progress: Progress | None = None) -> None:
-    """Copy into each node the images it lacks or has in another version
-    (`docker save | docker load`): the lab has no registry to pull from, and Swarm uses a
-    node's local image when none answers. Compared by image id, not by tag: an alias tag
-    (`shoal/postgres:15-0.1.0`) moves to each new build, and a node keeping the old one would
-    run members of the code before."""
+    """Copy into each node the images it lacks or has in another version: the lab has no
+    registry to pull from, and Swarm uses a node's local image when none answers. Compared
+    by image id, not by tag: an alias tag (`shoal/postgres:15-0.1.0`) moves to each new
+    build, and a node keeping the old one would run members of the code before.
+
+    The images are saved once per distinct set a node lacks (`docker save` of the ~700 MB
+    is most of the cost) and loaded into the nodes that lack it at the same time."""
     local = {i: image_id(i) for i in set(images)}
     missing = sorted(i for i, found in local.items() if found is None)
     if missing:
         raise LabError(f"images missing on the local engine: {', '.join(missing)}")
+    wanted: dict[tuple[str, ...], list[LabNode]] = {}
     for node in nodes:
-        lacking = [i for i in images if image_id(i, node.docker_host) != local[i]]
-        if not lacking:
-            continue
-        _say(progress, f"loading {len(lacking)} image(s) into {node.name}")
-        with subprocess.Popen(
-            ["docker", "save", *lacking], env=host_env(), stdout=subprocess.PIPE
-        ) as save:
-            load_env = host_env()
-            load_env["DOCKER_HOST"] = node.docker_host
-            loaded = subprocess.run(
-                ["docker", "load", "--quiet"], env=load_env, stdin=save.stdout,
-                capture_output=True, text=True, timeout=900, check=False,
-            )  # fmt: skip
-            save.wait()
-        if save.returncode != 0 or loaded.returncode != 0:
-            raise LabError(f"loading images into {node.name} failed: {loaded.stderr.strip()}")
+        lacking = tuple(i for i in images if image_id(i, node.docker_host) != local[i])
+        if lacking:
+            wanted.setdefault(lacking, []).append(node)
+    for lacking, into in wanted.items():
+        _say(progress, f"loading {len(lacking)} image(s) into {', '.join(n.name for n in into)}")
+        with tempfile.TemporaryDirectory(prefix="shoal-lab-images-", dir="/var/tmp") as tmp:
+            archive = Path(tmp) / "images.tar"
+            docker("save", "-o", str(archive), *lacking, timeout=900)
+            with ThreadPoolExecutor(max_workers=len(into)) as pool:
+                results = list(pool.map(_load_archive, into, [archive] * len(into)))
+        failed = [f"{n.name}: {why}" for n, why in zip(into, results, strict=True) if why]
+        if failed:
+            raise LabError(f"loading images failed: {'; '.join(failed)}")
+
+
+def _load_archive(node: LabNode, archive: Path) -> str | None:
+    """`docker load` of `archive` into `node`; None on success, else Docker's message."""
+    result = docker("load", "--quiet", "-i", str(archive), host=node.docker_host,
+                    check=False, timeout=900)  # fmt: skip
+    return None if result.returncode == 0 else result.stderr.strip() or "docker load failed"
 
 
 def image_exists_local(tag: str) -> bool:
