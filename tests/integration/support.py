@@ -129,6 +129,18 @@ def row_ids(member: str, table: str) -> set[int]:
     return {int(x) for x in out.split()} if out else set()
 
 
+def on_network(
+    network: str, image: str, entrypoint: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`ENTRYPOINT ARGS` in a fresh container of `image` on `network`, where a client of the
+    database runs (the operator image has psycopg, the member image psql and python3)."""
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", network, "--entrypoint", entrypoint, image,
+         *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def docker(*args: str) -> str:
     return subprocess.run(
         ["docker", *args], capture_output=True, text=True, check=True

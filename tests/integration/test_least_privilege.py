@@ -13,7 +13,15 @@ import pytest
 
 from shoal import names
 from shoal.platform.images import BuiltImages
-from tests.integration.support import apply, container_of, declaration, docker, shoal, wait_state
+from tests.integration.support import (
+    apply,
+    container_of,
+    declaration,
+    docker,
+    on_network,
+    shoal,
+    wait_state,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +30,7 @@ def remote_psql(
     image: str, network: str, conninfo: str, command: str = "SELECT current_user"
 ) -> subprocess.CompletedProcess[str]:
     """`psql CONNINFO -c COMMAND` from a fresh container on `network` (as a client would)."""
-    return subprocess.run(
-        ["docker", "run", "--rm", "--network", network, "--entrypoint", "psql", image,
-         "-X", "-At", "-c", command, conninfo],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return on_network(network, image, "psql", "-X", "-At", "-c", command, conninfo)
 
 
 def test_only_the_app_and_replication_roles_log_in_over_the_network(
@@ -147,11 +151,8 @@ def test_an_agent_takes_only_its_members_token_and_only_from_the_control_network
         assert state_of(first, token[second]) == "401"
 
         def from_database_network(bearer: str, *urls: str) -> list[str]:
-            proc = subprocess.run(
-                ["docker", "run", "--rm", "--network", names.database_network(name),
-                 "--entrypoint", "python3", operator.postgres, "-c", AGENT_GET, bearer, *urls],
-                capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
+            network = names.database_network(name)
+            proc = on_network(network, operator.postgres, "python3", "-c", AGENT_GET, bearer, *urls)
             assert proc.returncode == 0, proc.stderr
             return proc.stdout.splitlines()
 

@@ -18,6 +18,7 @@ from tests.integration.support import (
     credentials,
     declaration,
     docker,
+    on_network,
     psql,
     shoal,
     wait_for,
@@ -31,11 +32,7 @@ CA_IN_MEMBER = "/var/lib/shoal/tls/ca.crt"
 
 def client(image: str, network: str, script: str, *args: str) -> subprocess.CompletedProcess[str]:
     """A Python snippet in a fresh container on the database network (psycopg is there)."""
-    return subprocess.run(
-        ["docker", "run", "--rm", "-i", "--network", network, "--entrypoint",
-         "/opt/shoal/venv/bin/python", image, "-c", script, *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return on_network(network, image, "/opt/shoal/venv/bin/python", "-c", script, *args)
 
 
 CONNECT = """

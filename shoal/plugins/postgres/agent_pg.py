@@ -19,8 +19,10 @@ from typing import Any
 
 try:
     from . import agent_tls as tls
+    from .agent_files import write_file as write_file
 except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
     import agent_tls as tls  # type: ignore[import-not-found,no-redef]
+    from agent_files import write_file as write_file  # type: ignore[import-not-found,no-redef]
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 DATA_DIR = Path(os.environ.get("SHOAL_PGDATA", "/var/lib/shoal/pgdata"))
@@ -412,16 +414,6 @@ def read_auto_conf() -> dict[str, str]:
 def write_auto_conf(settings: dict[str, str]) -> None:
     """Only while PostgreSQL is stopped (while running, ALTER SYSTEM owns this file)."""
     write_file(DATA_DIR / AUTO_CONF, render_auto_conf(settings), 0o600)
-
-
-def write_file(path: Path, content: str, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_pgpass() -> None:

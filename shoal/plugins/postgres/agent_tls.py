@@ -19,6 +19,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+try:
+    from .agent_files import write_file
+except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
+    from agent_files import write_file  # type: ignore[import-not-found,no-redef]
+
 STATE_DIR = Path(os.environ.get("SHOAL_PGDATA", "/var/lib/shoal/pgdata")).parent
 SECRETS_DIR = Path(os.environ.get("SHOAL_SECRETS_DIR", "/run/secrets"))
 BUNDLE = "tls.pem"
@@ -57,17 +62,6 @@ def split_bundle(text: str) -> tuple[str, str, str]:
     return keys[0], certs[0], "".join(certs[1:])
 
 
-def _write(path: Path, content: str, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def install_from_secret() -> bool:
     """Lay out TLS_DIR from the mounted bundle; False when none is mounted (TLS off)."""
     src = SECRETS_DIR / BUNDLE
@@ -75,9 +69,9 @@ def install_from_secret() -> bool:
         return False
     key, cert, ca = split_bundle(src.read_text())
     TLS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write(KEY, key, 0o600)
-    _write(CA, ca, 0o644)
-    _write(CERT, cert, 0o644)
+    write_file(KEY, key, 0o600)
+    write_file(CA, ca, 0o644)
+    write_file(CERT, cert, 0o644)
     return True
 
 
@@ -132,7 +126,7 @@ def check_certificate(cert_pem: str) -> int:
 
 def install_certificate(cert_pem: str) -> int:
     serial = check_certificate(cert_pem)
-    _write(CERT, pem_blocks(cert_pem)[0][1], 0o644)
+    write_file(CERT, pem_blocks(cert_pem)[0][1], 0o644)
     return serial
 
 
