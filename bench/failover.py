@@ -52,12 +52,14 @@ class WriterEvents:
 
 
 class Writer:
-    def __init__(self, db: str, creds: dict[str, Any], seconds: float) -> None:
+    def __init__(
+        self, db: str, creds: dict[str, Any], seconds: float, network: str | None = None
+    ) -> None:
         self.name = f"{db}-writer"
         self.events = WriterEvents()
         # The writer prints only transitions (shoal/chaos/netclients.py, "transitions").
         self.proc = launch(
-            names.database_network(db),
+            network or names.database_network(db),
             client_image(),
             "transitions",
             {"uri": creds["uri"], "ca": creds["ca"], "seconds": seconds},
@@ -176,38 +178,31 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
     return run
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main() -> None:
-    # SIGTERM (and SIGINT, which background shells ignore) stop after writing partial results
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--memory", default="256M")
-    ap.add_argument("--cpus", type=float, default=0.5)
-    ap.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
-    ap.add_argument("--keep", action="store_true", help="do not delete the database")
-    ap.add_argument("--create-timeout", type=float, default=300)
-    args = ap.parse_args()
-
+def measure(
+    runs_wanted: int,
+    memory: str,
+    cpus: float,
+    pause: float,
+    keep: bool = False,
+    create_timeout: float = 300,
+) -> dict[str, Any]:
+    """Create a 3-member sync database, kill its primary `runs_wanted` times, return the
+    result document (also what bench.patroni puts beside Patroni's)."""
     info = machine()
     db = unique("benchfo")
-    text = make_declaration(db, 3, args.memory, args.cpus)
+    text = make_declaration(db, 3, memory, cpus)
     log(f"creating {db}")
     t0 = time.time()
-    proc = apply(text, wait=True, timeout=args.create_timeout)
+    proc = apply(text, wait=True, timeout=create_timeout)
     if proc.returncode != 0:
         delete(db)
         raise SystemExit(f"apply {db} failed: {proc.stderr}")
     log(f"{db} Healthy after {time.time() - t0:.1f}s")
-    writer = Writer(db, credentials(db), seconds=args.runs * 600)
+    writer = Writer(db, credentials(db), seconds=runs_wanted * 600)
     runs: list[dict[str, Any]] = []
     stopped: str | None = None
     try:
-        for i in range(1, args.runs + 1):
+        for i in range(1, runs_wanted + 1):
             try:
                 runs.append(one_run(db, writer, i))
             except (TimeoutError, RuntimeError) as e:
@@ -220,21 +215,21 @@ def main() -> None:
                 stopped = "interrupted"
                 log("interrupted: writing the runs done so far")
                 break
-            time.sleep(args.pause)
+            time.sleep(pause)
         acked = writer.acknowledged()
     finally:
         writer.stop()
-        if not args.keep:
+        if not keep:
             log(f"deleting {db}")
             delete(db)
     ok = [r for r in runs if "error" not in r]
     doc: dict[str, Any] = {
         "machine": info,
         "config": {
-            "runs": args.runs,
+            "runs": runs_wanted,
             "members": 3,
             "durability": "sync",
-            "resources": {"memory": args.memory, "cpus": args.cpus},
+            "resources": {"memory": memory, "cpus": cpus},
             "client": "psycopg autocommit INSERT loop, multi-host URI from `shoal credentials` "
             "(target_session_attrs=read-write, connect_timeout=2), 50 ms back-off on error",
             "clock": "host time.time() before `docker kill` vs writer time.time() at ack",
@@ -251,6 +246,26 @@ def main() -> None:
         "acknowledged_writes": acked,
         "runs": runs,
     }
+    return doc
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    # SIGTERM (and SIGINT, which background shells ignore) stop after writing partial results
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--memory", default="256M")
+    ap.add_argument("--cpus", type=float, default=0.5)
+    ap.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
+    ap.add_argument("--keep", action="store_true", help="do not delete the database")
+    ap.add_argument("--create-timeout", type=float, default=300)
+    args = ap.parse_args()
+    doc = measure(args.runs, args.memory, args.cpus, args.pause, args.keep, args.create_timeout)
     write_result("failover", doc)
     f, h = doc["failover_seconds"], doc["healthy_seconds"]
     print(
