@@ -16,15 +16,11 @@ from shoal.operator.leases import LeaseBook
 from shoal.operator.members import infrastructure_ready
 from shoal.operator.placement import read_pin
 from shoal.operator.proxy import observe_proxy
-from shoal.plugins.base import (
-    EnginePlugin,
-    MemberObservation,
-    Observation,
-    TaskInfo,
-)
+from shoal.plugins.base import EnginePlugin, MemberObservation, Observation
 from shoal.swarm.client import JSON
 from shoal.swarm.nodes import NodeInfo, node_info
 from shoal.swarm.store import StoredDatabase
+from shoal.swarm.tasks import TaskInfo
 
 
 def newest_tasks(tasks: list[JSON]) -> dict[str, JSON]:

@@ -28,13 +28,14 @@ from shoal.operator.http_auth import load_http_token
 from shoal.operator.metrics import OperatorMetrics
 from shoal.operator.web import make_app
 from shoal.operator.worker import DatabaseWorker
-from shoal.plugins.base import DEAD_TASK_STATES, member_http_session
+from shoal.plugins.base import member_http_session
 from shoal.plugins.registry import engine_plugins
 from shoal.status import DatabaseStatus
 from shoal.swarm.cleanup import purge_database
 from shoal.swarm.client import SwarmClient, SwarmError
 from shoal.swarm.lease import Lease, LeaseSettings
 from shoal.swarm.store import DatabaseStore
+from shoal.swarm.tasks import DEAD_TASK_STATES
 
 log = logging.getLogger("shoal.operator")
 

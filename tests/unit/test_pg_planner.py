@@ -26,7 +26,6 @@ from shoal.plugins.base import (
     Plan,
     RemoveMember,
     ReplaceMember,
-    TaskInfo,
 )
 from shoal.plugins.postgres.durability import list_for, sync_standby_names
 from shoal.plugins.postgres.failover import PEERS_RELEASE_WAIT, SWITCHOVER_TIMEOUT
@@ -44,6 +43,7 @@ from shoal.plugins.postgres.model import (
 from shoal.plugins.postgres.planner import plan
 from shoal.plugins.postgres.progress import PgProgress
 from shoal.status import DatabaseState, DatabaseStatus
+from shoal.swarm.tasks import TaskInfo
 
 pytestmark = pytest.mark.unit
 RECORDINGS = Path(__file__).parent / "recordings"
