@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,11 +225,22 @@ class Operator:
         except ValueError:
             return
         attrs = ev.get("Actor", {}).get("Attributes", {}) or {}
-        db = attrs.get(names.LABEL_DATABASE)
-        if db is None:
-            svc = attrs.get("com.docker.swarm.service.name") or attrs.get("name") or ""
-            db = next((d for d in self.workers if svc.startswith(d + "-")), None)
-        self._poke(db)
+        self._poke(database_of_event(attrs, self.workers))
+
+
+def database_of_event(attributes: dict[str, str], databases: Iterable[str]) -> str | None:
+    """The database a Docker event concerns: a member's container (it carries the database
+    label), a member's or the proxy's service (`NAME-...`), or the anchor `shoal-db-NAME`,
+    which `shoal switchover`, `apply` and every other command write: waking the worker on it
+    starts a requested switchover at once instead of on the worker's next timer."""
+    db = attributes.get(names.LABEL_DATABASE)
+    if db is not None:
+        return db
+    svc = attributes.get("com.docker.swarm.service.name") or attributes.get("name") or ""
+    for d in databases:
+        if svc == names.anchor_service(d) or svc.startswith(d + "-"):
+            return d
+    return None
 
 
 async def holder_container_dead(swarm: SwarmClient, holder: str) -> bool:
