@@ -1,7 +1,7 @@
 """What the operator writes back to Swarm and everybody else reads: the CLI (`shoal get`,
 `shoal status --json`), the metrics, the status page and the chaos suite.
 
-The JSON form of `DatabaseStatus` is the `shoal status NAME --json` contract (DESIGN.md §1).
+The JSON form of `DatabaseStatus` is the `shoal status NAME --json` contract (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The chaos report: `report.json` (the DESIGN.md §4 contract plus throughput, latency
+"""The chaos report: `report.json` (the fields docs/chaos.md lists, plus throughput, latency
 percentiles and the lost ids) and `index.html` with a matplotlib timeline (`timeline.png`:
 throughput and latency per second, fault windows shaded and labelled)."""
 

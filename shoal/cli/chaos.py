@@ -1,4 +1,4 @@
-"""`shoal chaos run ...`: the chaos suite (DESIGN.md §4)."""
+"""`shoal chaos run ...`: the chaos suite (docs/chaos.md)."""
 
 from __future__ import annotations
 

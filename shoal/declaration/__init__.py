@@ -1,5 +1,6 @@
-"""The `Database` declaration (DESIGN.md §1): a pydantic model and a loader that reports
-every problem at once, one line per problem, and never raises anything but `DeclarationError`.
+"""The `Database` declaration (README.md, "Declaring a database"): a pydantic model and a
+loader that reports every problem at once, one line per problem, and never raises anything but
+`DeclarationError`.
 
 Every problem line starts with the dotted path of the field it is about
 (`spec.members: must be between 1 and 7, got 0`), or with `declaration:` when it is about the

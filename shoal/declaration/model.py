@@ -1,4 +1,5 @@
-"""The declaration model: pydantic classes with every field rule (DESIGN.md §1)."""
+"""The declaration model: pydantic classes with every field rule (README.md, "Declaring a
+database")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The lab's shape, as pure data: its nodes, the `docker run` of each, the partition rules.
 
 A lab is N Docker-in-Docker containers on the local engine, joined into one swarm. The
-settings that work without `--privileged` on these machines are in DESIGN.md §5: all
+settings that work without `--privileged` on these machines (surveyed first) are: all
 capabilities but SYS_RESOURCE, no seccomp/AppArmor confinement, the host's cgroup namespace
 with /sys/fs/cgroup mounted, and a cgroup parent of its own per inner engine. Each node's
 /var/lib/docker is a named volume (lab infrastructure, not database data): inside a

@@ -17,7 +17,7 @@ from shoal.operator.placement import constraints_with_pin
 from shoal.swarm.client import JSON, SwarmClient
 
 # A killed member is replaced at once: Swarm's default 5 s restart delay would be pure
-# outage (DESIGN.md §5).
+# outage (docs/failure-modes.md).
 RESTART_POLICY: JSON = {"Condition": "any", "Delay": 0, "MaxAttempts": 0}
 # A stopped member's data dies with its container, and with `durability: sync` every
 # acknowledged commit is on a standby already: a long graceful stop protects nothing, while

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (DESIGN.md §1: the names are a contract).
+"""The operator's Prometheus metrics (docs/operations.md, "Metrics": the names are a contract).
 
 `OperatorMetrics` owns its own `CollectorRegistry` so that tests and several instances in
 one process never collide with the global registry.
@@ -58,7 +58,7 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        # -- database gauges (DESIGN.md §1)
+        # -- database gauges
         self.members_desired = Gauge(
             "shoal_database_members_desired",
             "Data-bearing members declared for the database",

@@ -1,4 +1,4 @@
-"""The engine plugin interface (DESIGN.md §3: plugins by capability).
+"""The engine plugin interface (docs/architecture.md, "Engine plugins").
 
 Each reconcile cycle hands a plugin an `Observation` (Swarm's view of every member plus the
 plugin's own probe of each) and gets back a `Plan`: the database's status and an ordered list

@@ -1,8 +1,7 @@
 """Desired state and status live in Swarm's Raft store, as labels of a zero-replica "anchor"
-service per database (DESIGN.md §3). Every write is a compare-and-swap on the service
-version, so the CLI (declaration, requests) and the operator (status) never overwrite each
-other, and the operator itself stays stateless.
-"""
+service per database (docs/architecture.md, "Desired state and status live in Swarm"). Every
+write is a compare-and-swap on the service version, so the CLI (declaration, requests) and the
+operator (status) never overwrite each other, and the operator itself stays stateless."""
 
 from __future__ import annotations
 

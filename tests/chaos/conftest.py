@@ -1,4 +1,4 @@
-"""Fixtures for chaos tests against a real database run by the operator (DESIGN.md §4).
+"""Fixtures for chaos tests against a real database run by the operator (docs/chaos.md).
 
 `platform` and `unique_name` come from tests/integration/conftest.py; `pg_db` applies a
 3-member PostgreSQL database through the CLI and waits until `shoal status NAME --json`

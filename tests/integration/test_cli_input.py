@@ -1,6 +1,6 @@
-"""Bad input through the real CLI (DESIGN.md §1): every bad declaration is refused with exit
-code 2 and a stderr line naming the field, before anything changes in Docker: no anchor
-service, no network, no secret for that database. Bad arguments also exit 2. Never a
+"""Bad input through the real CLI (docs/security.md, "Bad input"): every bad declaration is
+refused with exit code 2 and a stderr line naming the field, before anything changes in Docker:
+no anchor service, no network, no secret for that database. Bad arguments also exit 2. Never a
 traceback."""
 
 from __future__ import annotations

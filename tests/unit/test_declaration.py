@@ -1,5 +1,5 @@
-"""The declaration contract (DESIGN.md §1): bad declarations are refused with one line per
-problem, each naming its field; good ones load with their defaults filled in."""
+"""The declaration contract (README.md, "Declaring a database"): bad declarations are refused
+with one line per problem, each naming its field; good ones load with their defaults filled in."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OperatorMetrics: the exposition carries the DESIGN.md §1 contract."""
+"""OperatorMetrics: the exposition carries the contract of docs/operations.md, "Metrics"."""
 
 from __future__ import annotations
 

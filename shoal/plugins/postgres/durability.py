@@ -1,4 +1,4 @@
-"""The synchronous standby list each member must have in force (DESIGN.md safety rules).
+"""The synchronous standby list each member must have in force (docs/failure-modes.md, property 2).
 
 `ANY 1 (...)` is quorum commit: a commit waits for any one listed standby to flush it
 (https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES).

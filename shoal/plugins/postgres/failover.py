@@ -1,12 +1,12 @@
 """Failover and switchover planning for PostgreSQL.
 
-Failover (DESIGN.md safety rules): every reachable standby first stops following the old
-primary, so that a primary that was only paused or cut off cannot have a write acknowledged
-by a standby that is about to be promoted past it; then the standby with the most WAL is
-promoted; the old primary is fenced by replacing its task and comes back empty to re-seed.
-With `synchronous_standby_names = ANY 1 (...)` every acknowledged commit was flushed on at
-least one standby, so the standby with the most received WAL holds it whenever one that had
-it is reachable.
+Failover (docs/failure-modes.md, properties 1-4): every reachable standby first stops following
+the old primary, so that a primary that was only paused or cut off cannot have a write
+acknowledged by a standby that is about to be promoted past it; then the standby with the most
+WAL is promoted; the old primary is fenced by replacing its task and comes back empty to
+re-seed. With `synchronous_standby_names = ANY 1 (...)` every acknowledged commit was flushed
+on at least one standby, so the standby with the most received WAL holds it whenever one that
+had it is reachable.
 
 Switchover: the primary is shut down cleanly (`pg_ctl stop -m fast` makes the walsenders send
 everything up to the shutdown checkpoint before exiting) and restarted as a standby; once the
@@ -168,8 +168,8 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         return p
 
     # Every standby that may hold the newest acknowledged commit must have told us its
-    # position (DESIGN.md safety rules): with `ANY k (n standbys)` a commit may sit on any k
-    # of them, so one that is merely unreachable is waited for, never skipped.
+    # position (docs/failure-modes.md, property 1): with `ANY k (n standbys)` a commit may
+    # sit on any k of them, so one that is merely unreachable is waited for, never skipped.
     unknown = _unheard(cluster, old, candidates)
     if unknown and forced is None and spec.durability is Durability.SYNC:
         tl.mark("waiting for standbys", obs.now)
