@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiodocker
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from shoal import names
 from shoal.status import DatabaseStatus
@@ -32,11 +33,26 @@ def is_not_found(e: BaseException) -> bool:
 RAFT_WAIT = 90.0
 
 
-async def service_labels(docker: aiodocker.Docker, service: str) -> dict[str, str]:
+# How long a 404 is taken for a manager that is catching up rather than for a service that
+# is gone: one answered 404 for the anchor of a running database during a node-fault
+# recovery (the full node run of docs/chaos.md).
+NOT_FOUND_WAIT = 10.0
+
+
+async def service_labels(
+    docker: aiodocker.Docker, service: str, not_found_wait: float = NOT_FOUND_WAIT
+) -> dict[str, str]:
     try:
-        async for attempt in while_raft_busy(RAFT_WAIT):
-            with attempt:
-                info: Mapping[str, Any] = await docker.services.inspect(service)
+        async for found in AsyncRetrying(
+            stop=stop_after_delay(not_found_wait),
+            wait=wait_fixed(1),
+            retry=retry_if_exception(is_not_found),
+            reraise=True,
+        ):
+            with found:
+                async for attempt in while_raft_busy(RAFT_WAIT):
+                    with attempt:
+                        info: Mapping[str, Any] = await docker.services.inspect(service)
     except aiodocker.DockerError as e:
         if e.status == 404:
             raise ChaosDockerError(f"service {service} does not exist") from e
@@ -47,9 +63,13 @@ async def service_labels(docker: aiodocker.Docker, service: str) -> dict[str, st
     return labels
 
 
-async def database_status(docker: aiodocker.Docker, db: str) -> DatabaseStatus:
-    """The status the operator writes on the anchor service (`shoal.status` label)."""
-    labels = await service_labels(docker, names.anchor_service(db))
+async def database_status(
+    docker: aiodocker.Docker, db: str, not_found_wait: float = NOT_FOUND_WAIT
+) -> DatabaseStatus:
+    """The status the operator writes on the anchor service (`shoal.status` label). A 404
+    is retried for `not_found_wait` seconds: pass 0 where a missing database is the user's
+    mistake, not a manager catching up."""
+    labels = await service_labels(docker, names.anchor_service(db), not_found_wait)
     raw = labels.get(names.LABEL_STATUS)
     if not raw:
         return DatabaseStatus(name=db, engine=_engine_from_spec(labels))

@@ -160,7 +160,7 @@ class Runner:
         for f in s.faults:
             parse_faults(f)
         try:
-            status = await dockerapi.database_status(self.docker, opts.db)
+            status = await dockerapi.database_status(self.docker, opts.db, not_found_wait=0)
         except dockerapi.ChaosDockerError as e:
             raise BadInput(f"--db {opts.db}: no such database ({e})") from None
         if status.engine not in SUPPORTED_ENGINES:
