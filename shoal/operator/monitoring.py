@@ -7,7 +7,6 @@ with the config and rules baked in: nothing is mounted, like everything else sho
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
-from aiodocker.exceptions import DockerError
 
 from shoal import __version__
 from shoal.names import (
@@ -26,6 +24,7 @@ from shoal.names import (
     LABEL_ROLE,
     OPERATOR_HTTP_TOKEN_SECRET,
 )
+from shoal.swarm.client import SwarmClient, SwarmError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,6 @@ def build_prometheus_image(
 async def ensure_control_network(docker: aiodocker.Docker, name: str = CONTROL_NETWORK) -> str:
     """The id of the shared control network, created as the operator creates it."""
     from shoal.operator.members import ensure_control_network as ensure
-    from shoal.swarm.client import SwarmClient, SwarmError
 
     if name != CONTROL_NETWORK:
         raise MonitoringError(f"monitoring joins {CONTROL_NETWORK}, not {name!r}")
@@ -98,22 +96,6 @@ async def ensure_control_network(docker: aiodocker.Docker, name: str = CONTROL_N
         return await ensure(SwarmClient(docker))
     except SwarmError as e:
         raise MonitoringError(f"cannot create network {name}: {e}") from e
-
-
-async def _network(docker: aiodocker.Docker, name: str) -> dict[str, Any] | None:
-    found = await docker._query_json("networks", params={"filters": json.dumps({"name": [name]})})
-    for net in found:
-        if net.get("Name") == name:
-            return dict(net)
-    return None
-
-
-async def _service(docker: aiodocker.Docker, name: str) -> dict[str, Any] | None:
-    found = await docker._query_json("services", params={"filters": json.dumps({"name": [name]})})
-    for svc in found:
-        if svc.get("Spec", {}).get("Name") == name:
-            return dict(svc)
-    return None
 
 
 def prometheus_spec(
@@ -185,27 +167,22 @@ async def deploy_monitoring(
     spec = prometheus_spec(
         name=name, image=image, network=network, port=port, http_token_secret=http_token_secret
     )
-    existing = await _service(docker, name)
+    swarm = SwarmClient(docker)
+    existing = await swarm.service(name)
     if existing is None:
         try:
-            await docker._query_json("services/create", method="POST", data=spec)
+            await swarm.create_service(spec)
             log.info("created service %s (%s)", name, image)
-        except DockerError as e:
+        except SwarmError as e:
             raise MonitoringError(f"cannot create service {name}: {e}") from e
     else:
         labels = existing.get("Spec", {}).get("Labels", {})
         if labels.get(LABEL_ROLE) != ROLE_MONITORING:
             raise MonitoringError(f"service {name} exists and is not shoal's monitoring")
-        version = existing["Version"]["Index"]
         try:
-            await docker._query_json(
-                f"services/{existing['ID']}/update",
-                method="POST",
-                params={"version": version},
-                data=spec,
-            )
+            await swarm.update_service(existing["ID"], existing["Version"]["Index"], spec)
             log.info("updated service %s (%s)", name, image)
-        except DockerError as e:
+        except SwarmError as e:
             raise MonitoringError(f"cannot update service {name}: {e}") from e
     return f"http://127.0.0.1:{port}"
 
@@ -213,16 +190,16 @@ async def deploy_monitoring(
 async def remove_monitoring(docker: aiodocker.Docker, *, name: str = PROMETHEUS_SERVICE) -> bool:
     """Remove the Prometheus service if shoal created it. The shared control network stays.
     Returns whether something was removed."""
-    existing = await _service(docker, name)
+    swarm = SwarmClient(docker)
+    existing = await swarm.service(name)
     if existing is None:
         return False
     labels = existing.get("Spec", {}).get("Labels", {})
     if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_ROLE) != ROLE_MONITORING:
         raise MonitoringError(f"service {name} is not shoal's monitoring: left alone")
     try:
-        await docker._query_json(f"services/{existing['ID']}", method="DELETE")
-    except DockerError as e:
-        if e.status != 404:
-            raise MonitoringError(f"cannot remove service {name}: {e}") from e
-        return False
+        if not await swarm.remove_service(existing["ID"]):
+            return False
+    except SwarmError as e:
+        raise MonitoringError(f"cannot remove service {name}: {e}") from e
     return True

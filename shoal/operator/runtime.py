@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -18,7 +17,6 @@ import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -33,7 +31,7 @@ from shoal.plugins.base import member_http_session
 from shoal.plugins.registry import engine_plugins
 from shoal.status import DatabaseStatus
 from shoal.swarm.cleanup import purge_database
-from shoal.swarm.client import SwarmClient, SwarmError
+from shoal.swarm.client import JSON, SwarmClient, SwarmError
 from shoal.swarm.lease import Lease, LeaseSettings
 from shoal.swarm.store import DatabaseStore
 from shoal.swarm.tasks import DEAD_TASK_STATES
@@ -205,25 +203,17 @@ class Operator:
 
     async def _events(self, ctx: OperatorContext) -> None:
         """Container and service events of this node wake the affected worker at once."""
-        filters = json.dumps({"type": ["container", "service"]})
         while True:
             try:
-                async with ctx.swarm.docker._query(
-                    "events", params={"filters": filters}, timeout=0
-                ) as resp:
-                    async for line in resp.content:
-                        self._on_event(line)
+                async for event in ctx.swarm.events(type=["container", "service"]):
+                    self._on_event(event)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the stream breaks when dockerd restarts: reconnect
                 log.debug("event stream interrupted: %s", e)
             await asyncio.sleep(1.0)
 
-    def _on_event(self, line: bytes) -> None:
-        try:
-            ev: dict[str, Any] = json.loads(line)
-        except ValueError:
-            return
+    def _on_event(self, ev: JSON) -> None:
         attrs = ev.get("Actor", {}).get("Attributes", {}) or {}
         self._poke(database_of_event(attrs, self.workers))
 

@@ -8,7 +8,7 @@ which the declaration store and the operator lease both stand on.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiodocker
@@ -125,6 +125,20 @@ class SwarmClient:
             )
         except DockerError as e:
             raise _wrap(e) from None
+
+    async def events(self, **filters: list[str]) -> AsyncIterator[JSON]:
+        """Docker's event stream (`GET /events` with `filters`), one decoded event at a time,
+        for as long as the engine keeps the stream open (it ends when dockerd restarts)."""
+        async with self.docker._query(
+            "events", params={"filters": json.dumps(filters)}, timeout=0
+        ) as resp:
+            async for line in resp.content:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    yield event
 
     # --- engine ---------------------------------------------------------------------------
     async def info(self) -> JSON:
