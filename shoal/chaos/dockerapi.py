@@ -190,10 +190,11 @@ async def request_switchover(docker: aiodocker.Docker, db: str) -> None:
     target), stored on the database's anchor."""
     import uuid
 
+    from shoal.request import SwitchoverRequest
     from shoal.swarm.client import SwarmClient
     from shoal.swarm.store import DatabaseStore
 
     store = DatabaseStore(SwarmClient(docker))
     if await store.get(db) is None:
         raise ChaosDockerError(f"no database {db}")
-    await store.set_request(db, {"kind": "switchover", "to": None, "id": uuid.uuid4().hex[:12]})
+    await store.set_request(db, SwitchoverRequest(id=uuid.uuid4().hex[:12]))

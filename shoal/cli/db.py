@@ -16,6 +16,7 @@ from rich.table import Table
 from shoal import names
 from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, fail, out, poll, run
 from shoal.declaration import Database, DeclarationError, load_declaration
+from shoal.request import FailoverRequest, ReinitRequest, SwitchoverRequest
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.cleanup import leftovers, purge_database
 from shoal.swarm.store import DatabaseStore, StoredDatabase
@@ -202,7 +203,7 @@ def register(app: typer.Typer) -> None:
                     f"{name} is {stored.status.state.value}; switch over a Healthy database"
                 )
             rid = uuid.uuid4().hex[:12]
-            await store.set_request(name, {"kind": "switchover", "to": to, "id": rid})
+            await store.set_request(name, SwitchoverRequest(id=rid, to=to))
 
             async def done() -> bool:
                 s = (await _must_get(store, name)).status
@@ -248,9 +249,7 @@ def register(app: typer.Typer) -> None:
                     "database without a writable primary (use `shoal switchover`)"
                 )
             rid = uuid.uuid4().hex[:12]
-            await store.set_request(
-                name, {"kind": "failover", "to": to, "id": rid, "accept_data_loss": True}
-            )
+            await store.set_request(name, FailoverRequest(id=rid, to=to, accept_data_loss=True))
 
             async def done() -> bool:
                 return (await _must_get(store, name)).status.primary == to
@@ -280,7 +279,7 @@ def register(app: typer.Typer) -> None:
                 raise BadInput(
                     f"{name} is {stored.status.state.value}, not Lost: nothing to reinit"
                 )
-            await store.set_request(name, {"kind": "reinit", "id": uuid.uuid4().hex[:12]})
+            await store.set_request(name, ReinitRequest(id=uuid.uuid4().hex[:12]))
             out.print(f"{name}: re-initialisation requested; data loss accepted")
 
         run(go)

@@ -19,6 +19,7 @@ import aiohttp
 
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
+from shoal.request import Request
 from shoal.status import DatabaseState, DatabaseStatus, Event
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.nodes import NodeInfo
@@ -91,7 +92,7 @@ class Observation(Generic[P]):
     generation: int
     status: DatabaseStatus  # as last written
     members: list[MemberObservation[P]]  # declared members first, then extra services
-    request: dict[str, Any] | None
+    request: Request | None
     infrastructure_ready: bool
     now: float  # wall clock: for events a person reads, never for a decision
     proxy: ProxyObservation = ProxyObservation()

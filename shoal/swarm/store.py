@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import ValidationError
 from tenacity import (
@@ -22,6 +22,7 @@ from tenacity import (
 
 from shoal import names
 from shoal.declaration import Database, DeclarationError, validate_document
+from shoal.request import Request, UnreadableRequest, dump_request, parse_request
 from shoal.status import STATUS_FORMAT, DatabaseState, DatabaseStatus
 from shoal.swarm.client import JSON, SwarmClient, SwarmError, VersionConflict
 
@@ -70,7 +71,7 @@ class StoredDatabase:
     declaration: Database
     generation: int
     status: DatabaseStatus
-    request: dict[str, Any] | None
+    request: Request | None
     deleting: bool
     service_id: str
     version: int
@@ -102,10 +103,10 @@ def parse_anchor(service: JSON) -> StoredDatabase:
         raise RuntimeError(f"anchor of {name!r} holds an unreadable declaration: {e}") from e
     status, status_error = _parse_status(labels.get(names.LABEL_STATUS), name, declaration)
     raw_request = labels.get(names.LABEL_REQUEST)
+    request: Request | None = None
     try:
-        request = json.loads(raw_request) if raw_request else None
-    except json.JSONDecodeError as e:
-        request = None
+        request = parse_request(raw_request) if raw_request else None
+    except UnreadableRequest as e:
         status_error = status_error or f"the request label is unreadable: {e}"
     return StoredDatabase(
         name=name,
@@ -113,7 +114,7 @@ def parse_anchor(service: JSON) -> StoredDatabase:
         declaration=declaration,
         generation=int(labels.get(names.LABEL_GENERATION, "1")),
         status=status,
-        request=request if isinstance(request, dict) else None,
+        request=request,
         deleting=labels.get(LABEL_DELETING) == "true",
         service_id=str(service["ID"]),
         version=int(service["Version"]["Index"]),
@@ -240,8 +241,8 @@ class DatabaseStore:
 
         return await compare_and_swap(f"write the status of {name!r}", step)
 
-    async def set_request(self, name: str, request: dict[str, Any] | None) -> bool:
-        value = json.dumps(request, sort_keys=True) if request is not None else None
+    async def set_request(self, name: str, request: Request | None) -> bool:
+        value = dump_request(request) if request is not None else None
 
         async def step() -> bool:
             current = await self.get(name)
@@ -254,7 +255,7 @@ class DatabaseStore:
 
     async def clear_request(self, name: str, request_id: str) -> None:
         current = await self.get(name)
-        if current and current.request and current.request.get("id") == request_id:
+        if current and current.request and current.request.id == request_id:
             await self.set_request(name, None)
 
     async def mark_deleting(self, name: str) -> bool:

@@ -42,6 +42,7 @@ from shoal.plugins.postgres.model import (
 )
 from shoal.plugins.postgres.planner import plan
 from shoal.plugins.postgres.progress import PgProgress
+from shoal.request import parse_request
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.tasks import TaskInfo
 
@@ -126,7 +127,8 @@ def observe(
         generation=1,
         status=status,
         members=obs_members,
-        request=request,
+        # as the store reads the anchor's label: the CLI's JSON, parsed to its typed model
+        request=parse_request(json.dumps(request)) if request is not None else None,
         infrastructure_ready=True,
         now=NOW,
         token=1,

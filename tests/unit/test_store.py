@@ -10,6 +10,12 @@ import pytest
 
 from shoal import names
 from shoal.declaration import Database, DeclarationError, load_declaration
+from shoal.request import (
+    FailoverRequest,
+    ReinitRequest,
+    SwitchoverRequest,
+    dump_request,
+)
 from shoal.status import STATUS_FORMAT, DatabaseState, DatabaseStatus
 from shoal.swarm.store import (
     LABEL_DELETING,
@@ -73,7 +79,7 @@ def test_anchor_spec_and_parse_anchor_round_trip() -> None:
     assert stored.declaration.spec.members == 5
     assert stored.generation == 3
     assert stored.status == status
-    assert stored.request == {"kind": "switchover", "to": None, "id": "r1"}
+    assert stored.request == SwitchoverRequest(id="r1", to=None)
     assert stored.deleting is False
     assert (stored.service_id, stored.version) == ("abc", 17)
     assert stored.labels == labels
@@ -186,10 +192,10 @@ async def test_write_status_of_a_missing_database_is_false() -> None:
 async def test_requests_set_and_clear_by_id() -> None:
     store, _ = store_with_fake()
     await store.apply(load_declaration(decl()))
-    assert await store.set_request("orders", {"kind": "switchover", "id": "r1"})
+    assert await store.set_request("orders", SwitchoverRequest(id="r1"))
     await store.clear_request("orders", "other-id")
     stored = await store.get("orders")
-    assert stored is not None and stored.request == {"kind": "switchover", "id": "r1"}
+    assert stored is not None and stored.request == SwitchoverRequest(id="r1")
     await store.clear_request("orders", "r1")
     stored = await store.get("orders")
     assert stored is not None and stored.request is None
@@ -239,10 +245,36 @@ def test_unreadable_status_fails_closed(label: str, why: str) -> None:
     assert stored.status_error is not None and why in stored.status_error
 
 
-def test_unreadable_request_fails_closed() -> None:
+@pytest.mark.parametrize(
+    "label",
+    [
+        "{broken",
+        "[1, 2]",
+        '{"kind": "promote-everyone", "id": "x"}',  # a kind from a newer shoal
+        '{"kind": "switchover", "id": "x", "to": "orders-1", "wait": 5}',  # a newer field
+        '{"kind": "failover", "id": "x", "to": "orders-1"}',  # no accept_data_loss
+        '{"kind": "switchover"}',  # no id: it could never be cleared
+    ],
+)
+def test_unreadable_request_fails_closed(label: str) -> None:
+    """A request this shoal cannot read is not guessed at: the database's stored state is
+    unreadable and the operator acts on nothing until a person repairs the label."""
     good = DatabaseStatus(name="orders", engine="postgres", identity="7").model_dump_json()
-    stored = parse_anchor(_anchor_with(good, request_label="{broken"))
+    stored = parse_anchor(_anchor_with(good, request_label=label))
     assert stored.request is None and stored.status_error is not None
+    assert "request" in stored.status_error
+
+
+def test_every_kind_of_request_round_trips_through_its_label() -> None:
+    for request in (
+        SwitchoverRequest(id="s1"),
+        SwitchoverRequest(id="s2", to="orders-2"),
+        FailoverRequest(id="f1", to="orders-1", accept_data_loss=True),
+        ReinitRequest(id="r1"),
+    ):
+        good = DatabaseStatus(name="orders", engine="postgres", identity="7").model_dump_json()
+        stored = parse_anchor(_anchor_with(good, request_label=dump_request(request)))
+        assert stored.request == request and stored.status_error is None
 
 
 def test_readable_and_absent_status_are_trusted() -> None:

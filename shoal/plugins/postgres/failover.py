@@ -17,7 +17,7 @@ new timeline, no re-seed needed (https://www.postgresql.org/docs/15/app-pg-ctl.h
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from shoal import names
 from shoal.declaration import Durability
@@ -27,6 +27,7 @@ from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
 from shoal.plugins.postgres.progress import SwitchoverProgress
 from shoal.plugins.postgres.view import Cluster, PgMember, elapsed, member_statuses, stamp
+from shoal.request import FailoverRequest, Request, SwitchoverRequest
 from shoal.status import DatabaseState, FailoverTimeline
 
 SWITCHOVER_TIMEOUT = 30.0
@@ -101,7 +102,7 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
     return best
 
 
-def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = None) -> Plan:
+def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> Plan:
     obs = cluster.obs
     s = p.status
     spec = obs.database.spec
@@ -200,7 +201,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
         cluster.progress.released = stamp(obs)
         released = 0.0
 
-    best = forced or max(candidates, key=_position)
+    best = forced.target if forced is not None else max(candidates, key=_position)
     if old is not None and old is not best and old.service_exists and old_alive:
         # Fence first; promote once Swarm confirms the old container stopped (next cycles),
         # so clients can never reach two primaries (docs/failure-modes.md, property 7).
@@ -232,8 +233,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: dict[str, Any] | None = No
     cluster.progress.promoting = best.name
     cluster.progress.promoting_kind = "failover"
     if forced is not None:
-        assert request is not None
-        p.add(ClearRequest(str(request.get("id", ""))))
+        p.add(ClearRequest(forced.request_id))
         skipped = ", ".join(m.name for m in unknown) or "nobody"
         cluster.progress.forced_note = (
             f"forced by the user, data loss accepted (skipped waiting for {skipped})"
@@ -280,21 +280,27 @@ def _unheard(cluster: Cluster, old: PgMember | None, candidates: list[PgMember])
     ]
 
 
+@dataclass(frozen=True)
+class _Forced:
+    target: PgMember
+    request_id: str
+
+
 def _forced_target(
-    cluster: Cluster, p: Plan, candidates: list[PgMember], request: dict[str, Any] | None
-) -> PgMember | None:
+    cluster: Cluster, p: Plan, candidates: list[PgMember], request: Request | None
+) -> _Forced | None:
     """`shoal failover NAME --to MEMBER --accept-data-loss`: the member to promote, when it
     is a standby of ours that answers; otherwise the request is refused and cleared."""
-    if not request or request.get("kind") != "failover":
+    if not isinstance(request, FailoverRequest):
         return None
-    wanted = str(request.get("to") or "")
+    wanted = request.to
     target = next((c for c in candidates if c.name == wanted), None)
-    if target is None or request.get("accept_data_loss") is not True:
-        p.add(ClearRequest(str(request.get("id", ""))))
+    if target is None or not request.accept_data_loss:
+        p.add(ClearRequest(request.id))
         p.status.message = f"forced failover refused: {wanted} is not a standby that answers"
         p.event(cluster.obs.now, "failover", wanted or None, p.status.message)
         return None
-    return target
+    return _Forced(target, request.id)
 
 
 def _sync_list(cluster: Cluster, member: str) -> str:
@@ -303,7 +309,7 @@ def _sync_list(cluster: Cluster, member: str) -> str:
 
 
 def plan_switchover(
-    cluster: Cluster, p: Plan, request: dict[str, Any] | None = None
+    cluster: Cluster, p: Plan, request: SwitchoverRequest | None = None
 ) -> Plan | None:
     """Start a requested switchover or carry one on; None when a request is refused or the
     switchover in flight is abandoned (the planner then goes on as without one)."""
@@ -370,16 +376,15 @@ def plan_switchover(
     return p
 
 
-def _start_switchover(cluster: Cluster, p: Plan, request: dict[str, Any]) -> Plan | None:
+def _start_switchover(cluster: Cluster, p: Plan, request: SwitchoverRequest) -> Plan | None:
     obs = cluster.obs
     s = p.status
     primary = cluster.current_primary()
-    request_id = str(request.get("id", ""))
-    p.add(ClearRequest(request_id))
+    p.add(ClearRequest(request.id))
     if primary is None:
         return None
     streaming = [m for m in cluster.ready_members(primary) if m is not primary]
-    wanted = request.get("to")
+    wanted = request.to
     if wanted:
         target = next((m for m in streaming if m.name == wanted), None)
         if wanted == primary.name:

@@ -34,6 +34,7 @@ from shoal.plugins.postgres.model import (
 )
 from shoal.plugins.postgres.progress import PgProgress
 from shoal.plugins.postgres.view import Cluster, member_statuses
+from shoal.request import FailoverRequest, ReinitRequest, SwitchoverRequest
 from shoal.status import DatabaseState, MemberState
 
 PgObservation = Observation[PgProbe]
@@ -62,9 +63,9 @@ def _plan(cluster: Cluster) -> Plan:
     missing = [m.index for m in cluster.declared if not m.service_exists]
     p.add(*(CreateMember(i) for i in missing))
 
-    request = obs.request or {}
-    if request.get("kind") == "reinit":
-        return _reinit(cluster, p, str(request.get("id", "")))
+    request = obs.request
+    if isinstance(request, ReinitRequest):
+        return _reinit(cluster, p, request.id)
 
     # Identity: recorded once, never replaced by a fresh empty cluster.
     if p.status.identity is None:
@@ -85,8 +86,8 @@ def _plan(cluster: Cluster) -> Plan:
     if primary is None:
         return plan_failover(cluster, p, request)
     end_timeline(cluster, p, primary)
-    if request.get("kind") == "failover":
-        p.add(ClearRequest(str(request.get("id", ""))))
+    if isinstance(request, FailoverRequest):
+        p.add(ClearRequest(request.id))
         p.status.message = f"forced failover refused: {primary.name} is a working primary"
 
     # A second primary of our cluster is an old one (a paused or partitioned primary that
@@ -99,13 +100,13 @@ def _plan(cluster: Cluster) -> Plan:
             f"old primary fenced; {primary.name} is primary",
         )
 
-    if request.get("kind") == "switchover":
+    if isinstance(request, SwitchoverRequest):
         started = plan_switchover(cluster, p, request=request)
         if started is not None:
             return started
     if primary.index >= spec.members:
         # Scaling down never removes the primary: hand its role to a declared member first.
-        started = plan_switchover(cluster, p, request={"kind": "switchover", "id": ""})
+        started = plan_switchover(cluster, p, request=SwitchoverRequest(id=""))
         if started is not None:
             return started
 
