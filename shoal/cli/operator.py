@@ -33,8 +33,8 @@ app = typer.Typer(help="Deploy the operator service, or run its process.", no_ar
 async def follow_token_in_monitoring(store: DatabaseStore) -> bool:
     """Point a running shoal Prometheus at the operator's current token (or none); True
     when it had to change."""
-    from shoal.operator.deploy import mounted_http_token, operator_http_token
-    from shoal.operator.monitoring import PROMETHEUS_SERVICE, deploy_monitoring
+    from shoal.platform.deploy import mounted_http_token, operator_http_token
+    from shoal.platform.monitoring import PROMETHEUS_SERVICE, deploy_monitoring
 
     prometheus = await store.client.service(PROMETHEUS_SERVICE)
     if prometheus is None:
@@ -89,7 +89,7 @@ def deploy(
     multi-node swarm, pushes them where every node can pull them)."""
     from dataclasses import replace
 
-    from shoal.operator.deploy import KEEP, HttpToken, install_operator
+    from shoal.platform.deploy import KEEP, HttpToken, install_operator
     from shoal.platform.distribution import DistributionError
     from shoal.platform.images import build_all
 

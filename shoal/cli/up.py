@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         registry: str | None = REGISTRY_OPTION,
     ) -> None:
         """Engine, swarm, images, operator, the example database; waits until Healthy."""
-        from shoal.operator.deploy import install_operator, operator_http_token
+        from shoal.platform.deploy import install_operator, operator_http_token
         from shoal.platform.distribution import DistributionError
         from shoal.platform.engine import PlatformError, ensure_platform
         from shoal.platform.images import build_all
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
             except DistributionError as e:
                 fail(str(e))
             if with_monitoring:
-                from shoal.operator.monitoring import build_prometheus_image, deploy_monitoring
+                from shoal.platform.monitoring import build_prometheus_image, deploy_monitoring
 
                 _say("building and deploying Prometheus")
                 build_prometheus_image(images.base)

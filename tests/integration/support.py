@@ -15,7 +15,7 @@ from typing import Any
 
 from shoal import names
 from shoal.chaos.netclients import launch
-from shoal.operator.deploy import deploy_operator
+from shoal.platform.deploy import deploy_operator
 from shoal.swarm.client import SwarmClient
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -37,13 +37,13 @@ import aiodocker
 import pytest
 
 from shoal.operator.dashboard import dashboard_queries, load, raw_queries, substitute
-from shoal.operator.monitoring import (
+from shoal.platform.images import BuiltImages
+from shoal.platform.monitoring import (
     DOCKERFILE,
     deploy_monitoring,
     prometheus_config_dir,
     remove_monitoring,
 )
-from shoal.platform.images import BuiltImages
 from tests.integration.support import (
     ROOT,
     apply,

@@ -16,9 +16,9 @@ import aiodocker
 import pytest
 
 from shoal import names
-from shoal.operator.deploy import operator_http_token
-from shoal.operator.monitoring import build_prometheus_image, deploy_monitoring, remove_monitoring
+from shoal.platform.deploy import operator_http_token
 from shoal.platform.images import BuiltImages
+from shoal.platform.monitoring import build_prometheus_image, deploy_monitoring, remove_monitoring
 from shoal.swarm.client import SwarmClient
 from tests.integration.support import docker, shoal, wait_for
 from tests.integration.test_observability import Prometheus, free_port

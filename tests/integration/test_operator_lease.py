@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from shoal import names
-from shoal.operator.deploy import deploy_operator
+from shoal.platform.deploy import deploy_operator
 from shoal.platform.images import BuiltImages
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.lease import LeaseRecord

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from shoal.names import CONTROL_NETWORK
-from shoal.operator.monitoring import (
+from shoal.platform.monitoring import (
     DOCKERFILE,
     PROMETHEUS_SERVICE,
     prometheus_config_dir,

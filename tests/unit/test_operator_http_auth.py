@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from shoal import names
 from shoal.operator import http_auth
-from shoal.operator.deploy import mounted_http_token, operator_service_spec
 from shoal.operator.metrics import OperatorMetrics
-from shoal.operator.monitoring import DOCKERFILE, PROMETHEUS_COMMAND, prometheus_spec
 from shoal.operator.web import StatusSource, authorized, make_app
+from shoal.platform.deploy import mounted_http_token, operator_service_spec
+from shoal.platform.monitoring import DOCKERFILE, PROMETHEUS_COMMAND, prometheus_spec
 from tests.unit.test_web import FakeSource, orders
 
 pytestmark = pytest.mark.unit
