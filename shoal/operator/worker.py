@@ -16,6 +16,7 @@ from shoal.operator.apply import SWARM_CHANGES, Applier, DatabaseGone
 from shoal.operator.context import OperatorContext
 from shoal.operator.observe import Observer
 from shoal.operator.placement import pin_actions, placement_of, report_placement
+from shoal.operator.proxy import plan_proxy
 from shoal.plugins.base import ActionFailed, UnreadablePlanState
 from shoal.status import DatabaseStatus
 from shoal.swarm.client import SwarmError
@@ -111,7 +112,9 @@ class DatabaseWorker:
             return 1.0, engine
         plan = plugin.plan(obs)  # raises UnreadablePlanState rather than guess
         placement = placement_of(obs)
-        actions = [*plan.actions, *pin_actions(obs, placement)]
+        # The read-write proxy follows the primary by itself (its health checks), and pins
+        # only move members between nodes: neither waits for nor changes the engine's plan.
+        actions = [*plan.actions, *plan_proxy(obs), *pin_actions(obs, placement)]
         report_placement(plan.status, placement)
         ctx.metrics.set_status_unreadable(self.name, engine, False)
         self._unreadable = None

@@ -104,8 +104,11 @@ def test_not_exposed_nothing_to_do() -> None:
 
 
 def test_exposed_creates_the_proxy_without_changing_the_state() -> None:
+    """The operator adds the proxy's actions beside the engine's plan (worker.py): the
+    engine plans nothing for it and its state stays Healthy."""
+    assert plan_proxy(exposed()) == [EnsureProxy(15432, MEMBERS)]
     p = plan(exposed())
-    assert p.actions == [EnsureProxy(15432, MEMBERS)]
+    assert p.actions == []
     assert p.status.state == DatabaseState.HEALTHY
 
 

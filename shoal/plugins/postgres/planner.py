@@ -10,7 +10,6 @@ Order of concerns in one cycle (only the first unsettled one acts when it must):
 from __future__ import annotations
 
 from shoal import names
-from shoal.operator.proxy import plan_proxy
 from shoal.plugins.base import (
     ClearRequest,
     CreateMember,
@@ -43,11 +42,7 @@ PgMember = MemberObservation[PgProbe]
 
 def plan(obs: PgObservation) -> Plan:
     cluster = Cluster(obs)
-    p = cluster.finish(_plan(cluster))
-    # The read-write proxy follows the primary by itself (its health checks): keeping it
-    # deployed never waits for, nor changes, the database's state.
-    p.add(*plan_proxy(obs))
-    return p
+    return cluster.finish(_plan(cluster))
 
 
 def _plan(cluster: Cluster) -> Plan:
