@@ -19,6 +19,7 @@ from shoal.operator.placement import PlacementPlan
 from shoal.operator.proxy import ensure_proxy, prune_configs, remove_proxy
 from shoal.plugins.base import (
     Action,
+    ActionFailed,
     ApplyContext,
     ClearRequest,
     CreateMember,
@@ -111,7 +112,10 @@ class Applier:
                 await ctx.store.clear_request(self.name, rid)
             case EnsureProxy(port=port, members=members):
                 await self._still_declared(stored)
-                await ensure_proxy(ctx.swarm, db, plugin.member_image(), port, members)
+                backend = plugin.proxy_backend
+                if backend is None:  # plan_proxy plans none for such an engine
+                    raise ActionFailed(f"engine {plugin.engine.value} has no read-write proxy")
+                await ensure_proxy(ctx.swarm, db, backend, plugin.member_image(), port, members)
             case RemoveProxy():
                 await remove_proxy(ctx.swarm, self.name)
             case PruneProxyConfigs(configs=configs):

@@ -29,6 +29,7 @@ from shoal.plugins.base import (
     Action,
     EnsureProxy,
     Observation,
+    ProxyBackend,
     ProxyObservation,
     PruneProxyConfigs,
     RemoveProxy,
@@ -36,15 +37,13 @@ from shoal.plugins.base import (
 from shoal.swarm.client import JSON, SwarmClient
 
 CONFIG_PATH = "/usr/local/etc/haproxy/haproxy.cfg"
-LISTEN_PORT = names.POSTGRES_PORT  # inside the container; > 1024 is not needed as non-root
-CHECK_PATH = "/primary"
 PROXY_MEMORY_BYTES = 128 * 1024**2
 STOP_GRACE_NS = 2 * 10**9
 PROXY_ROLE = "proxy"
 
 
-def render_config(members: tuple[str, ...]) -> str:
-    """haproxy.cfg: TCP to whichever member answers `GET /primary` with 200."""
+def render_config(backend: ProxyBackend, members: tuple[str, ...]) -> str:
+    """haproxy.cfg: TCP to whichever member answers the engine's check with 200."""
     lines = [
         "# Written by the shoal operator. Do not edit: a new member list is a new config.",
         "global",
@@ -73,21 +72,19 @@ def render_config(members: tuple[str, ...]) -> str:
         "    timeout check 2s",
         "",
         "listen primary",
-        f"    bind :{LISTEN_PORT}",
+        f"    bind :{backend.port}",  # inside the container; non-root may bind it
         "    mode tcp",
-        f"    option httpchk GET {CHECK_PATH}",
+        f"    option httpchk GET {backend.check_path}",
         "    http-check expect status 200",
         "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions "
         "resolvers docker init-addr none resolve-prefer ipv4",
     ]
-    lines += [
-        f"    server {m} {m}:{names.POSTGRES_PORT} check port {names.CHECK_PORT}" for m in members
-    ]
+    lines += [f"    server {m} {m}:{backend.port} check port {backend.check_port}" for m in members]
     return "\n".join(lines) + "\n"
 
 
-def config_name(db: str, members: tuple[str, ...]) -> str:
-    digest = hashlib.sha256(render_config(members).encode()).hexdigest()[:12]
+def config_name(db: str, backend: ProxyBackend, members: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(render_config(backend, members).encode()).hexdigest()[:12]
     return f"shoal-{db}-proxy-{digest}"
 
 
@@ -97,16 +94,17 @@ def proxy_members(obs: Observation[Any]) -> tuple[str, ...]:
     return tuple(m.name for m in obs.members)
 
 
-def plan_proxy(obs: Observation[Any]) -> list[Action]:
-    """Pure: the actions that bring the proxy to what `spec.expose.port` asks."""
+def plan_proxy(obs: Observation[Any], backend: ProxyBackend | None) -> list[Action]:
+    """Pure: the actions that bring the proxy to what `spec.expose.port` asks (none asked,
+    or an engine without a `backend`: no proxy)."""
     if not obs.infrastructure_ready:
         return []
     port = obs.database.spec.expose.port
     px = obs.proxy
-    if port is None:
+    if port is None or backend is None:
         return [RemoveProxy()] if px.exists or px.configs else []
     members = proxy_members(obs)
-    want = config_name(obs.database.name, members)
+    want = config_name(obs.database.name, backend, members)
     actions: list[Action] = []
     if not px.exists or px.port != port or px.config != want or not px.image_current:
         actions.append(EnsureProxy(port, members))
@@ -117,7 +115,13 @@ def plan_proxy(obs: Observation[Any]) -> list[Action]:
 
 
 def proxy_service_spec(
-    db: Database, image: str, network_id: str, port: int, config_id: str, config: str
+    db: Database,
+    backend: ProxyBackend,
+    image: str,
+    network_id: str,
+    port: int,
+    config_id: str,
+    config: str,
 ) -> JSON:
     name = names.proxy_service(db.name)
     labels = db_labels(db.name, PROXY_ROLE)
@@ -153,7 +157,7 @@ def proxy_service_spec(
             "Ports": [
                 {
                     "Protocol": "tcp",
-                    "TargetPort": LISTEN_PORT,
+                    "TargetPort": backend.port,
                     "PublishedPort": port,
                     "PublishMode": "host",
                 }
@@ -206,18 +210,23 @@ async def observe_proxy(
 
 
 async def ensure_proxy(
-    swarm: SwarmClient, db: Database, image: str, port: int, members: tuple[str, ...]
+    swarm: SwarmClient,
+    db: Database,
+    backend: ProxyBackend,
+    image: str,
+    port: int,
+    members: tuple[str, ...],
 ) -> None:
     """Create the proxy's config (if new) and create or update its service."""
     network_id = await swarm.ensure_overlay(
         names.database_network(db.name), db_labels(db.name, "network")
     )
-    text = render_config(members)
-    cname = config_name(db.name, members)
+    text = render_config(backend, members)
+    cname = config_name(db.name, backend, members)
     cid = await swarm.ensure_config(
         cname, base64.b64encode(text.encode()).decode(), db_labels(db.name, PROXY_ROLE)
     )
-    spec = proxy_service_spec(db, image, network_id, port, cid, cname)
+    spec = proxy_service_spec(db, backend, image, network_id, port, cid, cname)
     current = await swarm.service(spec["Name"])
     if current is None:
         await swarm.create_service(spec)

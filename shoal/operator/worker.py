@@ -114,7 +114,11 @@ class DatabaseWorker:
         placement = placement_of(obs)
         # The read-write proxy follows the primary by itself (its health checks), and pins
         # only move members between nodes: neither waits for nor changes the engine's plan.
-        actions = [*plan.actions, *plan_proxy(obs), *pin_actions(obs, placement)]
+        actions = [
+            *plan.actions,
+            *plan_proxy(obs, plugin.proxy_backend),
+            *pin_actions(obs, placement),
+        ]
         report_placement(plan.status, placement)
         ctx.metrics.set_status_unreadable(self.name, engine, False)
         self._unreadable = None

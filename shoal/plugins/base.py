@@ -29,6 +29,17 @@ P = TypeVar("P")
 
 
 @dataclass(frozen=True)
+class ProxyBackend:
+    """What the read-write proxy (`spec.expose.port`, operator/proxy.py) needs of an engine:
+    the port members serve clients on, and an HTTP check that answers 200 only on the member
+    that takes writes."""
+
+    port: int
+    check_port: int
+    check_path: str
+
+
+@dataclass(frozen=True)
 class LeaseGrant:
     """A renewal of a member's lease, sent with its probe: as primary it may keep accepting
     writes for `ttl` seconds without hearing from the operator again, or for as long as
@@ -222,6 +233,9 @@ class EnginePlugin(ABC, Generic[P]):
     (plugins/registry.py) and built with its member image tag (None: the default)."""
 
     engine: ClassVar[Engine]
+    # How the read-write proxy reaches and checks members; None: this engine has none (its
+    # clients find the primary themselves, as MongoDB drivers do).
+    proxy_backend: ClassVar[ProxyBackend | None] = None
 
     @abstractmethod
     def __init__(self, image: str | None = None) -> None: ...

@@ -20,6 +20,7 @@ from shoal.plugins.base import (
     LeaseGrant,
     Observation,
     Plan,
+    ProxyBackend,
 )
 from shoal.plugins.postgres import agent_lease as lease
 from shoal.plugins.postgres import planner
@@ -105,6 +106,11 @@ async def member_call(
 
 class PostgresPlugin(EnginePlugin[PgProbe]):
     engine: ClassVar[Engine] = Engine.POSTGRES
+    # HAProxy sends clients to the member whose agent answers `GET /primary` with 200, on
+    # the agent's check port (agent.py: CheckHandler).
+    proxy_backend: ClassVar[ProxyBackend | None] = ProxyBackend(
+        port=names.POSTGRES_PORT, check_port=names.CHECK_PORT, check_path="/primary"
+    )
 
     def __init__(self, image: str | None = None) -> None:
         self.image = image or names.IMAGE_POSTGRES
