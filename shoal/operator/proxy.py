@@ -2,11 +2,12 @@
 members, kept pointed at the current primary by its own health checks (the Patroni + HAProxy
 pattern), not by the operator.
 
-HAProxy comes from Debian and is already in the member image. It checks every member's agent
-(`GET /primary` on its check port 8009, unauthenticated, 200 only on a running primary) once a
-second and sends TCP connections to the one that answers 200; sessions to a member marked down are
-cut. Member names are resolved at run time through Docker's DNS, so a replaced member (new
-task, new address) is followed and a missing one does not stop HAProxy.
+HAProxy comes from Debian and is already in the member image. Once a second it makes the HTTP
+check the engine names (`EnginePlugin.proxy_backend`: for PostgreSQL the agent's `GET /primary`
+on its check port, 200 only on a running primary) and sends TCP connections to the member that
+answers 200; sessions to a member marked down are cut. Member names are resolved at run time
+through Docker's DNS, so a replaced member (new task, new address) is followed and a missing
+one does not stop HAProxy.
 
 The configuration reaches the container as a Docker config: configs are immutable, so a new
 member list is a new config (its name carries a content hash), a service update, and the old
