@@ -381,10 +381,10 @@ def test_stop_aborts_a_clone(cluster: Cluster) -> None:
         expect=202,
     )  # fmt: skip
     assert m4.state()["state"] == "cloning"
-    t0 = time.monotonic()
     st = m4.post("/stop", {"token": cluster.next_token()})
-    assert time.monotonic() - t0 < 5
-    assert st["state"] == "failed" and "aborted" in st["error"]
+    # "aborted", not pg_basebackup's own connection timeout: /stop ended the clone (no
+    # bound on how fast: a loaded machine answers late, and that is not what is tested)
+    assert st["state"] == "failed" and "aborted" in st["error"], st
     ls = docker("exec", m4.name, "ls", "-A", "/var/lib/shoal/pgdata").stdout.strip()
     assert ls == ""
 
