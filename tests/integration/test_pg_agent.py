@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from shoal.plugins.postgres.plugin import PROBE_TIMEOUT
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -306,9 +308,10 @@ def test_clone_standbys(cluster: Cluster) -> None:
     for m in (m2, m3):
         wait_for(f"rows on {m.name}", lambda: m.psql("SELECT count(*) FROM t") == "100")  # noqa: B023
     for m in (m1, m2):
+        # within the operator's probe timeout, or the operator would count it unreachable
         t0 = time.monotonic()
         st = m.state()
-        assert time.monotonic() - t0 < 1.0, "the probe must answer fast"
+        assert time.monotonic() - t0 < (PROBE_TIMEOUT.total or 0), "the probe must answer"
     st = m1.state()
     assert {r["application_name"] for r in st["replication"]} == {m2.slot, m3.slot}
     assert all(s["active"] for s in st["slots"])
@@ -534,9 +537,9 @@ def test_restart_in_place_comes_back_as_standby_following_nothing(cluster: Clust
 
 def test_sigterm_stops_postgres_and_exits(cluster: Cluster) -> None:
     m1 = cluster.members[0]
-    t0 = time.monotonic()
     docker("stop", "-t", "20", m1.name)
-    assert time.monotonic() - t0 < 15
+    # exit code 0: the agent stopped PostgreSQL and exited on SIGTERM by itself (a container
+    # Docker had to SIGKILL after the 20 s would exit 137)
     code = docker("inspect", "-f", "{{.State.ExitCode}}", m1.name).stdout.strip()
     assert code == "0"
     assert "database system is shut down" in docker("logs", m1.name).stderr
