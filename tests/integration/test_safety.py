@@ -394,11 +394,15 @@ def test_a_deposed_primary_acknowledges_nothing_after_it_is_replaced(
 
 
 def _as_app(d: Db, member: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
-    """SQL as the application role, over TCP to `member`, from inside its container."""
+    """SQL as the application role, over TCP to `member`, from inside its container. The
+    host is the member's name on the database's network (`NAME.NETWORK` resolves on that
+    network only): its plain name may resolve to its control-network address, from which
+    the application role is refused (docs/security.md)."""
     cid = container_of(member)
     assert cid
+    host = f"{member}.{names.database_network(d.name)}"
     return subprocess.run(
-        ["docker", "exec", "-e", f"PGPASSWORD={password}", cid, "psql", "-h", member,
+        ["docker", "exec", "-e", f"PGPASSWORD={password}", cid, "psql", "-h", host,
          "-U", names.APP_USER, "-d", names.APP_DATABASE, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
