@@ -147,6 +147,19 @@ def docker(*args: str) -> str:
     ).stdout.strip()
 
 
+def service_logs(services: list[str], tail: int = 40) -> str:
+    """The last lines each service logged (member agents, the operator), for a failure
+    report: the containers are gone by the time anyone reads it."""
+    out = []
+    for svc in services:
+        r = subprocess.run(
+            ["docker", "service", "logs", "--raw", "--tail", str(tail), svc],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        out.append(f"---- {svc} (last {tail} lines)\n{r.stdout}{r.stderr}")
+    return "\n".join(out)
+
+
 def ensure_operator(images: Any, replicas: int = 1) -> None:
     async def go() -> None:
         async with SwarmClient() as swarm:

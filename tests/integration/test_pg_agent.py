@@ -543,3 +543,29 @@ def test_sigterm_stops_postgres_and_exits(cluster: Cluster) -> None:
     code = docker("inspect", "-f", "{{.State.ExitCode}}", m1.name).stdout.strip()
     assert code == "0"
     assert "database system is shut down" in docker("logs", m1.name).stderr
+
+
+def test_postgres_killed_under_its_agent_comes_back_as_a_standby_with_its_data(
+    cluster: Cluster,
+) -> None:
+    """PostgreSQL dying under a running agent (OOM kill, a PANIC in an auxiliary process)
+    leaves the data in place: the agent runs it again as a standby that follows nothing,
+    never as a primary on its own, so the operator can still promote it when it holds the
+    only copy (just after bootstrap, or with both standbys gone)."""
+    m2 = cluster.members[1]
+    assert m2.state()["role"] == "primary"
+    m2.psql("INSERT INTO t VALUES (5000, 'before the crash')", timeout=20)
+    docker(
+        "exec", m2.name, "sh", "-c", "kill -KILL $(head -1 /var/lib/shoal/pgdata/postmaster.pid)"
+    )
+
+    def back() -> dict[str, Any] | None:
+        st = m2.state()
+        return st if st["state"] == "running" and st["role"] is not None else None
+
+    st = wait_for("m2 running again", back, timeout=90)
+    assert st["role"] == "standby" and st["upstream"] is None and st["receiving"] is False
+    assert m2.psql("SELECT count(*) FROM t WHERE id = 5000") == "1"
+    st = m2.post("/promote", {"token": cluster.next_token()})
+    assert st["role"] == "primary"
+    m2.psql("INSERT INTO t VALUES (5001, 'after the crash')", timeout=20)

@@ -29,6 +29,7 @@ from tests.integration.support import (
     psql,
     psql_in,
     row_ids,
+    service_logs,
     shoal,
     status,
     wait_for,
@@ -117,6 +118,7 @@ def healthy(
         return wait_for(check, timeout, f"{name} Healthy with {members} members", every=1.0)  # type: ignore[no-any-return]
     except AssertionError as e:
         last = {k: seen[0].get(k) for k in ("state", "primary", "message", "members", "events")}
+        print(service_logs([m["name"] for m in last["members"] or []] + [names.OPERATOR_SERVICE]))
         raise AssertionError(f"{e}; status {json.dumps(last)}") from None
 
 

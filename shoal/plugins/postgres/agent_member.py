@@ -57,6 +57,9 @@ FENCE_FILE = pg.STATE_DIR / "fence.json"
 CLONE_MARKER = pg.STATE_DIR / "clone-in-progress"
 BOOTSTRAP_MARKER = pg.STATE_DIR / "bootstrap-in-progress"
 STATES = ("empty", "bootstrapping", "cloning", "running", "stopped", "failed")
+CRASH_RESTARTS = 3  # restarts after PostgreSQL died on its own, at most, within CRASH_WINDOW
+CRASH_WINDOW = 300.0
+CRASH_START_ATTEMPTS = 5
 
 
 def log(msg: str) -> None:
@@ -86,6 +89,8 @@ class Agent:
         self.fence = self._load_fence()
         self.proc: subprocess.Popen[bytes] | None = None
         self._expect_exit = False
+        self._crashes: list[float] = []  # monotonic times PostgreSQL died on its own
+        self._shutting_down = False
         self._clone_proc: subprocess.Popen[str] | None = None
         self._clone_thread: threading.Thread | None = None
         self._abort = False
@@ -171,12 +176,51 @@ class Agent:
 
     def _watch(self, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
-        if self.proc is proc and not self._expect_exit:
-            with self._lock:
-                if self.state == "running":
-                    self.state = "stopped"
-                    self.error = f"postgres exited unexpectedly with code {code}"
-            log(f"postgres exited unexpectedly with code {code}")
+        if self.proc is not proc or self._expect_exit:
+            return
+        error = f"postgres exited unexpectedly with code {code}"
+        with self._lock:
+            crashed = self.state == "running"
+            if crashed:
+                self.state, self.error = "stopped", error
+        log(error)
+        if crashed:
+            self._restart_after_crash(proc, error)
+
+    def _restart_after_crash(self, proc: subprocess.Popen[bytes], crash: str) -> None:
+        """PostgreSQL died under a running member (OOM kill, PANIC in an auxiliary process,
+        its lock file gone): run it again as a standby that follows nothing, as after a
+        restart in place. Its data is then visible to the operator again, which decides
+        whether it is promoted (it may be the only copy, e.g. just after bootstrap), follows,
+        or is re-seeded; it never serves writes on its own. A member that keeps crashing
+        stays stopped, and the operator replaces it."""
+        now = time.monotonic()
+        self._crashes = [t for t in self._crashes if now - t < CRASH_WINDOW] + [now]
+        if len(self._crashes) > CRASH_RESTARTS:
+            log(f"postgres crashed {len(self._crashes)} times in {CRASH_WINDOW:g}s: left stopped")
+            return
+        note = f"{crash}; restarted as a standby"
+        error = ""
+        with self._op:
+            for attempt in range(1, CRASH_START_ATTEMPTS + 1):
+                # The dead postmaster's children exit once they notice; until they have, a
+                # new postmaster refuses the shared memory they still hold.
+                time.sleep(1.0)
+                with self._lock:
+                    still = self.state == "stopped" and self.error == crash
+                if self._shutting_down or self.proc is not proc or not still or not pg.has_data():
+                    return  # decided otherwise meanwhile: stopped, re-seeded, shutting down
+                try:
+                    self._start_as_standby()
+                except (pg.PgError, OSError) as e:
+                    error = str(e)
+                    log(f"restart attempt {attempt} after the crash failed: {e}")
+                    self.stop_pg(immediate=True)  # one that started but never answered
+                    proc = self.proc or proc
+                    continue
+                self.set_state("running", note, role="standby")
+                return
+            self.set_state("failed", f"{note} failed {CRASH_START_ATTEMPTS} times: {error}")
 
     def stop_pg(self, immediate: bool) -> None:
         proc = self.proc
@@ -232,14 +276,18 @@ class Agent:
         # nothing, so it can never accept a write the operator did not decide on.
         self._restart_as_standby("restart with existing data failed")
 
+    def _start_as_standby(self) -> None:
+        """Start PostgreSQL on the data here as a standby that follows nothing."""
+        (pg.DATA_DIR / "standby.signal").touch(mode=0o600)
+        conf = pg.read_auto_conf()
+        conf["primary_conninfo"] = ""
+        pg.write_auto_conf(conf)
+        pg.write_pgpass()
+        self.start_pg()
+
     def _restart_as_standby(self, failure: str, note: str | None = None) -> None:
         try:
-            (pg.DATA_DIR / "standby.signal").touch(mode=0o600)
-            conf = pg.read_auto_conf()
-            conf["primary_conninfo"] = ""
-            pg.write_auto_conf(conf)
-            pg.write_pgpass()
-            self.start_pg()
+            self._start_as_standby()
             self.set_state("running", note, role="standby")
         except (pg.PgError, OSError) as e:
             self.set_state("failed", f"{failure}: {e}")
@@ -643,6 +691,7 @@ SELECT json_build_object(
         return self.state_body()
 
     def shutdown(self) -> None:
+        self._shutting_down = True
         self._abort = True
         cp = self._clone_proc
         if cp is not None and cp.poll() is None:
