@@ -633,6 +633,20 @@ def test_demoted_primary_without_a_recorded_switchover_is_a_candidate_not_fenced
     assert not any(isinstance(a, ReplaceMember) for a in p.actions)
 
 
+def test_the_only_copy_restarted_as_a_standby_after_a_crash_is_promoted_again() -> None:
+    """PostgreSQL died under the primary before any standby was seeded; its agent ran it
+    again as a standby following nothing (agent_member.py: _restart_after_crash). It holds
+    the only copy: it is promoted, never fenced (that would make the database Lost)."""
+    doc = recording("healthy")
+    for name in ("orders-0", "orders-2"):
+        doc["probes"][name] = {"state": "empty", "member": name}
+    doc["probes"]["orders-1"].update(role="standby", receiving=False, upstream=None)
+    p = plan(observe(doc))
+    assert [a.member for a in p.actions if isinstance(a, Promote)] == ["orders-1"]
+    assert not any(isinstance(a, ReplaceMember) for a in p.actions)
+    assert p.status.state != DatabaseState.LOST
+
+
 def test_durations_stamped_by_another_operator_are_not_compared() -> None:
     """A switchover started by a previous operator (another token, another clock) is timed
     by this operator from when it first sees it, whatever the stamps' numbers say."""
