@@ -105,20 +105,22 @@ except psycopg.OperationalError as e:
     print("refused", str(e).replace("\\n", " "))
 """
 
+# argv: bearer ("-": none), trust ("ca": the CA certificate on stdin, else the system's), URLs
 AGENT_GET = """
-import sys, urllib.request, urllib.error
-bearer, urls = sys.argv[1], sys.argv[2:]
+import ssl, sys, urllib.request, urllib.error
+bearer, trust, urls = sys.argv[1], sys.argv[2], sys.argv[3:]
+ctx = ssl.create_default_context(cadata=sys.stdin.read()) if trust == "ca" else None
 for url in urls:
     req = urllib.request.Request(url)
     if bearer != "-":
         req.add_header("Authorization", "Bearer " + bearer)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
             print(r.status)
     except urllib.error.HTTPError as e:
         print(e.code)
     except OSError as e:
-        print("unreachable", e)
+        print("unreachable", getattr(e, "reason", None) or e)
 """
 
 
@@ -141,18 +143,32 @@ def test_an_agent_takes_only_its_members_token_and_only_from_the_control_network
                  for m, c in ((first, c0), (second, c1))}  # fmt: skip
         assert token[first] != token[second]
 
-        def state_of(member: str, bearer: str) -> str:
-            url = f"http://{member}:{names.AGENT_PORT}/state"
-            return docker("exec", op, "/opt/shoal/venv/bin/python", "-c", AGENT_GET, bearer, url)
+        ca = docker("exec", c0, "cat", "/var/lib/shoal/tls/ca.crt")
 
+        def state_of(member: str, bearer: str, scheme: str = "https", trust: str = "ca") -> str:
+            url = f"{scheme}://{member}:{names.AGENT_PORT}/state"
+            return subprocess.run(
+                ["docker", "exec", "-i", op, "/opt/shoal/venv/bin/python", "-c", AGENT_GET,
+                 bearer, trust, url],
+                input=ca, capture_output=True, text=True, timeout=60, check=True,
+            ).stdout.strip()  # fmt: skip
+
+        # Over TLS, the certificate checked against the database's CA for the member's name.
         assert state_of(second, token[first]) == "401"
         assert state_of(second, token[second]) == "200"
         assert state_of(first, token[first]) == "200"
         assert state_of(first, token[second]) == "401"
+        # No plain HTTP on the control network, and no certificate but the CA's is trusted.
+        plain = state_of(first, token[first], scheme="http")
+        assert plain.startswith("unreachable"), plain
+        untrusted = state_of(first, token[first], trust="system")
+        assert untrusted.startswith("unreachable") and "CERTIFICATE_VERIFY_FAILED" in untrusted
 
         def from_database_network(bearer: str, *urls: str) -> list[str]:
             network = names.database_network(name)
-            proc = on_network(network, operator.postgres, "python3", "-c", AGENT_GET, bearer, *urls)
+            proc = on_network(
+                network, operator.postgres, "python3", "-c", AGENT_GET, bearer, "system", *urls
+            )
             assert proc.returncode == 0, proc.stderr
             return proc.stdout.splitlines()
 

@@ -2,7 +2,10 @@
 
 Stdlib only (it runs with Debian's python3). It owns one PostgreSQL data directory in the
 container's writable layer, starts PostgreSQL as its child and drives it on behalf of the
-operator over HTTP on port 8008. It never restarts anything by itself: the operator decides.
+operator over port 8008: HTTPS on the control network when the member has its certificate,
+plain HTTP on loopback. It never changes a member's role by itself: the operator decides
+(a PostgreSQL that died under it comes back as a standby following nothing, as after a
+restart in place; a primary whose lease ran out stops itself the same way).
 
 Every endpoint but GET /health, /primary and /replica needs `Authorization: Bearer
 <agent-token>` (else 401), and every POST a fencing `"token": <int>` in its JSON body
@@ -35,6 +38,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -46,12 +50,14 @@ try:
     from . import agent_parameters as parameters
     from . import agent_pg as pg
     from . import agent_syncguard as syncguard
+    from . import agent_tls as tls
     from .agent_member import Agent, HttpError, log
 except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
     import agent_lease as lease  # type: ignore[import-not-found,no-redef]
     import agent_parameters as parameters  # type: ignore[import-not-found,no-redef]
     import agent_pg as pg  # type: ignore[import-not-found,no-redef]
     import agent_syncguard as syncguard  # type: ignore[import-not-found,no-redef]
+    import agent_tls as tls  # type: ignore[import-not-found,no-redef]
     from agent_member import Agent, HttpError, log  # type: ignore[import-not-found,no-redef]
 
 __all__ = [
@@ -149,9 +155,15 @@ class BoundedServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the listen backlog: a burst is queued, not dropped
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        self.tls = tls
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -165,6 +177,15 @@ class BoundedServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
+            if self.tls is not None:
+                # The handshake runs here, in the connection's own thread and within the
+                # request timeout: a client that never finishes it holds only its slot.
+                request.settimeout(REQUEST_TIMEOUT)
+                try:
+                    request = self.tls.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    self.shutdown_request(request)
+                    return
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
@@ -397,9 +418,26 @@ def main() -> int:
     control = pg.control_address()
     if control is None:  # run outside a shoal swarm service (no control network given)
         log("no control network address: the API listens on every interface")
-    api_hosts = ["0.0.0.0"] if control is None else [control, "127.0.0.1"]
-    servers = [BoundedServer((host, AGENT_PORT), Handler) for host in api_hosts]
+    try:
+        agent.install_tls()
+    except Exception as e:
+        log(f"cannot set up TLS: {type(e).__name__}: {e}")
+        return 1
+    # On the control network the API speaks TLS whenever the member has its certificate
+    # (the operator verifies it against the database's CA); loopback, reachable only from
+    # inside this container, and a standalone agent stay plain HTTP.
+    api_tls = tls.api_context() if control is not None else None
+    agent.api_tls = api_tls
+    servers = (
+        [BoundedServer(("0.0.0.0", AGENT_PORT), Handler)]
+        if control is None
+        else [
+            BoundedServer((control, AGENT_PORT), Handler, api_tls),
+            BoundedServer(("127.0.0.1", AGENT_PORT), Handler),
+        ]
+    )
     servers.append(BoundedServer(("0.0.0.0", CHECK_PORT), CheckHandler))
+    api_hosts = [f"{s.server_address[0]!s}:{AGENT_PORT}" for s in servers[:-1]]
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -421,14 +459,10 @@ def main() -> int:
     ).start()
     log(
         f"member {member} ({os.environ.get('SHOAL_DATABASE', '?')}): API on "
-        f"{', '.join(f'{h}:{AGENT_PORT}' for h in api_hosts)}, checks on :{CHECK_PORT}"
+        f"{', '.join(api_hosts)}{' (TLS on the control network)' if api_tls else ''}, "
+        f"checks on :{CHECK_PORT}"
     )
     with agent._op:
-        try:
-            agent.install_tls()
-        except Exception as e:
-            log(f"cannot set up TLS: {type(e).__name__}: {e}")
-            return 1
         agent.recover_on_start()
     stop.wait()
     log("signal received: stopping postgres (fast) and exiting")

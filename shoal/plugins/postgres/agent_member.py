@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -96,6 +97,7 @@ class Agent:
         self._abort = False
         self.lease = lease.Lease()
         self.certificate_serial: int | None = None  # the certificate PostgreSQL serves
+        self.api_tls: ssl.SSLContext | None = None  # the API's server side on the control net
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -258,6 +260,8 @@ class Agent:
         except tls.TlsError as e:
             raise HttpError(400, f"field 'certificate': {e}") from None
         self.certificate_serial = serial
+        if self.api_tls is not None:
+            tls.reload_api_context(self.api_tls)
         if self.pg_running():
             pg.psql("SELECT pg_reload_conf()", timeout=10)
         return {"certificate_serial": format(serial, "x")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import tempfile
 from pathlib import Path
@@ -77,6 +78,24 @@ def install_from_secret() -> bool:
 
 def enabled() -> bool:
     return CERT.is_file() and KEY.is_file() and CA.is_file()
+
+
+def api_context() -> ssl.SSLContext | None:
+    """The server side of the agent API's TLS: the key and certificate PostgreSQL serves
+    (their names include the member's, which the operator verifies against the CA); None
+    when this member has no TLS files."""
+    if not enabled():
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(CERT, KEY)
+    return ctx
+
+
+def reload_api_context(ctx: ssl.SSLContext) -> None:
+    """A renewed certificate: handshakes from now on present it (open connections keep
+    the one they agreed on)."""
+    ctx.load_cert_chain(CERT, KEY)
 
 
 def _openssl(*args: str, stdin: str | None = None) -> str:

@@ -1,9 +1,12 @@
-"""The PostgreSQL engine plugin: probes and actions go to each member's agent over HTTP
-(`agent.py` inside the member container, port 8008, listening on the control network only)."""
+"""The PostgreSQL engine plugin: probes and actions go to each member's agent over HTTPS
+(`agent.py` inside the member container, port 8008, listening on the control network only),
+its certificate verified against the database's CA."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -58,6 +61,19 @@ class AgentError(ActionFailed):
         self.status = status  # the agent's HTTP status; None when it did not answer
 
 
+class PlaintextAgent(AgentError):
+    """The member's agent answered a TLS handshake in plain HTTP: it predates TLS."""
+
+
+@functools.lru_cache(maxsize=1024)
+def agent_tls(ca_pem: str) -> ssl.SSLContext:
+    """The client side of the agent API's TLS: only a certificate the database's CA issued
+    for the name called (the member's) is accepted."""
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 async def agent_call(
     http: aiohttp.ClientSession,
     member: str,
@@ -67,18 +83,55 @@ async def agent_call(
     body: dict[str, Any] | None = None,
     timeout: aiohttp.ClientTimeout = ACTION_TIMEOUT,
     extra_headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
-    url = f"http://{member}:{names.AGENT_PORT}{path}"
+    """One request to a member's agent: over TLS with `tls`, else plain HTTP."""
+    url = f"{'https' if tls is not None else 'http'}://{member}:{names.AGENT_PORT}{path}"
     headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
     try:
-        async with http.request(method, url, json=body, headers=headers, timeout=timeout) as r:
+        async with http.request(
+            method, url, json=body, headers=headers, timeout=timeout, ssl=tls or True
+        ) as r:
             data: Any = await r.json(content_type=None)
             if r.status >= 400:
                 err = data.get("error") if isinstance(data, dict) else data
                 raise AgentError(f"{member} {path}: HTTP {r.status}: {err}", r.status)
             return data if isinstance(data, dict) else {"result": data}
+    except aiohttp.ClientConnectorSSLError as e:
+        # OpenSSL's reason code when the peer's first bytes are no TLS record at all.
+        if getattr(e.os_error, "reason", None) == "WRONG_VERSION_NUMBER":
+            raise PlaintextAgent(f"{member} {path}: the agent speaks plain HTTP") from e
+        raise AgentError(f"{member} {path}: {type(e).__name__}: {e}") from e
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         raise AgentError(f"{member} {path}: {type(e).__name__}: {e}") from e
+
+
+class AgentSchemes:
+    """Members whose agent predates TLS (made by an operator before TLS, no certificate):
+    they are spoken to in plain HTTP until they are re-created. A member is put here only
+    when its agent answered a TLS handshake in plain HTTP, and taken out again at its first
+    failure, so a re-created member is asked over TLS at once. Forcing that downgrade takes
+    a container on `shoal-control`, which only Swarm services can join (docs/security.md)."""
+
+    def __init__(self) -> None:
+        self._plaintext: set[str] = set()
+
+    def plaintext(self, member: str) -> bool:
+        return member in self._plaintext
+
+    def saw_plaintext(self, member: str) -> None:
+        if member not in self._plaintext:
+            log.warning(
+                "%s: its agent predates TLS; its API is plain HTTP until it is re-created",
+                member,
+            )
+        self._plaintext.add(member)
+
+    def failed(self, member: str) -> None:
+        self._plaintext.discard(member)
+
+
+SCHEMES = AgentSchemes()
 
 
 async def member_call(
@@ -94,14 +147,30 @@ async def member_call(
     """`agent_call` with the member's own token. A member created before agent tokens
     were per member holds the database-wide one and answers 401 to its own: it is asked
     again with that (a 401 comes before the agent acts on anything). Such a member gets
-    its own token when it is next re-created (a fence, re-seed or restart)."""
-    args = (method, path, body, timeout, extra_headers)
+    its own token when it is next re-created (a fence, re-seed or restart). The same goes
+    for TLS: a member whose agent predates it is asked in plain HTTP (AgentSchemes)."""
+    tls = None if SCHEMES.plaintext(member) else agent_tls(credentials.ca.cert_pem)
+
+    async def call(token: str) -> dict[str, Any]:
+        nonlocal tls
+        args = (method, path, body, timeout, extra_headers)
+        try:
+            return await agent_call(http, member, token, *args, tls=tls)
+        except PlaintextAgent:
+            SCHEMES.saw_plaintext(member)
+            tls = None
+            return await agent_call(http, member, token, *args)
+        except AgentError as e:
+            if tls is None and e.status is None:  # no answer in plain HTTP: ask in TLS next
+                SCHEMES.failed(member)
+            raise
+
     try:
-        return await agent_call(http, member, credentials.agent_token_for(member), *args)
+        return await call(credentials.agent_token_for(member))
     except AgentError as e:
         if e.status != 401:
             raise
-    return await agent_call(http, member, credentials.agent_token, *args)
+    return await call(credentials.agent_token)
 
 
 class PostgresPlugin(EnginePlugin[PgProbe]):
