@@ -44,6 +44,12 @@ def _derived_key(key: bytes, db_uid: str, purpose: str) -> ec.EllipticCurvePriva
     return ec.derive_private_key(scalar, ec.SECP256R1())
 
 
+# What a member certificate is for: serving (PostgreSQL, the agent's API) and, as a client,
+# proving to the primary that a replication connection comes from a member. Part of the
+# serial, so that certificates issued for less are renewed as any other stale one.
+PROFILE = "server+client"
+
+
 def _serial(*parts: str) -> int:
     digest = hashlib.sha256("/".join(parts).encode()).digest()
     return int.from_bytes(digest[:16], "big") >> 1 or 1  # positive, at most 127 bits
@@ -119,7 +125,7 @@ class DatabaseCA:
     def serial_for(self, member: str, dns_names: list[str], now: datetime) -> int:
         """The serial `issue` gives, without signing anything (the operator compares it with
         what every member serves on every pass)."""
-        return _serial(self.db_uid, member, str(period_of(now)), *dns_names)
+        return _serial(self.db_uid, member, str(period_of(now)), PROFILE, *dns_names)
 
     def issue(self, member: str, dns_names: list[str], now: datetime) -> ServerCertificate:
         """The certificate `member` should serve at `now`: the same bytes for the same
@@ -143,7 +149,12 @@ class DatabaseCA:
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]),
                 critical=False,
             )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
                 critical=False,

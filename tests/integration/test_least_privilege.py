@@ -71,11 +71,25 @@ def test_only_the_app_and_replication_roles_log_in_over_the_network(
         for what, proc in refused.items():
             assert proc.returncode != 0, f"{what}: logged in ({proc.stdout.strip()})"
             assert "no pg_hba.conf entry" in proc.stderr, f"{what}: {proc.stderr.strip()}"
-        # The replication role replicates (what standbys and pg_basebackup do) ...
+        # The replication role replicates (what standbys and pg_basebackup do) only with a
+        # member's certificate: a client holding the replication password is refused ...
         streaming = login(
             "replicator", "postgres", "replication", "replication=true", "IDENTIFY_SYSTEM"
         )
-        assert streaming.returncode == 0, streaming.stderr
+        assert streaming.returncode != 0, f"replicated without a certificate: {streaming.stdout}"
+        assert "client certificate" in streaming.stderr, streaming.stderr
+        # ... and a member presenting its own, over the same network, is admitted.
+        standby = container_of(next(m["name"] for m in st["members"] if m["name"] != primary))
+        assert standby is not None
+        tls_dir = "/var/lib/shoal/tls"
+        member = docker(
+            "exec", "-u", "postgres", standby, "psql", "-X", "-At", "-c", "IDENTIFY_SYSTEM",
+            f"host={primary} port={names.POSTGRES_PORT} user=replicator dbname=postgres "
+            f"replication=true password={password['replication']} connect_timeout=10 "
+            f"sslmode=verify-full sslrootcert={tls_dir}/ca.crt sslcert={tls_dir}/server.crt "
+            f"sslkey={tls_dir}/server.key",
+        )  # fmt: skip
+        assert member.split("|")[0].isdigit(), member  # systemid|timeline|xlogpos|dbname
         # The application role is refused from the shared control network (the operator's
         # container is there; other databases' members too), with the right password.
         op = container_of(names.OPERATOR_SERVICE)

@@ -130,7 +130,11 @@ def test_hba_conf() -> None:
     lines = [ln.split() for ln in hba.splitlines() if ln and not ln.startswith("#")]
     assert ["local", "all", "all", "peer"] in lines
     # Only over TLS (hostssl): a connection without it matches no line.
-    assert ["hostssl", "replication", "replicator", "10.0.1.0/24", "scram-sha-256"] in lines
+    # A replication login must present a member's certificate too.
+    assert [
+        "hostssl", "replication", "replicator", "10.0.1.0/24", "scram-sha-256",
+        "clientcert=verify-ca",
+    ] in lines  # fmt: skip
     assert ["hostssl", "app", "app", "10.0.1.0/24", "scram-sha-256"] in lines
     assert not any(ln[0] == "host" for ln in lines)
     # Over the network: the replication role and the application role on its database only.
@@ -138,6 +142,8 @@ def test_hba_conf() -> None:
     assert {(ln[1], ln[2]) for ln in remote} == {("replication", "replicator"), ("app", "app")}
     assert agent_pg.APP_USER == names.APP_USER and agent_pg.APP_DATABASE == names.APP_DATABASE
     assert "0.0.0.0" not in hba and "trust" not in hba and "md5" not in hba
+    plain = agent_pg.hba_conf(["10.0.1.0/24"], tls=False)  # a database made before TLS
+    assert "clientcert" not in plain and "hostssl" not in plain
 
 
 def test_hba_conf_admits_no_application_login_from_the_control_network(

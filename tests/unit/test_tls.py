@@ -48,7 +48,12 @@ def test_the_ca_is_a_ca_and_signs_only_servers() -> None:
     )
     assert not issued.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     eku = issued.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+    # A server, and a client of its peers: the primary requires a member's certificate of
+    # a replication login (agent_pg.hba_conf).
+    assert list(eku) == [
+        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+    ]
 
 
 def verify(cert_pem: str, name: str, at: datetime, root: tls.DatabaseCA | None = None) -> None:
@@ -123,6 +128,8 @@ def test_agent_lays_out_the_bundle(member_dirs: Path) -> None:
     assert key.public_key() == ca().member_key("orders-1").public_key()
     assert "ssl = on" in agent_tls.server_settings()
     assert "sslmode=verify-full" in agent_tls.conninfo_options()
+    assert f"sslcert={agent_tls.CERT} sslkey={agent_tls.KEY}" in agent_tls.conninfo_options()
+    assert f"ssl_ca_file = '{agent_tls.CA}'" in agent_tls.server_settings()
 
 
 def test_agent_accepts_a_renewal_only_for_its_own_key_from_its_ca(member_dirs: Path) -> None:

@@ -229,14 +229,19 @@ def hba_conf(cidrs: list[str], tls: bool = True, control: list[str] | None = Non
     remote superuser login is refused ("no pg_hba.conf entry"), whatever password it brings,
     and so is any login without TLS (PostgreSQL 15, "The pg_hba.conf File", section 21.1).
     The application role is not admitted from the `control` subnets either: only the
-    operator and other databases' members are there, never this database's clients."""
+    operator and other databases' members are there, never this database's clients.
+    With TLS a replication login must also present a client certificate the database's CA
+    issued, which only its members hold (`clientcert=verify-ca`, section 21.1; the CA is
+    `ssl_ca_file`): a client that learnt the replication password still cannot stream or
+    copy the data."""
     kind = "hostssl" if tls else "host"
+    replication_auth = "scram-sha-256 clientcert=verify-ca" if tls else "scram-sha-256"
     lines = [
         "# Written by the shoal member agent at every start. Do not edit.",
         "local   all          all                        peer",
     ]
     for c in cidrs:
-        lines.append(f"{kind:<7} replication  replicator  {c:<22} scram-sha-256")
+        lines.append(f"{kind:<7} replication  replicator  {c:<22} {replication_auth}")
         if not _within(c, control or []):
             lines.append(f"{kind:<7} {APP_DATABASE:<12} {APP_USER:<11} {c:<22} scram-sha-256")
     return "\n".join(lines) + "\n"

@@ -151,16 +151,23 @@ def install_certificate(cert_pem: str) -> int:
 
 def conninfo_options() -> str:
     """What a member adds to its connections to another member (replication, re-seed):
-    verify the peer's certificate and name against the database's CA when TLS is on."""
+    verify the peer's certificate and name against the database's CA when TLS is on, and
+    present its own certificate, which the primary requires of a replication login
+    (agent_pg.hba_conf)."""
     if enabled():
-        return f"sslmode=verify-full sslrootcert={CA}"
+        return f"sslmode=verify-full sslrootcert={CA} sslcert={CERT} sslkey={KEY}"
     return "sslmode=prefer"
 
 
 def client_env() -> dict[str, str]:
     """The same, for a libpq tool that takes its settings from the environment."""
     if enabled():
-        return {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(CA)}
+        return {
+            "PGSSLMODE": "verify-full",
+            "PGSSLROOTCERT": str(CA),
+            "PGSSLCERT": str(CERT),
+            "PGSSLKEY": str(KEY),
+        }
     return {"PGSSLMODE": "prefer"}
 
 
@@ -172,5 +179,8 @@ def server_settings() -> str:
         "ssl = on\n"
         f"ssl_cert_file = '{CERT}'\n"
         f"ssl_key_file = '{KEY}'\n"
+        # The CA that client certificates are checked against: a replication login must
+        # present a member's (`clientcert=verify-ca` in pg_hba.conf).
+        f"ssl_ca_file = '{CA}'\n"
         "ssl_min_protocol_version = 'TLSv1.2'\n"
     )
