@@ -139,6 +139,7 @@ def declaration(
     memory: str = "256M",
     cpus: float = 0.5,
     durability: str = "sync",
+    unreachable_seconds: float = 10,
 ) -> str:
     return (
         "apiVersion: shoal/v1\nkind: Database\n"
@@ -146,7 +147,7 @@ def declaration(
         'spec:\n  engine: postgres\n  version: "15"\n'
         f"  members: {members}\n  durability: {durability}\n"
         f"  resources: {{memory: {memory}, cpus: {cpus}}}\n"
-        "  failover: {unreachableSeconds: 10}\n"
+        f"  failover: {{unreachableSeconds: {unreachable_seconds:g}}}\n"
     )
 
 

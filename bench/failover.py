@@ -1,8 +1,10 @@
 """Failover time: `docker kill` of the primary's container -> first acknowledged write on the
 new primary, seen by a real client inserting as fast as it can from a container on the
-database's overlay network; and kill -> `shoal status` Healthy again.
+database's overlay network; and kill -> `shoal status` Healthy again. With `--fault pause`
+the primary is frozen (`docker pause`) instead: Swarm still says it runs, so the operator
+waits `--unreachable` seconds and fences it before promoting.
 
-    python -m bench.failover [--runs 10] [--keep]
+    python -m bench.failover [--runs 10] [--fault kill|pause] [--unreachable 10] [--keep]
 
 Host and writer container share one kernel clock (single machine), so the writer's
 `time.time()` stamps and the kill stamp taken here are directly comparable.
@@ -133,7 +135,7 @@ def settled(db: str) -> dict[str, Any] | None:
     return s
 
 
-def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
+def one_run(db: str, writer: Writer, i: int, fault: str = "kill") -> dict[str, Any]:
     s, _ = wait_until(lambda: settled(db), 300, f"{db} settled before run {i}")
     old = s["primary"]
     cid = container_of(old)
@@ -143,13 +145,15 @@ def one_run(db: str, writer: Writer, i: int) -> dict[str, Any]:
     before = writer.acknowledged()
     wait_until(lambda: writer.acknowledged() > before + 50, 60, "writer progress", every=0.1)
     t_kill = time.time()
-    docker("kill", cid)
+    docker(fault, cid)
     t_killed = time.time()
     first, _ = wait_until(
         lambda: writer.first_ok_after(t_kill, old), 300, "first write on a new primary", 0.05
     )
     t_ack = float(first[2])
-    _, t_healthy = wait_until(lambda: settled(db), 300, f"{db} Healthy after the kill")
+    _, t_healthy = wait_until(lambda: settled(db), 300, f"{db} Healthy after the {fault}")
+    if fault == "pause":  # fenced: its container is being removed, if it is not gone yet
+        docker("unpause", cid, check=False)
     healthy_doc = status(db)
     last_ok = writer.last_ok_before(float(first[1]))
     phases = timeline_phases(healthy_doc, "failover", old, t_kill)
@@ -185,12 +189,14 @@ def measure(
     pause: float,
     keep: bool = False,
     create_timeout: float = 300,
+    fault: str = "kill",
+    unreachable: float = 10,
 ) -> dict[str, Any]:
-    """Create a 3-member sync database, kill its primary `runs_wanted` times, return the
-    result document (also what bench.patroni puts beside Patroni's)."""
+    """Create a 3-member sync database, kill (or pause) its primary `runs_wanted` times,
+    return the result document (also what bench.patroni puts beside Patroni's)."""
     info = machine()
     db = unique("benchfo")
-    text = make_declaration(db, 3, memory, cpus)
+    text = make_declaration(db, 3, memory, cpus, unreachable_seconds=unreachable)
     log(f"creating {db}")
     t0 = time.time()
     proc = apply(text, wait=True, timeout=create_timeout)
@@ -204,7 +210,7 @@ def measure(
     try:
         for i in range(1, runs_wanted + 1):
             try:
-                runs.append(one_run(db, writer, i))
+                runs.append(one_run(db, writer, i, fault))
             except (TimeoutError, RuntimeError) as e:
                 # the database did not recover: later runs would only measure that again
                 log(f"run {i} failed, stopping: {e}")
@@ -229,6 +235,8 @@ def measure(
             "runs": runs_wanted,
             "members": 3,
             "durability": "sync",
+            "fault": f"docker {fault} of the primary's container",
+            "unreachable_seconds": unreachable,
             "resources": {"memory": memory, "cpus": cpus},
             "client": "psycopg autocommit INSERT loop, multi-host URI from `shoal credentials` "
             "(target_session_attrs=read-write, connect_timeout=2), 50 ms back-off on error",
@@ -264,9 +272,14 @@ def main() -> None:
     ap.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
     ap.add_argument("--keep", action="store_true", help="do not delete the database")
     ap.add_argument("--create-timeout", type=float, default=300)
+    ap.add_argument("--fault", choices=("kill", "pause"), default="kill")
+    ap.add_argument("--unreachable", type=float, default=10, help="failover.unreachableSeconds")
     args = ap.parse_args()
-    doc = measure(args.runs, args.memory, args.cpus, args.pause, args.keep, args.create_timeout)
-    write_result("failover", doc)
+    doc = measure(
+        args.runs, args.memory, args.cpus, args.pause, args.keep, args.create_timeout,
+        args.fault, args.unreachable,
+    )  # fmt: skip
+    write_result("failover" if args.fault == "kill" else f"failover_{args.fault}", doc)
     f, h = doc["failover_seconds"], doc["healthy_seconds"]
     print(
         f"failover (kill -> first acked write): median {f['median']}s p95 {f['p95']}s n={f['n']}\n"
