@@ -166,7 +166,17 @@ def ensure_operator(images: Any, replicas: int = 1) -> None:
             await deploy_operator(swarm, images.operator, images.postgres, replicas)
 
     asyncio.run(go())
-    wait_for(lambda: container_of(names.OPERATOR_SERVICE), 120, "the operator container to run")
+
+    def only_this_image() -> bool:
+        # An operator of an earlier image still running may hold the lease and create
+        # members from its own member image: wait until every running one is this one.
+        running = docker(
+            "ps", "-f", f"label=com.docker.swarm.service.name={names.OPERATOR_SERVICE}",
+            "--format", "{{.Image}}",
+        ).split()  # fmt: skip
+        return bool(running) and all(image == images.operator for image in running)
+
+    wait_for(only_this_image, 180, f"only operator containers of {images.operator} to run")
 
 
 class Writer:
