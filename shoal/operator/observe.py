@@ -68,7 +68,7 @@ class Observer:
     def __init__(self, ctx: OperatorContext, name: str) -> None:
         self.ctx = ctx
         self.name = name
-        self._unreachable_since: dict[str, float] = {}
+        self._unreachable = UnreachableClock()
         self._book: LeaseBook | None = None
 
     @property
@@ -159,11 +159,10 @@ class Observer:
                 may_run=may_run.get(sid, []),
                 answered=usable,
             )
-            if not usable and info is not None and info.running:
-                since = self._unreachable_since.setdefault(n, now_mono)
-            else:
-                self._unreachable_since.pop(n, None)
-                since = now_mono
+            unreachable_for = self._unreachable.note(
+                n, answered=usable, running=info is not None and info.running,
+                sent=sent, now=now_mono,
+            )  # fmt: skip
             members.append(
                 MemberObservation(
                     index=i,
@@ -171,7 +170,7 @@ class Observer:
                     service_exists=svc is not None,
                     task=info,
                     probe=probe,
-                    unreachable_for=now_mono - since,
+                    unreachable_for=unreachable_for,
                     previous_running=svc is not None and svc["ID"] in earlier_running,
                     pin=_pin(svc, spread, db.spec.placement.constraints),
                     stranded=sid in stranded,
@@ -197,6 +196,22 @@ class Observer:
             monotonic=time.monotonic(),
             nodes=tuple(nodes.values()),
         )
+
+
+class UnreachableClock:
+    """How long each member has not answered while Swarm runs it (`unreachableSeconds` is
+    compared with this). The count starts when the first unanswered probe was *sent*: the
+    member was silent from then on, and a probe that timed out took its whole timeout to
+    say so (1.5 s that a paused primary's failover used to wait on top)."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+
+    def note(self, member: str, *, answered: bool, running: bool, sent: float, now: float) -> float:
+        if answered or not running:
+            self._since.pop(member, None)
+            return 0.0
+        return now - self._since.setdefault(member, sent)
 
 
 def _on_lost_node(task: JSON, nodes: dict[str, NodeInfo]) -> bool:

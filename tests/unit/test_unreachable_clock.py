@@ -1,0 +1,23 @@
+"""The clock `failover.unreachableSeconds` is compared with (operator/observe.py)."""
+
+from __future__ import annotations
+
+from shoal.operator.observe import UnreachableClock
+
+
+def test_silence_counts_from_when_the_first_unanswered_probe_was_sent() -> None:
+    clock = UnreachableClock()
+    # sent at 10.0, timed out at 11.5: silent for 1.5 s already, not 0
+    assert clock.note("m0", answered=False, running=True, sent=10.0, now=11.5) == 1.5
+    # later probes do not move the start
+    assert clock.note("m0", answered=False, running=True, sent=12.0, now=13.5) == 3.5
+
+
+def test_an_answer_or_swarms_word_that_it_stopped_resets_the_count() -> None:
+    clock = UnreachableClock()
+    clock.note("m0", answered=False, running=True, sent=10.0, now=11.5)
+    assert clock.note("m0", answered=True, running=True, sent=12.0, now=12.1) == 0.0
+    assert clock.note("m0", answered=False, running=True, sent=20.0, now=21.5) == 1.5
+    # a member Swarm does not run is dead, not unreachable: the failover needs no wait
+    assert clock.note("m0", answered=False, running=False, sent=22.0, now=23.5) == 0.0
+    assert clock.note("m1", answered=False, running=True, sent=22.0, now=22.5) == 0.5
