@@ -7,6 +7,7 @@ with it. Credentials reach members only as Docker secrets (files under /run/secr
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -14,7 +15,9 @@ from shoal import names
 from shoal.credentials import DatabaseCredentials, secret_payload
 from shoal.declaration import Database
 from shoal.operator.placement import constraints_with_pin
-from shoal.swarm.client import JSON, SwarmClient
+from shoal.swarm.client import JSON, SwarmClient, SwarmError
+
+log = logging.getLogger("shoal.operator")
 
 # A killed member is replaced at once: Swarm's default 5 s restart delay would be pure
 # outage (docs/failure-modes.md).
@@ -248,12 +251,43 @@ async def pin_member(swarm: SwarmClient, db: Database, member: str, value: str) 
 
 async def replace_member(swarm: SwarmClient, member: str) -> bool:
     """Fence or re-seed a member: a forced update makes Swarm stop its container and start
-    a new, empty one."""
+    a new, empty one. A container of it on this operator's own node is killed at once
+    (`kill_local`)."""
     service = await swarm.service(member)
     if service is None:
         return False
+    running = [
+        t
+        for t in await swarm.tasks(service=member)
+        if t.get("Status", {}).get("State") == "running"
+    ]
     spec = service["Spec"]
     template = spec["TaskTemplate"]
     template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
     await swarm.update_service(service["ID"], int(service["Version"]["Index"]), spec)
+    await kill_local(swarm, member, running)
     return True
+
+
+async def kill_local(swarm: SwarmClient, member: str, tasks: list[JSON]) -> int:
+    """SIGKILL the containers of `tasks` that run on the node whose engine `swarm` talks
+    to; how many were killed. Swarm stops a replaced task's container only after a fixed
+    2 s wait for its overlay network's gossip to converge (moby,
+    daemon/cluster/executor/container/controller.go, `Shutdown`:
+    defaultGossipConvergeDelay), then with its stop signal and grace period, thawing a
+    paused one first: a paused primary's failover waited ~4.5 s on that. These are the
+    containers Swarm is about to kill anyway (their task's service was just force-updated),
+    so killing them now changes nothing but the time. A container on another node is left
+    to Swarm: no other node's engine is reachable from here."""
+    node = (await swarm.info()).get("Swarm", {}).get("NodeID")
+    killed = 0
+    for t in tasks:
+        cid = t.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
+        if not node or t.get("NodeID") != node or not cid:
+            continue
+        try:
+            await swarm.call(f"containers/{cid}/kill", "POST", params={"signal": "SIGKILL"})
+            killed += 1
+        except SwarmError as e:  # already gone, or stopped meanwhile: Swarm was quicker
+            log.info("%s: container %s not killed: %s", member, cid[:12], e)
+    return killed
