@@ -16,7 +16,6 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from shoal import names
 from shoal.tls import DatabaseCA, database_ca
@@ -90,16 +89,3 @@ class DatabaseCredentials:
 def secret_payload(value: str) -> str:
     """Docker's secrets API takes base64 data."""
     return base64.b64encode(value.encode()).decode()
-
-
-def postgres_uri(hosts: list[str], password: str | None = None, ca_file: str | None = None) -> str:
-    """A libpq multi-host URI that always reaches the writable primary, over TLS with the
-    server's certificate and name verified (`verify-full`) against the database's CA: the
-    file `ca_file`, or libpq's default ~/.postgresql/root.crt."""
-    auth = names.APP_USER + (f":{quote(password, safe='')}" if password else "")
-    hostlist = ",".join(f"{h}:{names.POSTGRES_PORT}" for h in hosts)
-    root = f"&sslrootcert={quote(ca_file, safe='/')}" if ca_file else ""
-    return (
-        f"postgresql://{auth}@{hostlist}/{names.APP_DATABASE}"
-        f"?target_session_attrs=read-write&connect_timeout=2&sslmode=verify-full{root}"
-    )

@@ -9,11 +9,12 @@ import logging
 import ssl
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 
 from shoal import names
-from shoal.credentials import DatabaseCredentials, postgres_uri
+from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
 from shoal.plugins.base import (
     Action,
@@ -53,6 +54,19 @@ def renewal_header(grant: LeaseGrant) -> str:
     walreceivers connect with, which is their slot name."""
     peers = ",".join(names.slot_name(p) for p in grant.peers)
     return f"ttl={grant.ttl:.3f};token={grant.token};peers={peers}"
+
+
+def postgres_uri(hosts: list[str], password: str | None = None, ca_file: str | None = None) -> str:
+    """A libpq multi-host URI that always reaches the writable primary, over TLS with the
+    server's certificate and name verified (`verify-full`) against the database's CA: the
+    file `ca_file`, or libpq's default ~/.postgresql/root.crt."""
+    auth = names.APP_USER + (f":{quote(password, safe='')}" if password else "")
+    hostlist = ",".join(f"{h}:{names.POSTGRES_PORT}" for h in hosts)
+    root = f"&sslrootcert={quote(ca_file, safe='/')}" if ca_file else ""
+    return (
+        f"postgresql://{auth}@{hostlist}/{names.APP_DATABASE}"
+        f"?target_session_attrs=read-write&connect_timeout=2&sslmode=verify-full{root}"
+    )
 
 
 class AgentError(ActionFailed):
