@@ -569,3 +569,18 @@ def test_postgres_killed_under_its_agent_comes_back_as_a_standby_with_its_data(
     st = m2.post("/promote", {"token": cluster.next_token()})
     assert st["role"] == "primary"
     m2.psql("INSERT INTO t VALUES (5001, 'after the crash')", timeout=20)
+
+
+def test_a_standby_that_cannot_stream_reports_how_long(cluster: Cluster) -> None:
+    """What the operator re-seeds on (planner.STALLED_RESEED_SECONDS): told to follow an
+    upstream it cannot stream from, the standby's stall grows; streaming again resets it."""
+    m2, m3 = cluster.members[1], cluster.members[2]
+    assert m2.state()["role"] == "primary" and m3.state()["role"] == "standby"
+    nowhere = f"{cluster.prefix}-nowhere"
+    m3.post("/follow", {"token": cluster.next_token(), "upstream": nowhere, "slot": m3.slot})
+    m3.state()  # the first probe that sees it not streaming starts the count
+    st = wait_for("a stall of 2 s", lambda: (s := m3.state())["stalled_seconds"] >= 2 and s, 30)
+    assert st["upstream"] == nowhere and st["receiving"] is False
+    m3.post("/follow", {"token": cluster.next_token(), "upstream": m2.name, "slot": m3.slot})
+    wait_for("streaming again", lambda: m3.state()["receiving"], 60)
+    assert m3.state()["stalled_seconds"] == 0.0

@@ -27,6 +27,7 @@ from shoal.plugins.base import (
     RemoveMember,
     ReplaceMember,
 )
+from shoal.plugins.postgres import planner
 from shoal.plugins.postgres.durability import list_for, sync_standby_names
 from shoal.plugins.postgres.failover import PEERS_RELEASE_WAIT, SWITCHOVER_TIMEOUT
 from shoal.plugins.postgres.model import (
@@ -645,6 +646,22 @@ def test_the_only_copy_restarted_as_a_standby_after_a_crash_is_promoted_again() 
     assert [a.member for a in p.actions if isinstance(a, Promote)] == ["orders-1"]
     assert not any(isinstance(a, ReplaceMember) for a in p.actions)
     assert p.status.state != DatabaseState.LOST
+
+
+def test_a_standby_that_cannot_stream_from_the_primary_is_reseeded() -> None:
+    """Seen at 20 databases on two cores: failovers under overload left a standby asking
+    the new primary for WAL it had already removed, Degraded for good. Following the
+    primary without streaming for STALLED_RESEED_SECONDS gets it re-seeded; a standby
+    reconnecting for a moment does not."""
+    doc = steady(recording("healthy"))
+    assert doc["probes"]["orders-2"]["upstream"] == "orders-1"
+    doc["probes"]["orders-2"].update(receiving=False, stalled_seconds=3.0)
+    briefly = plan(observe(doc))
+    assert not any(isinstance(a, ReplaceMember) for a in briefly.actions)
+    doc["probes"]["orders-2"]["stalled_seconds"] = planner.STALLED_RESEED_SECONDS + 1
+    stuck = plan(observe(doc))
+    assert ReplaceMember("orders-2", "cannot stream from the primary") in stuck.actions
+    assert not any(isinstance(a, ReplaceMember) and a.member != "orders-2" for a in stuck.actions)
 
 
 def test_durations_stamped_by_another_operator_are_not_compared() -> None:

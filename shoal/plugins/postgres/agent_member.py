@@ -92,6 +92,7 @@ class Agent:
         self._expect_exit = False
         self._crashes: list[float] = []  # monotonic times PostgreSQL died on its own
         self._shutting_down = False
+        self._stalled: tuple[str, float] | None = None  # (upstream, since) while not streaming
         self._clone_proc: subprocess.Popen[str] | None = None
         self._clone_thread: threading.Thread | None = None
         self._abort = False
@@ -357,6 +358,7 @@ SELECT json_build_object(
             "fence_token": fence, "pending_restart": [], "parameters": {},
             "task_id": os.environ.get("SHOAL_TASK_ID") or None, "history": [],
             "durability_overrides": [], "lease": self.lease.describe(time.monotonic()),
+            "stalled_seconds": 0.0,
             "certificate_serial": (
                 None if self.certificate_serial is None else format(self.certificate_serial, "x")
             ),
@@ -411,11 +413,25 @@ SELECT json_build_object(
             max(s["ckpt_tli"] or 0, wr.get("tli") or 0, pg.wal_timeline() or 0) or None
         )
         body["upstream"] = pg.conninfo_get(s["conninfo"], "host") if s["conninfo"] else None
+        body["stalled_seconds"] = self._stall(body["upstream"], body["receiving"])
         if recv is None or (replay is not None and replay >= recv):
             body["lag_seconds"] = 0.0
         else:
             body["lag_seconds"] = s["replay_age"]
         return body
+
+    def _stall(self, upstream: str | None, receiving: bool) -> float:
+        """Seconds this standby has been told to follow `upstream` without streaming from
+        it, counted from the first probe that saw it so. A walreceiver that keeps failing
+        ("requested WAL segment ... has already been removed") is only in the log; this is
+        what the operator can see of it."""
+        now = time.monotonic()
+        if upstream is None or receiving:
+            self._stalled = None
+            return 0.0
+        if self._stalled is None or self._stalled[0] != upstream:
+            self._stalled = (upstream, now)
+        return round(now - self._stalled[1], 1)
 
     def role(self) -> str:
         out = pg.psql("SELECT pg_is_in_recovery()", timeout=5, statement_timeout_ms=3000)

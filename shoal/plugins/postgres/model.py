@@ -51,6 +51,9 @@ class PgProbe:
     durability_overrides: tuple[str, ...] = ()
     # The serial of the TLS certificate PostgreSQL serves; None without TLS.
     certificate_serial: int | None = None
+    # A standby told to follow `upstream` that has not streamed from it for this long, by
+    # its agent's clock (0: streaming, or following nobody). Its WAL may be gone upstream.
+    stalled_seconds: float = 0.0
 
     @property
     def has_data(self) -> bool:
@@ -104,6 +107,7 @@ class PgProbe:
                 if isinstance(h, list | tuple) and len(h) == 2
             ),
             certificate_serial=_hex_or_none(d.get("certificate_serial")),
+            stalled_seconds=float(d.get("stalled_seconds") or 0.0),
         )
 
 

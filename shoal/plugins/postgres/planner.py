@@ -38,6 +38,9 @@ from shoal.status import DatabaseState, MemberState
 
 PgObservation = Observation[PgProbe]
 PgMember = MemberObservation[PgProbe]
+# A standby that follows the primary and has not streamed for this long is re-seeded: a
+# walreceiver reconnects within a second or two, even after its primary changed.
+STALLED_RESEED_SECONDS = 30.0
 
 
 def plan(obs: PgObservation) -> Plan:
@@ -215,6 +218,22 @@ def _standbys(cluster: Cluster, p: Plan, primary: PgMember) -> None:
                 m,
                 "forked off the primary's timeline",
                 f"holds WAL past timeline {m.probe.timeline}'s end on {primary.name}: re-seeded",
+            )
+        elif (
+            m.probe.is_standby
+            and m.probe.upstream == primary.name
+            and m.probe.stalled_seconds >= STALLED_RESEED_SECONDS
+        ):
+            # It follows the primary but cannot stream: typically the WAL it needs is gone
+            # there (a primary promoted before it held a slot for it). Its data is behind the
+            # primary's on the same history (a fork is the case above), so nothing only it
+            # holds is lost; without a re-seed it would never catch up.
+            cluster.fence(
+                p,
+                m,
+                "cannot stream from the primary",
+                f"has not streamed from {primary.name} for {m.probe.stalled_seconds:.0f}s: "
+                "re-seeded",
             )
         elif m.probe.is_standby and m.probe.upstream != primary.name:
             p.add(Follow(m.name, primary.name, slot))
