@@ -125,7 +125,8 @@ class AgentSchemes:
     they are spoken to in plain HTTP until they are re-created. A member is put here only
     when its agent answered a TLS handshake in plain HTTP, and taken out again at its first
     failure, so a re-created member is asked over TLS at once. Forcing that downgrade takes
-    a container on `shoal-control`, which only Swarm services can join (docs/security.md)."""
+    a container on `shoal-control` that answers for the member, which only a user of the
+    Docker API can start there (docs/security.md)."""
 
     def __init__(self) -> None:
         self._plaintext: set[str] = set()
