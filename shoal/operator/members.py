@@ -6,6 +6,7 @@ with it. Credentials reach members only as Docker secrets (files under /run/secr
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -142,13 +143,14 @@ async def network_subnets(swarm: SwarmClient, name: str) -> tuple[str, ...]:
 
 
 async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bool:
-    if await swarm.network(names.CONTROL_NETWORK) is None:
+    control, network, secrets = await asyncio.gather(
+        swarm.network(names.CONTROL_NETWORK),
+        swarm.network(names.database_network(db.name)),
+        swarm.secrets_with_label(names.LABEL_DATABASE, db.name),
+    )
+    if control is None or network is None:
         return False
-    if await swarm.network(names.database_network(db.name)) is None:
-        return False
-    present = {
-        s["Spec"]["Name"] for s in await swarm.secrets_with_label(names.LABEL_DATABASE, db.name)
-    }
+    present = {s["Spec"]["Name"] for s in secrets}
     wanted = [secret_name(db.name, uid, p) for p in SECRET_FILES]
     wanted += [agent_token_secret_name(db.name, uid, i) for i in range(db.spec.members)]
     wanted += [tls_secret_name(db.name, uid, i) for i in range(db.spec.members)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,13 +95,19 @@ class Observer:
             idx = names.member_index(self.name, s["Spec"]["Name"])
             if idx is not None:
                 by_index[idx] = s
-        nodes = {n.id: n for n in map(node_info, await swarm.nodes())}
+        # Independent reads of Swarm go out together (each is a round trip to the manager,
+        # slow on a busy one): the nodes and tasks now, the infrastructure and the proxy
+        # alongside the probes below.
+        raw_nodes, every = await all_of(
+            swarm.nodes(),
+            swarm.tasks(service=[s["Spec"]["Name"] for s in services]) if services else _empty(),
+        )
+        nodes = {n.id: n for n in map(node_info, raw_nodes)}
         tasks: dict[str, JSON] = {}
         earlier_running: set[str] = set()
         stranded: dict[str, list[str]] = {}  # service id -> its tasks running on lost nodes
         may_run: dict[str, list[str]] = {}  # service id -> its tasks that may have a container
         if services:
-            every = await swarm.tasks(service=[s["Spec"]["Name"] for s in services])
             tasks = newest_tasks(every)
             earlier_running = {
                 t["ServiceID"]
@@ -136,11 +143,13 @@ class Observer:
             granted = None
         grants = [self._leases.grant(n, granted, declared, token) for n in member_names]
         sent = time.monotonic()
-        probes = await asyncio.gather(
+        infra_ready, proxy, *probes = await all_of(
+            infrastructure_ready(swarm, db, stored.uid),
+            observe_proxy(swarm, self.name, plugin.member_image(), of_db),
             *(
                 plugin.probe(self.ctx.http, n, credentials, grant) if _may_answer(info) else _none()
                 for n, info, grant in zip(member_names, infos, grants, strict=True)
-            )
+            ),
         )
         now_mono = time.monotonic()
         now_utc = datetime.now(UTC)
@@ -189,9 +198,9 @@ class Observer:
             status=stored.status,
             members=members,
             request=stored.request,
-            infrastructure_ready=await infrastructure_ready(swarm, db, stored.uid),
+            infrastructure_ready=infra_ready,
             now=time.time(),
-            proxy=await observe_proxy(swarm, self.name, plugin.member_image(), of_db),
+            proxy=proxy,
             token=self.ctx.lease.token,
             monotonic=time.monotonic(),
             nodes=tuple(nodes.values()),
@@ -226,6 +235,20 @@ def _pin(service: JSON | None, spread: str | None, user: list[str]) -> str | Non
         return None
     placement = service["Spec"].get("TaskTemplate", {}).get("Placement") or {}
     return read_pin(spread, placement.get("Constraints") or [], user)
+
+
+async def all_of(*aws: Awaitable[Any]) -> list[Any]:
+    """Their results, in order, once every one has finished; the first failure is raised
+    then (none is left running behind it)."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+async def _empty() -> list[JSON]:
+    return []
 
 
 async def _none() -> None:

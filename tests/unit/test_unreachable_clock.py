@@ -1,8 +1,13 @@
-"""The clock `failover.unreachableSeconds` is compared with (operator/observe.py)."""
+"""The clock `failover.unreachableSeconds` is compared with, and the concurrent reads of one
+observation (operator/observe.py)."""
 
 from __future__ import annotations
 
-from shoal.operator.observe import UnreachableClock
+import asyncio
+
+import pytest
+
+from shoal.operator.observe import UnreachableClock, all_of
 
 
 def test_silence_counts_from_when_the_first_unanswered_probe_was_sent() -> None:
@@ -21,3 +26,20 @@ def test_an_answer_or_swarms_word_that_it_stopped_resets_the_count() -> None:
     # a member Swarm does not run is dead, not unreachable: the failover needs no wait
     assert clock.note("m0", answered=False, running=False, sent=22.0, now=23.5) == 0.0
     assert clock.note("m1", answered=False, running=True, sent=22.0, now=22.5) == 0.5
+
+
+def test_all_of_waits_for_every_read_and_then_raises_the_first_failure() -> None:
+    finished: list[str] = []
+
+    async def slow(name: str, delay: float, fail: bool = False) -> str:
+        await asyncio.sleep(delay)
+        finished.append(name)
+        if fail:
+            raise LookupError(name)
+        return name
+
+    assert asyncio.run(all_of(slow("a", 0.02), slow("b", 0.0))) == ["a", "b"]
+    finished.clear()
+    with pytest.raises(LookupError, match="b"):
+        asyncio.run(all_of(slow("a", 0.05), slow("b", 0.0, fail=True)))
+    assert sorted(finished) == ["a", "b"]  # nothing left running behind the failure
