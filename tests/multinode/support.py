@@ -19,6 +19,7 @@ __all__ = [
     "lab_nodes",
     "member_nodes",
     "node_host",
+    "node_ready",
     "on_node",
     "swarm_answers",
     "writers_on_both_sides",
@@ -58,6 +59,15 @@ def ids_on(st: dict[str, Any], member: str, table: str) -> set[int] | None:
     if proc.returncode != 0:
         return None
     return {int(x) for x in proc.stdout.split()}
+
+
+def node_ready(hostname: str) -> bool:
+    """Swarm reports the lab node `hostname` Ready (and its engine answers)."""
+    proc = subprocess.run(
+        ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return proc.returncode == 0 and f"{hostname} Ready" in proc.stdout.splitlines()
 
 
 def swarm_answers() -> None:

@@ -31,6 +31,8 @@ from tests.multinode.support import (
     ids_on,
     lab_nodes,
     member_nodes,
+    node_ready,
+    on_node,
     swarm_answers,
     writers_on_both_sides,
 )
@@ -43,6 +45,7 @@ def test_killing_the_primarys_node_fails_over_and_loses_no_acknowledged_write(
 ) -> None:
     name = unique_name
     apply(declaration(name, members=3, unreachable=5), tmp_path)
+    victim: str | None = None
     try:
         st = healthy_spread(name, 3)
         old = st["primary"]
@@ -92,8 +95,30 @@ def test_killing_the_primarys_node_fails_over_and_loses_no_acknowledged_write(
         wait_for(converged, 180, "every member to hold every acknowledged write", every=2)
         missing = acked - (ids_on(status(name), new, "acked") or set())
         assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {sorted(missing)[:5]}"
+
+        # The killed node comes back with its stale containers, the old primary's among them
+        # (on disk, exited). Swarm gave that member's task to another node: the stale one
+        # must stay stopped, and the database keeps its new primary and every write.
+        rejoined = shoal("lab", "heal", victim)
+        assert rejoined.returncode == 0, rejoined.stderr
+        stale = on_node(victim, "ps", "-aq", "-f", f"label=com.docker.swarm.service.name={old}")
+        assert stale.returncode == 0, stale.stderr
+        assert stale.stdout.split(), f"no container of {old} left on {victim} to rejoin with"
+        swarm_answers()
+        wait_for(lambda: node_ready(victim), 180, f"{victim} to rejoin the swarm as Ready", every=2)
+        for _ in range(10):  # for 20 s after the node is back, every 2 s
+            running = on_node(
+                victim, "ps", "-q", "-f", f"label=com.docker.swarm.service.name={old}"
+            )
+            assert running.returncode == 0, running.stderr
+            assert not running.stdout.split(), f"a stale container of {old} runs on {victim}"
+            now = status(name)
+            assert now.get("primary") == new, f"the primary changed after the rejoin: {now}"
+            assert member_nodes(now)[old] != victim
+            time.sleep(2)
+        wait_for(converged, 180, "every member to hold every write after the rejoin", every=2)
     finally:
-        healed = shoal("lab", "heal", victim) if "victim" in locals() else None
+        healed = shoal("lab", "heal", victim) if victim is not None else None
         if healed is not None and healed.returncode != 0:
             print(healed.stderr)
         shoal("delete", name, "--wait", timeout=300)
