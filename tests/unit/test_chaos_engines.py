@@ -3,6 +3,7 @@ session (shoal/plugins/postgres/chaos.py): its URI and which errors may have tak
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -60,3 +61,16 @@ def test_the_client_config_carries_the_sessions_port_and_names_the_engine() -> N
     assert engine_of(cfg) == "someengine"
     with pytest.raises(ValueError, match="engine"):
         engine_of({"mode": "workload"})
+
+
+def test_the_chaos_suite_names_no_engine() -> None:
+    """Engine code lives in `shoal/plugins/<engine>/` (the engine boundary)."""
+    chaos = Path(engines.__file__).parent
+    pattern = re.compile(r"postgres|psycopg|psql|libpq|\bpg_", re.IGNORECASE)
+    named = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted(chaos.rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert named == []
