@@ -307,3 +307,9 @@ class EnginePlugin(ABC, Generic[P]):
         """The chaos suite's client session for this engine (shoal/chaos/engines.py), whose
         `port` clients connect to; None: the engine has no chaos client yet."""
         return None
+
+    def connect_hint(self, uri: str) -> str | None:
+        """A command that opens an interactive client on `uri`, for a person to run in a
+        container of the base image on the database's network (`shoal credentials` prints
+        it); None: none to suggest."""
+        return None

@@ -267,6 +267,9 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
 
         return PostgresSession
 
+    def connect_hint(self, uri: str) -> str | None:
+        return f"psql '{uri}'"
+
     async def apply(self, action: Action, ctx: ApplyContext) -> None:
         fence = ctx.fence_token
         params = {k: setting_text(v) for k, v in ctx.database.spec.postgres.parameters.items()}
