@@ -40,7 +40,7 @@ from bench.common import (
 )
 from bench.common import declaration as make_declaration
 from shoal import names
-from shoal.chaos.netclients import launch
+from shoal.plugins.postgres.netclients import launch
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Writer:
     ) -> None:
         self.name = f"{db}-writer"
         self.events = WriterEvents()
-        # The writer prints only transitions (shoal/chaos/netclients.py, "transitions").
+        # The writer prints only transitions (shoal/plugins/postgres/netclients.py, "transitions").
         self.proc = launch(
             network or names.database_network(db),
             client_image(),

@@ -9,8 +9,8 @@ limited like shoal's (256M, 0.5 CPU). Patroni runs with the fastest settings its
 documentation allows ("Dynamic Configuration Settings": `ttl` minimum 20, `loop_wait`
 minimum 1, `retry_timeout` minimum 3, and `loop_wait + 2 * retry_timeout <= ttl`) and
 `synchronous_mode: true`, shoal with its defaults and `durability: sync`. The writer is the
-same client (shoal/chaos/netclients.py, "transitions"), and it finds the primary the same
-way for both: a multi-host URI with `target_session_attrs=read-write`.
+same client (shoal/plugins/postgres/netclients.py, "transitions"), and it finds the primary
+the same way for both: a multi-host URI with `target_session_attrs=read-write`.
 
 A killed Patroni member is not restarted by Swarm while its failover is measured (restart
 condition none), then re-created empty, as Swarm does for shoal, and re-seeded by Patroni

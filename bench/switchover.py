@@ -106,7 +106,7 @@ def main() -> None:
             "members": 3,
             "durability": "sync",
             "resources": {"memory": args.memory, "cpus": args.cpus},
-            "client": "as bench.failover (shoal/chaos/netclients.py, transitions)",
+            "client": "as bench.failover (shoal/plugins/postgres/netclients.py, transitions)",
             "clock": "host time.time() before `shoal switchover` vs writer time.time() at ack",
         },
         "switchover_seconds": summary([r["switchover_seconds"] for r in ok]),

@@ -54,6 +54,14 @@ def endpoint_from(cfg: dict[str, Any]) -> Endpoint:
     )
 
 
+def engine_of(cfg: dict[str, Any]) -> str:
+    """The engine whose plugin provides the session (shoal/chaos/engines.py: `connect`)."""
+    engine = cfg.get("engine")
+    if not isinstance(engine, str) or not engine:
+        raise ValueError("config must name the database's engine")
+    return engine
+
+
 def workload_from(cfg: dict[str, Any]) -> WorkloadConfig:
     known = {f.name for f in fields(WorkloadConfig)}
     return WorkloadConfig(**{k: v for k, v in cfg.get("workload", {}).items() if k in known})
@@ -99,7 +107,7 @@ async def converge(
 
 
 async def _workload(cfg: dict[str, Any], out: IO[str]) -> int:
-    engine = str(cfg.get("engine", "postgres"))
+    engine = engine_of(cfg)
     ep = endpoint_from(cfg)
     wcfg = workload_from(cfg)
     last = [time.time()]
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "converge":
         result = asyncio.run(
             converge(
-                str(cfg.get("engine", "postgres")),
+                engine_of(cfg),
                 endpoint_from(cfg),
                 float(cfg.get("timeout", 120)),
             )

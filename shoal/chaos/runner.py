@@ -20,7 +20,7 @@ from rich.console import Console
 from shoal import names
 from shoal.chaos import dockerapi
 from shoal.chaos.checker import MemberRead, check
-from shoal.chaos.engines import SUPPORTED_ENGINES
+from shoal.chaos.engines import session_class
 from shoal.chaos.faults import FaultError, FaultRegistry, parse_faults
 from shoal.chaos.history import parse_lines, save_ops
 from shoal.chaos.report import build_report, write_report
@@ -61,6 +61,7 @@ async def get_credentials(docker: aiodocker.Docker, db: str) -> dict[str, Any]:
 def client_config(
     opts: RunOptions,
     engine: str,
+    port: int,
     hosts: list[str],
     password: str,
     run_id: str,
@@ -72,7 +73,7 @@ def client_config(
         "engine": engine,
         "endpoint": {
             "hosts": hosts,
-            "port": names.POSTGRES_PORT,
+            "port": port,
             "user": names.APP_USER,
             "password": password,
             "database": names.APP_DATABASE,
@@ -163,7 +164,8 @@ class Runner:
             status = await dockerapi.database_status(self.docker, opts.db, not_found_wait=0)
         except dockerapi.ChaosDockerError as e:
             raise BadInput(f"--db {opts.db}: no such database ({e})") from None
-        if status.engine not in SUPPORTED_ENGINES:
+        session = session_class(status.engine)
+        if session is None:
             raise BadInput(f"--db {opts.db}: engine {status.engine} has no chaos client yet")
         hosts = [m.name for m in status.members] or [
             names.member_service(opts.db, i) for i in range(max(status.members_desired, 1))
@@ -173,7 +175,9 @@ class Runner:
         # cannot verify the members' certificates (no CA).
         doc = {} if opts.password else await get_credentials(self.docker, opts.db)
         password = opts.password or str(doc["password"])
-        config = client_config(opts, status.engine, hosts, password, self.run_id, ca=doc.get("ca"))
+        config = client_config(
+            opts, status.engine, session.port, hosts, password, self.run_id, ca=doc.get("ca")
+        )
         self.console.print(
             f"chaos run {self.run_id}: {opts.db} ({', '.join(hosts)}), "
             f"suite {s.name}, {s.workload} workload for {s.duration:.0f}s"

@@ -199,6 +199,21 @@ def with_root_certificate(uri: str, ca_file: str) -> str:
     return f"{uri}{sep}sslrootcert={quote(ca_file, safe='/')}"
 
 
+async def connect_hint(store: DatabaseStore, name: str, uri: str) -> str | None:
+    """The engine's command for an interactive session on `uri` (`EnginePlugin.connect_hint`);
+    None when it suggests none or its plugin is not installed here."""
+    from shoal.plugins.registry import engine_plugin
+
+    stored = await store.get(name)
+    if stored is None:
+        return None
+    try:
+        plugin = engine_plugin(stored.declaration.spec.engine.value)
+    except LookupError:
+        return None
+    return plugin.connect_hint(uri)
+
+
 def register(root: typer.Typer) -> None:
     @root.command()
     def credentials(
@@ -249,12 +264,14 @@ def register(root: typer.Typer) -> None:
                 else f"# the members' certificates verify against the CA: "
                 f"`shoal credentials {name} --ca FILE` writes it"
             )
-            out.print(
-                f"{hint}\n# from a container on the network {doc['network']}, e.g.\n"
-                f"# docker run --rm -it --network {doc['network']} {names.IMAGE_BASE} "
-                f"psql '{doc['uri']}'",
-                style="dim",
-            )
+            command = await connect_hint(store, name, doc["uri"])
+            if command is not None:
+                hint += (
+                    f"\n# from a container on the network {doc['network']}, e.g.\n"
+                    f"# docker run --rm -it --network {doc['network']} {names.IMAGE_BASE} "
+                    f"{command}"
+                )
+            out.print(hint, style="dim")
 
         run(go)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import aiohttp
 
@@ -24,6 +24,9 @@ from shoal.status import DatabaseState, DatabaseStatus, Event
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.nodes import NodeInfo
 from shoal.swarm.tasks import TaskInfo
+
+if TYPE_CHECKING:
+    from shoal.chaos.engines import EngineSession
 
 P = TypeVar("P")
 
@@ -299,3 +302,14 @@ class EnginePlugin(ABC, Generic[P]):
     ) -> str:
         """The client connection URI, always reaching the writable primary, verifying the
         members' certificates against the CA in `ca_file` (or the client's default)."""
+
+    def chaos_session(self) -> type[EngineSession] | None:
+        """The chaos suite's client session for this engine (shoal/chaos/engines.py), whose
+        `port` clients connect to; None: the engine has no chaos client yet."""
+        return None
+
+    def connect_hint(self, uri: str) -> str | None:
+        """A command that opens an interactive client on `uri`, for a person to run in a
+        container of the base image on the database's network (`shoal credentials` prints
+        it); None: none to suggest."""
+        return None

@@ -7,8 +7,9 @@ import asyncio
 import json
 import random
 import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiodocker
@@ -92,7 +93,7 @@ def fake_db() -> object:
             rm = subprocess.run(["docker", "network", "rm", net], capture_output=True)
             if rm.returncode == 0:
                 break
-            subprocess.run(["sleep", "1"])
+            time.sleep(1)
 
 
 @pytest.fixture
@@ -104,19 +105,41 @@ async def docker() -> AsyncIterator[aiodocker.Docker]:
         await d.close()
 
 
+async def _wait_for(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 60) -> None:
+    """Poll `check` until it holds; fail naming `what` when it never did."""
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {seconds:.0f}s")
+        await asyncio.sleep(0.25)
+
+
 async def _running(docker: aiodocker.Docker, service: str) -> str:
-    for _ in range(120):
+    found: list[str] = []
+
+    async def runs() -> bool:
         cid = await dockerapi.running_container(docker, service)
-        if cid:
-            return cid
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{service} never ran")
+        found[:] = [cid] if cid else []
+        return bool(cid)
+
+    await _wait_for(runs, f"{service} has a running container")
+    return found[0]
 
 
 async def _state(docker: aiodocker.Docker, cid: str) -> dict[str, object]:
     info = await docker.containers.container(cid).show()
     state: dict[str, object] = info["State"]
     return state
+
+
+async def _task_state(docker: aiodocker.Docker, service: str, cid: str) -> str | None:
+    """Swarm's state of the task whose container is `cid` (None: no such task)."""
+    tasks = await docker.tasks.list(filters={"service": service})
+    for t in tasks:
+        status = t.get("Status", {})
+        if status.get("ContainerStatus", {}).get("ContainerID") == cid:
+            return str(status.get("State"))
+    return None
 
 
 async def _rules(docker: aiodocker.Docker, cid: str) -> str:
@@ -132,11 +155,26 @@ async def _rules(docker: aiodocker.Docker, cid: str) -> str:
     return out
 
 
+async def _ping(docker: aiodocker.Docker, db: FakeDb, member: str) -> int:
+    """ping's exit code for the member's task, from a client container on the database's
+    network: 0 answered, 1 no answer at all (anything else: the check itself failed)."""
+    code, out = await dockerapi.run_once(
+        docker,
+        name=f"shoal-chaos-test-{uuid.uuid4().hex[:6]}",
+        image=names.IMAGE_BASE,
+        cmd=["ping", "-c", "3", "-i", "0.3", "-W", "1", f"tasks.{member}"],
+        labels={"shoal.chaos.test": "1"},
+        network_mode=names.database_network(db.name),
+    )
+    assert code in (0, 1), f"ping {member} from the network failed to run: {out[-300:]}"
+    return code
+
+
 async def test_pause_and_undo(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
     cid = await _running(docker, fake_db.members[0])
     reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
     fault = await reg.inject(parse_fault("pause-primary"), random.Random(1))
-    assert fault.target.name == fake_db.members[0]
+    assert fault.target.name == fake_db.members[0] and fault.target.container_id == cid
     assert (await _state(docker, cid))["Paused"] is True
     assert await reg.undo_all() == []
     assert (await _state(docker, cid))["Paused"] is False
@@ -146,30 +184,47 @@ async def test_pause_and_undo(fake_db: FakeDb, docker: aiodocker.Docker) -> None
 async def test_partition_and_loss_rules_are_removed(
     fake_db: FakeDb, docker: aiodocker.Docker
 ) -> None:
-    cid = await _running(docker, fake_db.members[1])
+    member = fake_db.members[1]
+    cid = await _running(docker, member)
+
+    async def answers() -> bool:
+        return await _ping(docker, fake_db, member) == 0
+
+    await _wait_for(answers, f"{member} answers a client on the network before the partition")
     reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
-    await reg.inject(parse_fault("partition-replica"), random.Random(1))
+    fault = await reg.inject(parse_fault("partition-replica"), random.Random(1))
+    assert fault.target.container_id == cid
     await reg.inject(parse_fault("loss-replica"), random.Random(1))
     rules = await _rules(docker, cid)
     assert "-A INPUT ! -i lo -j DROP" in rules and "statistic" in rules
+    assert await _ping(docker, fake_db, member) == 1, f"{member} still answers, partitioned"
     assert await reg.undo_all() == []
     assert "DROP" not in await _rules(docker, cid)
     assert await dockerapi.list_run_containers(docker, reg.run_id) == []
+    await _wait_for(answers, f"{member} answers again once the partition is undone")
 
 
 async def test_kill_replica_is_replaced(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
-    cid = await _running(docker, fake_db.members[1])
+    member = fake_db.members[1]
+    cid = await _running(docker, member)
     reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
     fault = await reg.inject(parse_fault("kill-replica"), random.Random(1))
     assert fault.target.container_id == cid
-    assert (await _state(docker, cid))["Running"] is False
+
+    async def killed() -> bool:  # SIGKILL: exit code 128 + 9
+        state = await _state(docker, cid)
+        return state["Running"] is False and state["ExitCode"] == 137
+
+    async def task_dead() -> bool:
+        return await _task_state(docker, member, cid) not in (None, "running")
+
+    async def replaced() -> bool:
+        return await dockerapi.running_container(docker, member) not in (None, cid)
+
+    await _wait_for(killed, f"the killed container {cid[:12]} exited by SIGKILL")
+    await _wait_for(task_dead, f"Swarm reports the task of {cid[:12]} dead")
     assert await reg.undo_all() == []
-    for _ in range(60):  # Swarm notices the death within a second and starts a new task
-        if await dockerapi.running_container(docker, fake_db.members[1]) not in (None, cid):
-            break
-        await asyncio.sleep(0.5)
-    else:
-        raise AssertionError("the killed replica was not replaced")
+    await _wait_for(replaced, f"Swarm runs a new container for {member}")
 
 
 async def test_cancelled_run_is_undone(fake_db: FakeDb, docker: aiodocker.Docker) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from shoal import names
-from shoal.chaos.netclients import launch
 from shoal.platform.deploy import deploy_operator
+from shoal.plugins.postgres.netclients import launch
 from shoal.swarm.client import SwarmClient
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from shoal import names
-from shoal.chaos.netclients import launch
 from shoal.declaration import Durability
 from shoal.platform.images import BuiltImages
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.failover import SWITCHOVER_TIMEOUT
+from shoal.plugins.postgres.netclients import launch
 from shoal.plugins.postgres.progress import PgProgress, SwitchoverProgress
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.store import DatabaseStore

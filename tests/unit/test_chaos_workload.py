@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shoal.chaos.checker import MemberRead, check
-from shoal.chaos.engines import Definite, Endpoint, EngineSession, Indefinite, pg_uri
+from shoal.chaos.engines import Definite, Endpoint, EngineSession, Indefinite
 from shoal.chaos.faults import NODE_FAULTS, FaultSpec, all_fault_names, parse_fault
 from shoal.chaos.history import Op
 from shoal.chaos.report import build_report, per_second, write_report
@@ -23,6 +23,10 @@ class FakeSession(EngineSession):
 
     def __init__(self, rows: set[int], bank: dict[int, int]) -> None:
         self.rows, self.bank, self.host = rows, bank, "db-0"
+
+    @classmethod
+    async def connect(cls, ep: Endpoint, only_host: str | None = None) -> FakeSession:
+        return cls(set(), {})
 
     async def close(self) -> None:
         pass
@@ -85,15 +89,6 @@ async def test_bank_workload_keeps_total() -> None:
     reads = {"a": MemberRead(ids=frozenset(), balances=dict(bank))}
     res = check(ops, reads, workload="bank", primary="a", bank_total=400)
     assert res.valid
-
-
-def test_pg_uri() -> None:
-    ep = Endpoint(("db-0", "db-1", "db-2"), 5432, "app", "p@ss/w", "app")
-    assert pg_uri(ep) == (
-        "postgresql://app:p%40ss%2Fw@db-0:5432,db-1:5432,db-2:5432/app"
-        "?target_session_attrs=read-write&connect_timeout=2"
-    )
-    assert "target_session_attrs" not in pg_uri(ep, "db-1")
 
 
 def test_fault_names() -> None:

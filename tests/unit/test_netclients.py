@@ -1,4 +1,5 @@
-"""The in-container clients' reconnect loop (shoal/chaos/netclients.py), on fakes: pure."""
+"""The in-container clients' reconnect loop (shoal/plugins/postgres/netclients.py), on
+fakes: pure."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shoal.chaos import netclients
+from shoal.plugins.postgres import netclients
 
 pytestmark = pytest.mark.unit
 

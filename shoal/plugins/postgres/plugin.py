@@ -8,7 +8,7 @@ import functools
 import logging
 import ssl
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
@@ -40,6 +40,9 @@ from shoal.plugins.postgres.model import (
     RenewCertificate,
     setting_text,
 )
+
+if TYPE_CHECKING:
+    from shoal.chaos.engines import EngineSession
 
 log = logging.getLogger("shoal.postgres")
 # A member's agent answers in milliseconds; a TCP connect that takes longer than 0.3 s goes
@@ -258,6 +261,14 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     ) -> str:
         hosts = [names.member_service(database.name, i) for i in range(database.spec.members)]
         return postgres_uri(hosts, password, ca_file)
+
+    def chaos_session(self) -> type[EngineSession] | None:
+        from shoal.plugins.postgres.chaos import PostgresSession  # psycopg: the client only
+
+        return PostgresSession
+
+    def connect_hint(self, uri: str) -> str | None:
+        return f"psql '{uri}'"
 
     async def apply(self, action: Action, ctx: ApplyContext) -> None:
         fence = ctx.fence_token

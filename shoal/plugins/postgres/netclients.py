@@ -2,7 +2,8 @@
 members' names resolve: what a client saw, for the tests, the benchmarks and the chaos
 suite. The operator image has them (and psycopg):
 
-    docker run -i --network shoal-DB IMAGE python -m shoal.chaos.netclients KIND < cfg.json
+    docker run -i --network shoal-DB --entrypoint /opt/shoal/venv/bin/python IMAGE \
+        -m shoal.plugins.postgres.netclients KIND < cfg.json
 
 `launch` starts one from the host; its configuration is one JSON line on stdin, so the
 password never appears on a command line. Kinds and what they print on stdout:
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 PYTHON = "/opt/shoal/venv/bin/python"
+MODULE = "shoal.plugins.postgres.netclients"
 
 
 def launch(
@@ -48,7 +50,7 @@ def launch(
     proc = subprocess.Popen(
         ["docker", "run", "--rm", "-i", "--name", name, "--label", f"shoal.role={label}",
          "--network", network, "--entrypoint", PYTHON, image,
-         "-u", "-m", "shoal.chaos.netclients", kind],
+         "-u", "-m", MODULE, kind],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
     )  # fmt: skip
     assert proc.stdin is not None
@@ -275,7 +277,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in KINDS:
-        print(f"usage: python -m shoal.chaos.netclients {{{','.join(KINDS)}}}", file=sys.stderr)
+        print(f"usage: python -m {MODULE} {{{','.join(KINDS)}}}", file=sys.stderr)
         return 2
     KINDS[argv[0]](json.loads(sys.stdin.readline()))
     return 0
