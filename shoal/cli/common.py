@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -90,13 +90,3 @@ def run(coro_fn: Callable[[DatabaseStore], Coroutine[Any, Any, T]]) -> T:
         fail(str(e))
     except (OSError, ValueError) as e:
         fail(f"cannot talk to the Docker engine: {e}")
-
-
-async def poll(check: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.5) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(every)
-    return False
