@@ -14,7 +14,7 @@ from shoal.swarm.client import SwarmClient, SwarmError, raft_busy, while_raft_bu
 from shoal.swarm.store import DatabaseStore
 
 T = TypeVar("T")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
