@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -14,7 +14,7 @@ from shoal.swarm.client import SwarmClient, SwarmError, raft_busy, while_raft_bu
 from shoal.swarm.store import DatabaseStore
 
 T = TypeVar("T")
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -90,13 +90,3 @@ def run(coro_fn: Callable[[DatabaseStore], Coroutine[Any, Any, T]]) -> T:
         fail(str(e))
     except (OSError, ValueError) as e:
         fail(f"cannot talk to the Docker engine: {e}")
-
-
-async def poll(check: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.5) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(every)
-    return False

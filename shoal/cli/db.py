@@ -14,11 +14,12 @@ from rich.live import Live
 from rich.table import Table
 
 from shoal import names
-from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, fail, out, poll, run
+from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, fail, out, run
 from shoal.declaration import Database, DeclarationError, load_declaration
 from shoal.request import FailoverRequest, ReinitRequest, SwitchoverRequest
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.cleanup import leftovers, purge_database
+from shoal.swarm.client import poll
 from shoal.swarm.store import DatabaseStore, StoredDatabase
 
 TERMINAL_BAD = {DatabaseState.LOST}

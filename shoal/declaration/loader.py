@@ -9,14 +9,9 @@ import yaml
 from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from shoal.declaration.model import (
-    MAX_DOCUMENT_CHARS,
-    MAX_NESTING,
-    Database,
-    DeclarationError,
-    _show,
-)
+from shoal.declaration.model import MAX_DOCUMENT_CHARS, MAX_NESTING, Database, DeclarationError
 from shoal.declaration.problems import _problems, validate_document
+from shoal.fields import show
 
 # ---------------------------------------------------------------------------------------
 # YAML loading
@@ -77,7 +72,7 @@ class _Loader(yaml.SafeLoader):
                 )
             key = key_node.value
             if key in mapping:
-                raise _Refused(None, None, f"duplicate key {_show(key)}", key_node.start_mark)
+                raise _Refused(None, None, f"duplicate key {show(key)}", key_node.start_mark)
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
@@ -109,7 +104,7 @@ def load_declaration(text: str) -> Database:
         except UnicodeDecodeError as e:
             raise DeclarationError([f"declaration: not UTF-8 text ({e.reason})"]) from None
     if not isinstance(text, str):
-        raise DeclarationError([f"declaration: must be text, got {_show(text)}"])
+        raise DeclarationError([f"declaration: must be text, got {show(text)}"])
     if len(text) > MAX_DOCUMENT_CHARS:
         raise DeclarationError(
             [f"declaration: too large ({len(text)} characters, at most {MAX_DOCUMENT_CHARS})"]

@@ -1,19 +1,16 @@
 """The declaration model: pydantic classes with every field rule (README.md, "Declaring a
-database")."""
+database"). Each engine's section of `spec` and its version rule come from the engine's
+package (`shoal/plugins/<engine>/spec.py`; docs/architecture.md, "Engine plugins")."""
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     Strict,
     ValidationInfo,
@@ -21,7 +18,11 @@ from pydantic import (
     model_validator,
 )
 
-from shoal.plugins.postgres.agent_parameters import refusal as parameter_refusal
+from shoal.fields import EngineSection, StrictModel, between, show
+from shoal.plugins.mongodb.spec import SECTION as MONGODB_SECTION
+from shoal.plugins.mongodb.spec import MongoSection
+from shoal.plugins.postgres.spec import SECTION as POSTGRES_SECTION
+from shoal.plugins.postgres.spec import PostgresSection
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 MAX_NAME_LENGTH = 30
@@ -31,8 +32,6 @@ MAX_MEMORY_BYTES = 1024**4
 MAX_MEMBERS = 7
 MAX_CPUS = 64
 OPERATOR_METRICS_PORT = 9650  # shoal.names.OPERATOR_PORT, published on the ingress
-POSTGRES_VERSIONS = ("15",)
-DEFAULT_VERSION = {"postgres": "15", "mongodb": "7.0"}
 # Names a database may not take: `shoal-control` is the shared control network.
 RESERVED_NAMES = frozenset({"control"})
 # Limits of the loader: a declaration is a small hand-written file. These bound the work
@@ -41,8 +40,6 @@ MAX_DOCUMENT_CHARS = 64 * 1024
 MAX_NESTING = 32
 MAX_LINE_CHARS = 300
 MAX_PROBLEMS = 50
-PG_PARAMETER_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
-MAX_PG_VALUE_CHARS = 1024
 # Swarm node attributes usable in constraints and as the spread key.
 SWARM_ATTRIBUTE_RE = re.compile(
     r"^(node\.(id|hostname|role|platform\.os|platform\.arch)"
@@ -55,47 +52,12 @@ SWARM_ATTRIBUTES = (
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(==|!=)\s*([^\s=!][^\s]*)\s*$")
 
 
-def _show(value: object) -> str:
-    """A short, single-line rendering of a value a user gave, for `got ...`."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        if -(10**30) < value < 10**30:
-            return str(value)
-        return "a number with more than 30 digits"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        if len(value) > 40:
-            return repr(value[:40]) + "..."
-        return repr(value)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a value of type {type(value).__name__}"
-
-
-def _between(low: int, high: int) -> Callable[[int], int]:
-    def check(v: int) -> int:
-        if not low <= v <= high:
-            raise ValueError(f"must be between {low} and {high}, got {_show(v)}")
-        return v
-
-    return check
-
-
-MemberCount = Annotated[int, Strict(), AfterValidator(_between(1, MAX_MEMBERS))]
-Seconds = Annotated[int, Strict(), AfterValidator(_between(1, 3600))]
-ShardCount = Annotated[int, Strict(), AfterValidator(_between(0, 16))]
-ConfigServerCount = Annotated[int, Strict(), AfterValidator(_between(1, 7))]
-RouterCount = Annotated[int, Strict(), AfterValidator(_between(1, 16))]
+MemberCount = Annotated[int, Strict(), AfterValidator(between(1, MAX_MEMBERS))]
+Seconds = Annotated[int, Strict(), AfterValidator(between(1, 3600))]
 
 
 def _port(v: int) -> int:
-    _between(1024, 65535)(v)
+    between(1024, 65535)(v)
     if v == OPERATOR_METRICS_PORT:
         raise ValueError(f"{v} is published by the shoal operator, choose another port")
     return v
@@ -114,10 +76,12 @@ class Durability(StrEnum):
     ASYNC = "async"
 
 
-class _Strict(BaseModel):
-    # populate_by_name lets Python code build models by field name; documents are validated
-    # by alias only (see `validate_document`), so `unreachable_seconds:` in YAML is unknown.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+# Each engine's section of `spec` (a field named after the engine), its default version and
+# its version rule belong to the engine's package (`shoal/plugins/<engine>/spec.py`); the
+# rules below that concern sections and versions read this table and name no engine.
+SECTIONS: dict[Engine, EngineSection] = {
+    Engine(section.engine): section for section in (POSTGRES_SECTION, MONGODB_SECTION)
+}
 
 
 def memory_bytes(v: str) -> int:
@@ -126,27 +90,27 @@ def memory_bytes(v: str) -> int:
 
 def _memory_type(v: object) -> object:
     if isinstance(v, int | float) and not isinstance(v, bool):
-        raise ValueError(f"must be a size with a unit, like 512M or 2G, got {_show(v)}")
+        raise ValueError(f"must be a size with a unit, like 512M or 2G, got {show(v)}")
     return v
 
 
 def _memory(v: str) -> str:
     if not MEMORY_RE.match(v):
-        raise ValueError(f"must be a size like 512M, 2G or 65536K, got {_show(v)}")
+        raise ValueError(f"must be a size like 512M, 2G or 65536K, got {show(v)}")
     if memory_bytes(v) < MIN_MEMORY_BYTES:
-        raise ValueError(f"must be at least 64M, got {_show(v)}")
+        raise ValueError(f"must be at least 64M, got {show(v)}")
     if memory_bytes(v) > MAX_MEMORY_BYTES:
-        raise ValueError(f"must be at most 1024G, got {_show(v)}")
+        raise ValueError(f"must be at most 1024G, got {show(v)}")
     return v
 
 
 def _cpus(v: float) -> float:
     if not 0 < v <= MAX_CPUS:
-        raise ValueError(f"must be more than 0 and at most {MAX_CPUS}, got {_show(v)}")
+        raise ValueError(f"must be more than 0 and at most {MAX_CPUS}, got {show(v)}")
     return v
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     memory: Annotated[str, BeforeValidator(_memory_type), AfterValidator(_memory)] = "512M"
     cpus: Annotated[float, Strict(), Field(allow_inf_nan=False), AfterValidator(_cpus)] = 1.0
 
@@ -157,76 +121,37 @@ class Resources(_Strict):
 
 def _swarm_attribute(v: str) -> str:
     if not SWARM_ATTRIBUTE_RE.match(v):
-        raise ValueError(f"must be one of {SWARM_ATTRIBUTES}, got {_show(v)}")
+        raise ValueError(f"must be one of {SWARM_ATTRIBUTES}, got {show(v)}")
     return v
 
 
 def _constraint(v: str) -> str:
     m = CONSTRAINT_RE.match(v)
     if not m:
-        raise ValueError(f"must be a Swarm constraint like 'node.role==worker', got {_show(v)}")
+        raise ValueError(f"must be a Swarm constraint like 'node.role==worker', got {show(v)}")
     if not SWARM_ATTRIBUTE_RE.match(m.group(1)):
-        raise ValueError(f"{_show(m.group(1))} is not a Swarm node attribute ({SWARM_ATTRIBUTES})")
+        raise ValueError(f"{show(m.group(1))} is not a Swarm node attribute ({SWARM_ATTRIBUTES})")
     return v
 
 
-class Placement(_Strict):
+class Placement(StrictModel):
     spread: Annotated[str, AfterValidator(_swarm_attribute)] | None = "node.id"
     constraints: list[Annotated[str, AfterValidator(_constraint)]] = Field(default_factory=list)
 
 
-class Failover(_Strict):
+class Failover(StrictModel):
     unreachable_seconds: Seconds = Field(default=10, alias="unreachableSeconds")
 
 
-def _pg_parameter_name(v: str) -> str:
-    if not PG_PARAMETER_RE.match(v):
-        raise ValueError(
-            "is not a PostgreSQL parameter name (lowercase letters, digits and '_', "
-            "optionally prefixed by 'extension.')"
-        )
-    why = parameter_refusal(v)
-    if why is not None:
-        raise ValueError(why)
-    return v
-
-
-def _pg_parameter_value(v: object) -> object:
-    if isinstance(v, float) and not math.isfinite(v):
-        raise ValueError(f"must be a finite number, got {_show(v)}")
-    if isinstance(v, str):
-        if len(v) > MAX_PG_VALUE_CHARS:
-            raise ValueError(f"must be at most {MAX_PG_VALUE_CHARS} characters")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
-            raise ValueError(f"must not contain control characters or newlines, got {_show(v)}")
-        return v
-    if isinstance(v, bool | int | float):
-        return v
-    raise ValueError(f"must be a string, number or boolean, got {_show(v)}")
-
-
-PgParameterValue = Annotated[str | int | float | bool, BeforeValidator(_pg_parameter_value)]
-
-
-class PostgresSection(_Strict):
-    parameters: dict[Annotated[str, AfterValidator(_pg_parameter_name)], PgParameterValue] = Field(
-        default_factory=dict
-    )
-
-
-class MongoSection(_Strict):
-    shards: ShardCount = 0
-    config_servers: ConfigServerCount = Field(default=3, alias="configServers")
-    routers: RouterCount = 2
-
-
-class Expose(_Strict):
+class Expose(StrictModel):
     port: Port | None = None
 
 
-class Spec(_Strict):
+class Spec(StrictModel):
     engine: Engine
-    version: str = DEFAULT_VERSION["postgres"]
+    # Filled from the engine's section when a declaration names no version (above); a
+    # declaration without a valid engine is refused, so it never keeps this.
+    version: str = ""
     members: MemberCount = 3
     durability: Durability = Field(default=Durability.SYNC, validate_default=True)
     resources: Resources = Field(default_factory=Resources)
@@ -244,10 +169,9 @@ class Spec(_Strict):
     @classmethod
     def _engine_default_version(cls, data: Any) -> Any:
         if isinstance(data, dict) and "version" not in data:
-            engine = data.get("engine")
-            for name, version in DEFAULT_VERSION.items():
-                if engine == name:
-                    return {**data, "version": version}
+            for engine, section in SECTIONS.items():
+                if data.get("engine") == engine:
+                    return {**data, "version": section.default_version}
         return data
 
     @field_validator("version", mode="before")
@@ -256,17 +180,18 @@ class Spec(_Strict):
         if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1000:
             return str(v)  # `version: 15` means "15"
         if isinstance(v, float):
-            raise ValueError(f'must be a quoted string like "15" or "7.0", got {_show(v)}')
+            examples = " or ".join(f'"{s.default_version}"' for s in SECTIONS.values())
+            raise ValueError(f"must be a quoted string like {examples}, got {show(v)}")
         return v
 
     @field_validator("version")
     @classmethod
     def _version(cls, v: str, info: ValidationInfo) -> str:
         engine = info.data.get("engine")
-        if engine is Engine.POSTGRES and v not in POSTGRES_VERSIONS:
-            raise ValueError(f"only PostgreSQL 15 is available, got {_show(v)}")
-        if engine is Engine.MONGODB and not re.fullmatch(r"[1-9][0-9]?\.[0-9]{1,2}", v):
-            raise ValueError(f'must be a MongoDB release like "7.0", got {_show(v)}')
+        if engine in SECTIONS:
+            problem = SECTIONS[engine].version_problem(v)
+            if problem is not None:
+                raise ValueError(problem)
         return v
 
     @field_validator("durability")
@@ -279,20 +204,14 @@ class Spec(_Strict):
             )
         return v
 
-    @field_validator("postgres")
+    @field_validator(*(engine.value for engine in SECTIONS))
     @classmethod
-    def _postgres_only(cls, v: PostgresSection, info: ValidationInfo) -> PostgresSection:
+    def _section_of_its_engine(cls, v: StrictModel, info: ValidationInfo) -> StrictModel:
         engine = info.data.get("engine")
-        if engine is not None and engine is not Engine.POSTGRES and v != PostgresSection():
-            raise ValueError(f"only applies to engine postgres, this database is {engine.value}")
-        return v
-
-    @field_validator("mongodb")
-    @classmethod
-    def _mongodb_only(cls, v: MongoSection, info: ValidationInfo) -> MongoSection:
-        engine = info.data.get("engine")
-        if engine is not None and engine is not Engine.MONGODB and v != MongoSection():
-            raise ValueError(f"only applies to engine mongodb, this database is {engine.value}")
+        if engine is not None and engine.value != info.field_name and v != type(v)():
+            raise ValueError(
+                f"only applies to engine {info.field_name}, this database is {engine.value}"
+            )
         return v
 
 
@@ -300,22 +219,22 @@ def _name(v: str) -> str:
     if not v:
         raise ValueError("must not be empty")
     if len(v) > MAX_NAME_LENGTH:
-        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(v)} ({_show(v)})")
+        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(v)} ({show(v)})")
     if not NAME_RE.match(v) or v.endswith("-"):
         raise ValueError(
             "must be a DNS label: a lowercase letter, then lowercase letters, digits "
-            f"or '-', not ending in '-', got {_show(v)}"
+            f"or '-', not ending in '-', got {show(v)}"
         )
     if v in RESERVED_NAMES:
-        raise ValueError(f"{_show(v)} is reserved by shoal, choose another name")
+        raise ValueError(f"{show(v)} is reserved by shoal, choose another name")
     return v
 
 
-class Metadata(_Strict):
+class Metadata(StrictModel):
     name: Annotated[str, AfterValidator(_name)]
 
 
-class Database(_Strict):
+class Database(StrictModel):
     api_version: Literal["shoal/v1"] = Field(alias="apiVersion")
     kind: Literal["Database"]
     metadata: Metadata

@@ -11,7 +11,8 @@ from pydantic import (
     ValidationError,
 )
 
-from shoal.declaration.model import MAX_LINE_CHARS, MAX_PROBLEMS, Database, DeclarationError, _show
+from shoal.declaration.model import MAX_LINE_CHARS, MAX_PROBLEMS, Database, DeclarationError
+from shoal.fields import show
 
 # ---------------------------------------------------------------------------------------
 # Turning pydantic errors into problem lines
@@ -28,7 +29,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
         elif part == "[key]" or part.startswith(("function-", "lax-or-strict")):
             continue
         else:
-            text = part if _PLAIN_KEY_RE.match(part) else _show(part)
+            text = part if _PLAIN_KEY_RE.match(part) else show(part)
             out += ("." if out else "") + text
     return out
 
@@ -68,7 +69,7 @@ def _message(err: Any) -> str:
     loc: tuple[int | str, ...] = tuple(err["loc"])
     kind: str = err["type"]
     ctx: dict[str, Any] = err.get("ctx") or {}
-    got = f", got {_show(err['input'])}" if "input" in err else ""
+    got = f", got {show(err['input'])}" if "input" in err else ""
     msg: str = err["msg"]
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
@@ -126,7 +127,7 @@ def _problems(lines: list[str]) -> list[str]:
 def validate_document(doc: object) -> Database:
     """Validate an already-parsed document; raise `DeclarationError` listing every problem."""
     if not isinstance(doc, dict):
-        raise DeclarationError(_problems([f"declaration: must be a mapping, got {_show(doc)}"]))
+        raise DeclarationError(_problems([f"declaration: must be a mapping, got {show(doc)}"]))
     try:
         return Database.model_validate(doc, by_alias=True, by_name=False)
     except ValidationError as e:

@@ -44,7 +44,6 @@ def task_info(t: JSON, nodes: dict[str, NodeInfo]) -> TaskInfo:
     return TaskInfo(
         task_id=str(t["ID"]),
         state=str(status.get("State", "new")),
-        desired_state=str(t.get("DesiredState", "")),
         node_id=node_id,
         node=node.hostname if node is not None else None,
         container_id=(status.get("ContainerStatus") or {}).get("ContainerID"),

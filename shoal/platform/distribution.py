@@ -32,17 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from aiodocker.exceptions import DockerError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_fixed,
-)
 
 from shoal import names
 from shoal.platform.engine import PlatformError
 from shoal.platform.images import BuiltImages
-from shoal.swarm.client import JSON, SwarmClient, SwarmError, while_raft_busy
+from shoal.swarm.client import JSON, SwarmClient, SwarmError, retrying_for, while_raft_busy
 
 Progress = Callable[[str], None]
 
@@ -230,12 +224,7 @@ async def push(
     except DockerError as e:
         raise DistributionError(f"cannot tag {tag} as {name}: {e.message}") from None
     try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(wait),
-            wait=wait_fixed(2),
-            retry=retry_if_exception_type(DistributionError),
-            reraise=True,
-        ):
+        async for attempt in retrying_for(wait, every=2, on=DistributionError):
             with attempt:
                 digest = await _push_once(swarm, repository, version, auth)
     except DistributionError as e:

@@ -2,27 +2,56 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from shoal import names
-from shoal.swarm.client import SwarmClient, SwarmError
+from shoal.swarm.client import SwarmClient, SwarmError, poll, retrying_for
 
 DEPENDENT_REMOVAL_TIMEOUT = 90.0
 
 
-async def _retry_remove(remove: object, ident: str, timeout: float) -> None:
+class _StillInUse(SwarmError):
+    """Some of a database's secrets, configs or networks could not be removed yet."""
+
+
+async def _retry_remove(
+    remove: Callable[[str], Awaitable[object]], ident: str, timeout: float
+) -> None:
     """Networks and secrets stay in use until the tasks using them have stopped."""
-    assert callable(remove)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    async for attempt in retrying_for(timeout, every=0.5, on=SwarmError):
+        with attempt:
+            await remove(ident)
+
+
+async def _remove_round(swarm: SwarmClient, db: str) -> None:
+    """Remove the services of `db` but its anchor, then every secret, config and network of
+    it that no task uses any more; `_StillInUse` when some could not go yet."""
+    for s in await swarm.services_of(db):
+        if s["Spec"]["Labels"].get(names.LABEL_ROLE) != "anchor":
+            await swarm.remove_service(s["ID"])
+    failures: list[str] = []
+    removals = [
+        *(
+            (swarm.remove_secret, x["ID"])
+            for x in await swarm.secrets_with_label(names.LABEL_DATABASE, db)
+        ),
+        *(
+            (swarm.remove_config, x["ID"])
+            for x in await swarm.configs_with_label(names.LABEL_DATABASE, db)
+        ),
+        *(
+            (swarm.remove_network, x["Id"])
+            for x in await swarm.networks_with_label(names.LABEL_DATABASE, db)
+        ),
+    ]
+    for remove, ident in removals:
         try:
             await remove(ident)
-            return
-        except SwarmError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+        except SwarmError as e:
+            failures.append(str(e))
+    if failures:
+        raise _StillInUse(f"could not remove everything of {db}: {failures[0]}")
 
 
 async def purge_database(
@@ -34,38 +63,14 @@ async def purge_database(
     that began before the delete may still create a service (the anchor is marked Deleting
     first, so that stops within a cycle): each round removes the services again before
     retrying what is left."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        for s in await swarm.services_of(db):
-            if s["Spec"]["Labels"].get(names.LABEL_ROLE) != "anchor":
-                await swarm.remove_service(s["ID"])
-        failures: list[str] = []
-        removals = [
-            *(
-                (swarm.remove_secret, x["ID"])
-                for x in await swarm.secrets_with_label(names.LABEL_DATABASE, db)
-            ),
-            *(
-                (swarm.remove_config, x["ID"])
-                for x in await swarm.configs_with_label(names.LABEL_DATABASE, db)
-            ),
-            *(
-                (swarm.remove_network, x["Id"])
-                for x in await swarm.networks_with_label(names.LABEL_DATABASE, db)
-            ),
-        ]
-        for remove, ident in removals:
-            try:
-                await remove(ident)
-            except SwarmError as e:
-                failures.append(str(e))
-        if not failures:
-            break
-        if loop.time() > deadline:
-            raise SwarmError(f"could not remove everything of {db}: {failures[0]}")
-        await asyncio.sleep(0.5)
+    async for attempt in retrying_for(timeout, every=0.5, on=_StillInUse):
+        with attempt:
+            await _remove_round(swarm, db)
     await swarm.remove_service(names.anchor_service(db))
+
+
+async def _service_stopped(swarm: SwarmClient, service_id: str) -> bool:
+    return not await swarm.containers(label=f"com.docker.swarm.service.id={service_id}")
 
 
 async def leftovers(swarm: SwarmClient, db: str | None = None) -> list[str]:
@@ -83,14 +88,9 @@ async def purge_everything(swarm: SwarmClient, timeout: float = DEPENDENT_REMOVA
 
     The operators go first, and their containers must be gone before anything else is
     removed: a live operator would re-create what is being removed (secrets, the lease)."""
-    loop = asyncio.get_running_loop()
     for s in await swarm.services_with_label(names.LABEL_ROLE, "operator"):
         await swarm.remove_service(s["ID"])
-        deadline = loop.time() + timeout
-        while await swarm.containers(label=f"com.docker.swarm.service.id={s['ID']}"):
-            if loop.time() > deadline:
-                break
-            await asyncio.sleep(0.5)
+        await poll(partial(_service_stopped, swarm, s["ID"]), timeout)
     anchors = await swarm.services_with_label(names.LABEL_ROLE, "anchor")
     for a in anchors:
         db = a["Spec"]["Labels"].get(names.LABEL_DATABASE)

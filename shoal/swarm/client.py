@@ -3,17 +3,28 @@
 aiodocker's `services.update` only changes an image, so service specs are written with the
 raw `POST /services/{id}/update?version=N` call: that version is Swarm's compare-and-swap,
 which the declaration store and the operator lease both stand on.
+
+Waiting on Swarm is written once, here, on tenacity: `retrying_for` (retry what fails with a
+given error), `while_raft_busy` (the same, while the managers elect a leader) and `poll`
+(until a check answers yes).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from shoal import names
 
@@ -53,16 +64,40 @@ def raft_busy(exc: BaseException) -> bool:
     return any(mark in text for mark in RAFT_BUSY_MARKS)
 
 
-def while_raft_busy(seconds: float) -> AsyncRetrying:
-    """Retry the attempts of `async for attempt in while_raft_busy(s): with attempt: ...`
-    every 2 s while the swarm elects a leader, for up to `seconds`; any other error, or the
-    election outlasting `seconds`, is raised as it is."""
+def retrying_for(
+    seconds: float,
+    *,
+    every: float,
+    on: type[BaseException] | Callable[[BaseException], bool],
+) -> AsyncRetrying:
+    """Retry the attempts of `async for attempt in retrying_for(...): with attempt: ...`
+    every `every` seconds, for up to `seconds`, while they fail with `on` (an exception
+    type, or a test of the exception); any other error, or the last one once `seconds` have
+    passed, is raised as it is."""
     return AsyncRetrying(
         stop=stop_after_delay(seconds),
-        wait=wait_fixed(2),
-        retry=retry_if_exception(raft_busy),
+        wait=wait_fixed(every),
+        retry=retry_if_exception_type(on) if isinstance(on, type) else retry_if_exception(on),
         reraise=True,
     )
+
+
+def while_raft_busy(seconds: float) -> AsyncRetrying:
+    """`retrying_for` every 2 s while the swarm elects a leader, for up to `seconds`."""
+    return retrying_for(seconds, every=2, on=raft_busy)
+
+
+async def poll(check: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.5) -> bool:
+    """Ask `check` every `every` seconds until it answers True (then True) or `timeout`
+    seconds have passed (then False); an error it raises is raised as it is."""
+    until_true = AsyncRetrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(every),
+        retry=retry_if_result(lambda ok: not ok),
+        retry_error_callback=lambda _state: False,
+    )
+    answer: bool = await until_true(check)
+    return answer
 
 
 def _wrap(e: DockerError) -> SwarmError:

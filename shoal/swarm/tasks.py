@@ -13,7 +13,6 @@ class TaskInfo:
 
     task_id: str
     state: str  # Swarm's Status.State: new, pending, assigned, preparing, starting, running, ...
-    desired_state: str
     node_id: str
     node: str | None
     container_id: str | None

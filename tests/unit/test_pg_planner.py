@@ -100,7 +100,6 @@ def observe(
         task = TaskInfo(
             task_id=f"new-{name}" if fresh or swapped else remembered,
             state="starting" if swapped else "running",
-            desired_state="running",
             node_id="n1",
             node="vm",
             container_id=None,
@@ -527,7 +526,7 @@ def test_a_new_member_is_seeded_not_counted_as_a_reseed() -> None:
         index=3,
         name="orders-3",
         service_exists=True,
-        task=TaskInfo("t3", "running", "running", "n1", "vm", None),
+        task=TaskInfo("t3", "running", "n1", "vm", None),
         probe=PgProbe(state="empty"),
     )
     p = plan(Observation(**{**obs.__dict__, "members": [*obs.members, new]}))

@@ -47,9 +47,7 @@ def observe(
     obs_members: list[MemberObservation[Any]] = []
     for i in range(members):
         name = names.member_service("orders", i)
-        task = (
-            TaskInfo(f"task-{i}", "running", "running", "n1", "vm", f"c{i}") if services else None
-        )
+        task = TaskInfo(f"task-{i}", "running", "n1", "vm", f"c{i}") if services else None
         obs_members.append(MemberObservation(i, name, services, task, None, unreachable_for=60.0))
     return Observation(
         database=db,

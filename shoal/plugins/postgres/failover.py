@@ -33,7 +33,7 @@ from shoal.status import DatabaseState, FailoverTimeline
 SWITCHOVER_TIMEOUT = 30.0
 
 
-def timeline(cluster: Cluster, p: Plan, kind: str) -> FailoverTimeline:
+def timeline(p: Plan, kind: str) -> FailoverTimeline:
     """The timeline of the failover or switchover in flight (`status.last_failover`): the
     current one when it is for the same primary and not over, else a new one."""
     s = p.status
@@ -83,10 +83,10 @@ def adopt(cluster: Cluster, p: Plan) -> PgMember | None:
     old = s.primary
     s.primary = best.name
     s.timeline = best.probe.timeline
-    cluster.remember_data_task(p, best)
+    cluster.remember_data_task(best)
     tl = p.status.last_failover
     if tl is None or tl.new_primary is not None:
-        tl = timeline(cluster, p, planned)  # promoted by an operator that wrote no timeline
+        tl = timeline(p, planned)  # promoted by an operator that wrote no timeline
     tl.mark("promoted", cluster.obs.now)
     tl.new_primary = best.name
     if planned == "switchover":
@@ -112,7 +112,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
         p.requeue_after = 0.05
         s.members = member_statuses(cluster, None)
         return p
-    tl = timeline(cluster, p, "failover")
+    tl = timeline(p, "failover")
     tl.mark("noticed", obs.now)
     old = obs.member(s.primary)
     old_alive = (
@@ -340,7 +340,7 @@ def plan_switchover(
         if waited > SWITCHOVER_TIMEOUT:
             cluster.progress.switchover = None  # the failover logic takes it from here
         return p
-    tl = timeline(cluster, p, "switchover")
+    tl = timeline(p, "switchover")
     if old.probe.is_primary:
         p.add(Demote(old.name))
         return p
@@ -400,7 +400,7 @@ def _start_switchover(cluster: Cluster, p: Plan, request: SwitchoverRequest) -> 
             p.event(obs.now, "switchover", None, s.message)
             return None
         target = max(streaming, key=lambda m: ((m.probe.wal_lsn if m.probe else 0) or 0, -m.index))
-    tl = timeline(cluster, p, "switchover")
+    tl = timeline(p, "switchover")
     tl.mark("requested", obs.now)
     tl.mark("demote", obs.now)
     p.add(Demote(primary.name))

@@ -17,14 +17,6 @@ def setting_text(v: str | int | float | bool) -> str:
 
 
 @dataclass(frozen=True)
-class Replication:
-    application_name: str
-    state: str
-    sync_state: str
-    flush_lsn: int | None
-
-
-@dataclass(frozen=True)
 class PgProbe:
     """A member agent's `GET /state`, typed. LSNs are byte positions."""
 
@@ -36,7 +28,6 @@ class PgProbe:
     replay_lsn: int | None = None
     receiving: bool = False
     upstream: str | None = None
-    replication: tuple[Replication, ...] = ()
     slots: tuple[str, ...] = ()
     synchronous_standby_names: str = ""
     lag_seconds: float | None = None
@@ -84,15 +75,6 @@ class PgProbe:
             replay_lsn=opt_int(d.get("replay_lsn")),
             receiving=bool(d.get("receiving", False)),
             upstream=d.get("upstream") or None,
-            replication=tuple(
-                Replication(
-                    application_name=str(r.get("application_name", "")),
-                    state=str(r.get("state", "")),
-                    sync_state=str(r.get("sync_state", "")),
-                    flush_lsn=opt_int(r.get("flush_lsn")),
-                )
-                for r in d.get("replication") or []
-            ),
             slots=tuple(sorted(str(s["name"]) if isinstance(s, dict) else str(s) for s in slots)),
             synchronous_standby_names=str(d.get("synchronous_standby_names") or ""),
             lag_seconds=float(d["lag_seconds"]) if d.get("lag_seconds") is not None else None,

@@ -176,7 +176,7 @@ def _creating(cluster: Cluster, p: Plan) -> Plan:
         p.status.identity = first.probe.system_identifier
         p.status.primary = first.name
         p.status.timeline = first.probe.timeline
-        cluster.remember_data_task(p, first)
+        cluster.remember_data_task(first)
         p.event(obs.now, "bootstrap", first.name, f"cluster {p.status.identity} created")
         p.requeue_after = 0.1
         return p

@@ -107,7 +107,7 @@ class Cluster:
         p.add(ReplaceMember(m.name, reason))
         p.event(self.obs.now, "fence", m.name, message)
 
-    def remember_data_task(self, p: Plan, m: PgMember) -> None:
+    def remember_data_task(self, m: PgMember) -> None:
         if m.task is not None:
             self.progress.data_tasks[m.name] = m.task.task_id
 
