@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from shoal.plugins.postgres.agent_parameters import refusal as parameter_refusal
+from shoal.plugins.postgres.agent.parameters import refusal as parameter_refusal
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 MAX_NAME_LENGTH = 30

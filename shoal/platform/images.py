@@ -121,8 +121,8 @@ def operator_context(root: Path, base: str, ca_dir: Path | None = HOST_CA_DIR) -
 def postgres_context(root: Path, base: str) -> Context:
     plugin = root / "shoal" / "plugins" / "postgres"
     files = {rel.as_posix(): plugin / "image" / rel for rel in iter_tree(plugin / "image")}
-    for agent in sorted(plugin.glob("agent*.py")):
-        files[agent.name] = agent
+    for relative in iter_tree(plugin / "agent"):
+        files[f"agent/{relative.as_posix()}"] = plugin / "agent" / relative
     return Context(files, {}, {"BASE": base})
 
 

@@ -34,11 +34,12 @@ def _tree(root: Path) -> Path:
     pkg = root / "shoal"
     (pkg / "operator" / "image").mkdir(parents=True)
     (pkg / "plugins" / "postgres" / "image").mkdir(parents=True)
+    (pkg / "plugins" / "postgres" / "agent").mkdir(parents=True)
     (pkg / "__init__.py").write_text('__version__ = "0.1.0"\n')
     (pkg / "operator" / "image" / "Dockerfile").write_text("FROM x\n")
     (pkg / "plugins" / "postgres" / "image" / "Dockerfile").write_text("FROM y\n")
     (pkg / "plugins" / "postgres" / "image" / "entrypoint.sh").write_text("#!/bin/sh\n")
-    (pkg / "plugins" / "postgres" / "agent_pg.py").write_text("print(1)\n")
+    (pkg / "plugins" / "postgres" / "agent" / "pg.py").write_text("print(1)\n")
     return root
 
 
@@ -71,11 +72,11 @@ def test_context_hash_ignores_caches_and_follows_content(tmp_path: Path) -> None
 def test_postgres_context_layout(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     context = postgres_context(root, names.IMAGE_BASE)
-    assert sorted(context.files) == ["Dockerfile", "agent_pg.py", "entrypoint.sh"]
+    assert sorted(context.files) == ["Dockerfile", "agent/pg.py", "entrypoint.sh"]
     before = context.digest()
     (root / "shoal" / "operator" / "new.py").write_text("x = 1\n")  # not in its context
     assert postgres_context(root, names.IMAGE_BASE).digest() == before
-    (root / "shoal" / "plugins" / "postgres" / "agent_pg.py").write_text("print(2)\n")
+    (root / "shoal" / "plugins" / "postgres" / "agent" / "pg.py").write_text("print(2)\n")
     assert postgres_context(root, names.IMAGE_BASE).digest() != before
 
 
@@ -89,7 +90,7 @@ def test_operator_context_materialises(tmp_path: Path) -> None:
     assert (out / "src" / "README.md").is_file()  # stub: pyproject names a readme
     assert (out / "requirements.txt").read_text() == "aiohttp>=3.9\npsycopg[binary]>=3.1\n"
     assert [p.as_posix() for p in iter_tree(root / "shoal" / "plugins")] == [
-        "postgres/agent_pg.py",
+        "postgres/agent/pg.py",
         "postgres/image/Dockerfile",
         "postgres/image/entrypoint.sh",
     ]

@@ -1,5 +1,5 @@
 """The PostgreSQL engine plugin: probes and actions go to each member's agent over HTTPS
-(`agent.py` inside the member container, port 8008, listening on the control network only),
+(`agent/` inside the member container, port 8008, listening on the control network only),
 its certificate verified against the database's CA."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from shoal.plugins.base import (
     Plan,
     ProxyBackend,
 )
-from shoal.plugins.postgres import agent_lease as lease
 from shoal.plugins.postgres import planner
+from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -191,7 +191,7 @@ async def member_call(
 class PostgresPlugin(EnginePlugin[PgProbe]):
     engine: ClassVar[Engine] = Engine.POSTGRES
     # HAProxy sends clients to the member whose agent answers `GET /primary` with 200, on
-    # the agent's check port (agent.py: CheckHandler).
+    # the agent's check port (agent/api.py: CheckHandler).
     proxy_backend: ClassVar[ProxyBackend | None] = ProxyBackend(
         port=names.POSTGRES_PORT, check_port=names.CHECK_PORT, check_path="/primary"
     )
@@ -203,7 +203,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         return self.image
 
     # A renewal is delivered within the probe's timeout or not at all; the agent has stopped
-    # PostgreSQL within REACTION of its lease running out (agent_lease.py); 0.5 s to spare.
+    # PostgreSQL within REACTION of its lease running out (agent/lease.py); 0.5 s to spare.
     lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.REACTION + 0.5
 
     def lease_ttl(self, database: Database) -> float | None:
