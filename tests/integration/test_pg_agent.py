@@ -24,7 +24,7 @@ import pytest
 
 from shoal import names
 from shoal.platform import images
-from shoal.plugins.postgres.plugin import PROBE_TIMEOUT
+from shoal.plugins.postgres.plugin import PROBE_TIMEOUT, PostgresPlugin
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def member_image() -> str:
     """The member image for this tree, built from the very context `shoal images build` uses
     (shoal/platform/images.py) but alone (no operator image), tagged by that context's hash
     so that a changed agent is rebuilt."""
-    context = images.postgres_context(REPO, names.IMAGE_BASE)
+    context = images.member_context(REPO, PostgresPlugin.image_recipe, names.IMAGE_BASE)
     tag = f"agtest/postgres:{context.digest()}"
     if docker("image", "inspect", tag, check=False).returncode == 0:
         return tag

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from shoal import names
+from shoal import __version__, names
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
 from shoal.plugins.base import (
@@ -21,6 +21,7 @@ from shoal.plugins.base import (
     ActionFailed,
     ApplyContext,
     EnginePlugin,
+    ImageRecipe,
     LeaseGrant,
     Observation,
     Plan,
@@ -196,8 +197,18 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         port=names.POSTGRES_PORT, check_port=names.CHECK_PORT, check_path="/primary"
     )
 
+    # The member image: PostgreSQL 15 from Debian in the base image, and the member agent
+    # (agent/, standard library only) as its main process (image/Dockerfile).
+    image_recipe: ClassVar[ImageRecipe] = ImageRecipe(
+        package="shoal.plugins.postgres",
+        alias=f"shoal/postgres:15-{__version__}",
+        recipe="image",
+        sources=("agent",),
+        base_packages=("postgresql-15",),
+    )
+
     def __init__(self, image: str | None = None) -> None:
-        self.image = image or names.IMAGE_POSTGRES
+        self.image = image or self.image_recipe.alias
 
     def member_image(self) -> str:
         return self.image
