@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import hmac
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -260,3 +263,19 @@ def test_parse_history() -> None:
     text = "1\t0/3000108\tno recovery target specified\n\n2\t0/5000060\tno recovery target\n"
     assert pg.parse_history(text) == [(1, 0x3000108), (2, 0x5000060)]
     assert pg.parse_history("garbage\n1 nonsense\n") == []
+
+
+def test_the_agent_imports_only_the_standard_library_and_itself() -> None:
+    """The member image holds the agent package alone, run by Debian's python3
+    (image/Dockerfile): nothing of shoal, nothing from PyPI."""
+    package = Path(api.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                tops = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            outside = [t for t in tops if t not in sys.stdlib_module_names and t != "__future__"]
+            assert not outside, f"{module.name} imports {outside}"
