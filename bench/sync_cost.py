@@ -31,8 +31,10 @@ from bench.common import (
 )
 from bench.common import declaration as make_declaration
 from shoal import names
+from shoal.plugins.postgres.plugin import PostgresPlugin
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+MEMBER_IMAGE = PostgresPlugin.image_recipe.alias  # pgbench comes with PostgreSQL
 MODES = {"sync": "", "local": "-c synchronous_commit=local"}
 
 
@@ -42,7 +44,7 @@ def pgbench(db: str, creds: dict[str, Any], args: list[str], options: str = "") 
     proc = subprocess.run(
         ["docker", "run", "--rm", "--network", names.database_network(db),
          "-e", f"CA={creds['ca']}", "-e", "PGSSLROOTCERT=/tmp/ca.crt",
-         "-e", f"PGOPTIONS={options}", "--entrypoint", "sh", names.IMAGE_POSTGRES, "-c", script,
+         "-e", f"PGOPTIONS={options}", "--entrypoint", "sh", MEMBER_IMAGE, "-c", script,
          "pgbench", *args, creds["uri"]],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip

@@ -28,7 +28,6 @@ APP_DATABASE = "app"
 
 IMAGE_BASE = "shoal/base:bookworm-1"
 IMAGE_OPERATOR = f"shoal/operator:{__version__}"
-IMAGE_POSTGRES = f"shoal/postgres:15-{__version__}"
 IMAGE_REGISTRY = f"shoal/registry:2.8-{__version__}"
 REGISTRY_SERVICE = "shoal-registry"
 REGISTRY_VOLUME = "shoal-registry"

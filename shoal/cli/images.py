@@ -26,7 +26,8 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="Print the image tags as JSON."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the build output."),
 ) -> None:
-    """Build the base, operator and PostgreSQL member images (a no-op when up to date)."""
+    """Build the base, operator, member (one per engine) and registry images (a no-op when
+    up to date)."""
 
     def progress(message: str) -> None:
         _err.print(f"[bold]images:[/bold] {message}", highlight=False)
@@ -50,7 +51,8 @@ def build(
     else:
         typer.echo(f"base      {images.base}")
         typer.echo(f"operator  {images.operator}  (alias {images.operator_alias})")
-        typer.echo(f"postgres  {images.postgres}  (alias {images.postgres_alias})")
+        for engine, tag in images.members.items():
+            typer.echo(f"{engine:<9} {tag}  (alias {images.member_aliases[engine]})")
         typer.echo(f"registry  {images.registry}")
         typer.echo("built     " + (", ".join(images.built) or "nothing (up to date)"))
 
@@ -66,5 +68,6 @@ def show(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -
     if as_json:
         typer.echo(json.dumps(images.as_dict(), indent=2))
     else:
-        for key in ("base", "operator", "postgres", "registry"):
-            typer.echo(f"{key:<9} {getattr(images, key)}")
+        tags = {"base": images.base, "operator": images.operator, **images.members}
+        for key, tag in {**tags, "registry": images.registry}.items():
+            typer.echo(f"{key:<9} {tag}")

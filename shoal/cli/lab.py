@@ -63,7 +63,7 @@ def up(
         running = lab_up(
             nodes,
             managers,
-            [images.base, images.operator, images.postgres, images.registry],
+            [images.base, images.operator, *images.members.values(), images.registry],
             images.base,
             _say,
         )

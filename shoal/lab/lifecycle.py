@@ -158,8 +158,9 @@ def wait_for_node(node: LabNode, timeout: float = NODE_START_TIMEOUT) -> None:
 def load_images(nodes: list[LabNode], images: list[str], progress: Progress | None = None) -> None:
     """Copy into each node the images it lacks or has in another version: the lab has no
     registry to pull from, and Swarm uses a node's local image when none answers. Compared
-    by image id, not by tag: an alias tag (`shoal/postgres:15-0.1.0`) moves to each new
-    build, and a node keeping the old one would run members of the code before.
+    by image id, not by tag: an alias tag (the operator's `shoal/operator:0.1.0`, each
+    member image's) moves to each new build, and a node keeping the old one would run the
+    code before.
 
     The images are saved once per distinct set a node lacks (`docker save` of the ~700 MB
     is most of the cost) and loaded into the nodes that lack it at the same time."""

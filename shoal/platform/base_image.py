@@ -1,4 +1,5 @@
-"""The base image (`names.IMAGE_BASE`): Debian bookworm with what members and the operator need.
+"""The base image (`names.IMAGE_BASE`): Debian bookworm with what members and the operator need
+(`BASE_PACKAGES`, and the packages the engines' image recipes ask for).
 
 From `debian:bookworm-slim` when that image is present or can be pulled (fast failure: there
 may be no registry), else `debootstrap --variant=minbase` from the host's apt mirror and
@@ -10,7 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shoal import names
@@ -26,9 +27,19 @@ from shoal.platform.mirror import host_debian_mirror
 
 Progress = Callable[[str], None]
 
+# What every image needs, whatever the engine: python3 (the operator's venv, member agents),
+# tini, the read-write proxy (HAProxy, run from the member image) and the network and process
+# tools that agents, the chaos suite and the tests use.
 BASE_PACKAGES = (
-    "python3,python3-venv,postgresql-15,haproxy,iproute2,iptables,procps,"
-    "ca-certificates,tini,iputils-ping"
+    "python3",
+    "python3-venv",
+    "haproxy",
+    "iproute2",
+    "iptables",
+    "procps",
+    "ca-certificates",
+    "tini",
+    "iputils-ping",
 )
 BASE_SUITE = "bookworm"
 SLIM_IMAGE = "debian:bookworm-slim"
@@ -63,20 +74,21 @@ def _unmount_under(directory: Path) -> None:
         subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
 
 
-def _build_base_from_slim(tag: str, output: Progress | None) -> None:
-    packages = BASE_PACKAGES.replace(",", " ")
+def _build_base_from_slim(tag: str, packages: Sequence[str], output: Progress | None) -> None:
     dockerfile = (
         f"FROM {SLIM_IMAGE}\n"
         "RUN apt-get update \\\n"
         " && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-        f"{packages} \\\n"
+        f"{' '.join(packages)} \\\n"
         " && apt-get clean && rm -rf /var/lib/apt/lists/*\n"
     )
     context = Context({}, {"Dockerfile": dockerfile.encode()}, {})
     docker_build(context, [tag], no_cache=False, output=output)
 
 
-def _build_base_debootstrap(tag: str, progress: Progress | None, output: Progress | None) -> None:
+def _build_base_debootstrap(
+    tag: str, packages: Sequence[str], progress: Progress | None, output: Progress | None
+) -> None:
     if shutil.which("debootstrap") is None:
         apt_install(["debootstrap"], progress)
     mirror = host_debian_mirror()
@@ -89,7 +101,7 @@ def _build_base_debootstrap(tag: str, progress: Progress | None, output: Progres
             [
                 "debootstrap",
                 "--variant=minbase",
-                f"--include={BASE_PACKAGES}",
+                f"--include={','.join(packages)}",
                 BASE_SUITE,
                 str(rootfs),
                 mirror,
@@ -119,15 +131,18 @@ def _build_base_debootstrap(tag: str, progress: Progress | None, output: Progres
 def build_base(
     tag: str = names.IMAGE_BASE,
     *,
+    packages: Sequence[str] = (),
     progress: Progress | None = None,
     output: Progress | None = None,
     use_slim: bool = True,
 ) -> str:
-    """Build the base image under `tag` (replacing any image of that tag)."""
+    """Build the base image under `tag` (replacing any image of that tag) with
+    `BASE_PACKAGES` and `packages` (what the engines' member images need)."""
+    wanted = [*BASE_PACKAGES, *(p for p in packages if p not in BASE_PACKAGES)]
     if use_slim and _try_slim(PULL_TIMEOUT):
         if progress:
             progress(f"building {tag} from {SLIM_IMAGE}")
-        _build_base_from_slim(tag, output)
+        _build_base_from_slim(tag, wanted, output)
     else:
-        _build_base_debootstrap(tag, progress, output)
+        _build_base_debootstrap(tag, wanted, progress, output)
     return tag

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from shoal import names
 from shoal.credentials import new_operator_key
@@ -18,6 +18,7 @@ from shoal.operator import http_auth
 from shoal.operator.members import RESTART_POLICY, ensure_control_network
 from shoal.platform.distribution import Distributed, distribute
 from shoal.platform.images import BuiltImages
+from shoal.plugins.registry import image_env
 from shoal.swarm.client import JSON, SwarmClient
 
 LABELS = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "operator"}
@@ -66,7 +67,7 @@ async def ensure_http_token(swarm: SwarmClient, token: str) -> tuple[str, str]:
 
 def operator_service_spec(
     image: str,
-    postgres_image: str,
+    member_images: Mapping[str, str],
     key_secret_id: str,
     control_net: str,
     replicas: int,
@@ -74,8 +75,10 @@ def operator_service_spec(
     publish: bool = True,
     http_token_secret: tuple[str, str] | None = None,
 ) -> JSON:
-    """`http_token_secret`: (id, name) of the HTTP token's secret, mounted as the file
-    `shoal-operator-http-token` (operator/http_auth.py); None: no token."""
+    """`member_images`: engine -> the member image the operator gives its databases, in
+    `SHOAL_<ENGINE>_IMAGE` (plugins/registry.py). `http_token_secret`: (id, name) of the HTTP
+    token's secret, mounted as the file `shoal-operator-http-token` (operator/http_auth.py);
+    None: no token."""
     secrets = [_secret_mount(key_secret_id, names.OPERATOR_KEY_SECRET, names.OPERATOR_KEY_SECRET)]
     if http_token_secret is not None:
         secrets.append(_secret_mount(*http_token_secret, http_auth.FILE_NAME))
@@ -94,7 +97,9 @@ def operator_service_spec(
             "ContainerSpec": {
                 "Image": image,
                 "Args": ["operator", "run"],
-                "Env": [f"SHOAL_POSTGRES_IMAGE={postgres_image}"],
+                "Env": [
+                    f"{image_env(engine)}={tag}" for engine, tag in sorted(member_images.items())
+                ],
                 "Labels": LABELS,
                 "Mounts": [
                     {
@@ -118,7 +123,7 @@ def operator_service_spec(
 async def deploy_operator(
     swarm: SwarmClient,
     image: str,
-    postgres_image: str,
+    member_images: Mapping[str, str],
     replicas: int = 1,
     name: str = names.OPERATOR_SERVICE,
     publish: bool = True,
@@ -138,7 +143,7 @@ async def deploy_operator(
     else:
         token_secret = None
     spec = operator_service_spec(
-        image, postgres_image, key_id, control, replicas, name, publish, token_secret
+        image, member_images, key_id, control, replicas, name, publish, token_secret
     )
     if current is None:
         await swarm.create_service(spec)
@@ -175,7 +180,7 @@ async def install_operator(
     changed = await deploy_operator(
         swarm,
         placed.images.operator,
-        placed.images.postgres,
+        placed.images.members,
         replicas,
         publish=publish,
         http_token=http_token,

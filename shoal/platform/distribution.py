@@ -84,7 +84,7 @@ def registry_host(prefix: str) -> str:
 
 
 def pushed_name(prefix: str, tag: str) -> str:
-    """`shoal/postgres:15-0.1.0-abc` in registry `prefix`: `PREFIX/shoal/postgres:15-0.1.0-abc`."""
+    """`shoal/operator:0.1.0-abc` in registry `prefix`: `PREFIX/shoal/operator:0.1.0-abc`."""
     return f"{prefix.rstrip('/')}/{tag}"
 
 
@@ -237,7 +237,7 @@ async def push(
 
 @dataclass(frozen=True)
 class Distributed:
-    images: BuiltImages  # operator and postgres as every node pulls them
+    images: BuiltImages  # the operator and member images as every node pulls them
     registry: str | None  # where they were pushed; None on a single node
 
 
@@ -259,10 +259,8 @@ async def distribute(
         say(f"{count} nodes: starting the swarm's registry ({names.REGISTRY_SERVICE})")
         registry = await ensure_builtin_registry(swarm, images.registry)
     pulled: dict[str, str] = {}
-    for tag in (images.operator, images.postgres):
+    for tag in (images.operator, *images.members.values()):
         say(f"pushing {tag} to {registry}")
         pulled[tag] = await push(swarm, tag, registry)
-    return Distributed(
-        replace(images, operator=pulled[images.operator], postgres=pulled[images.postgres]),
-        registry,
-    )
+    members = {engine: pulled[tag] for engine, tag in images.members.items()}
+    return Distributed(replace(images, operator=pulled[images.operator], members=members), registry)

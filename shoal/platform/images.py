@@ -3,7 +3,9 @@
 * base (`names.IMAGE_BASE`): `debian:bookworm-slim` plus packages when that image can be
   had, else a `debootstrap --variant=minbase` tree imported with `docker import`.
 * operator: FROM base, a venv at /opt/shoal/venv with the shoal package.
-* postgres member: the recipe in `shoal/plugins/postgres/image/`.
+* one member image per installed engine: the recipe its plugin declares
+  (`EnginePlugin.image_recipe`, found through `shoal.plugins.registry`), FROM base with the
+  Debian packages every recipe asks for.
 * registry: FROM base, Debian's `docker-registry` (`shoal/platform/image/registry/`), which
   `shoal up` runs on a multi-node swarm so that every node can pull the others
   (shoal/platform/distribution.py).
@@ -17,9 +19,9 @@ from __future__ import annotations
 import fcntl
 import os
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +39,24 @@ from shoal.platform.docker_cli import (
     iter_tree,
 )
 from shoal.platform.engine import PlatformError
+from shoal.plugins.base import ImageRecipe
+from shoal.plugins.registry import image_recipes
 
 __all__ = [
     "BuiltImages",
     "Context",
     "ImageBuildError",
+    "base_packages",
     "build_all",
     "build_base",
+    "exact_tag_env",
     "hash_entries",
     "image_exists",
     "image_id",
     "images_from_env",
     "iter_tree",
+    "member_context",
     "operator_context",
-    "postgres_context",
     "registry_context",
     "requirements_text",
     "resolve_images",
@@ -68,14 +74,24 @@ HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 class BuiltImages:
     base: str
     operator: str
-    postgres: str
+    members: dict[str, str]  # engine -> the exact tag of its member image
     registry: str = names.IMAGE_REGISTRY
     operator_alias: str = names.IMAGE_OPERATOR
-    postgres_alias: str = names.IMAGE_POSTGRES
+    member_aliases: dict[str, str] = field(default_factory=dict)  # engine -> its stable alias
     built: tuple[str, ...] = field(default=())  # tags this call (re)built; () = no-op
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat, as `shoal images ... --json` prints it: each member image under its engine's
+        name, its alias under `<engine>_alias`."""
+        return {
+            "base": self.base,
+            "operator": self.operator,
+            **self.members,
+            "registry": self.registry,
+            "operator_alias": self.operator_alias,
+            **{f"{engine}_alias": alias for engine, alias in self.member_aliases.items()},
+            "built": self.built,
+        }
 
 
 # --- build contexts and their hashes (pure) -------------------------------------------
@@ -118,11 +134,20 @@ def operator_context(root: Path, base: str, ca_dir: Path | None = HOST_CA_DIR) -
     return Context(files, generated, {"BASE": base})
 
 
-def postgres_context(root: Path, base: str) -> Context:
-    plugin = root / "shoal" / "plugins" / "postgres"
-    files = {rel.as_posix(): plugin / "image" / rel for rel in iter_tree(plugin / "image")}
-    for agent in sorted(plugin.glob("agent*.py")):
-        files[agent.name] = agent
+def plugin_directory(root: Path, recipe: ImageRecipe) -> Path:
+    """The directory of the plugin that declares `recipe`, in the source tree at `root`."""
+    return root.joinpath(*recipe.package.split("."))
+
+
+def member_context(root: Path, recipe: ImageRecipe, base: str) -> Context:
+    """An engine's member image: its recipe directory at the context's root, and each of its
+    `sources` under its own name."""
+    plugin = plugin_directory(root, recipe)
+    recipe_dir = plugin / recipe.recipe
+    files = {rel.as_posix(): recipe_dir / rel for rel in iter_tree(recipe_dir)}
+    for source in recipe.sources:
+        for relative in iter_tree(plugin / source):
+            files[f"{source}/{relative.as_posix()}"] = plugin / source / relative
     return Context(files, {}, {"BASE": base})
 
 
@@ -132,23 +157,24 @@ def registry_context(root: Path, base: str) -> Context:
     return Context(files, {}, {"BASE": base})
 
 
-ENV_IMAGES = {
-    "base": "SHOAL_IMAGE_BASE",
-    "operator": "SHOAL_IMAGE_OPERATOR",
-    "postgres": "SHOAL_IMAGE_POSTGRES",
-}
+def exact_tag_env(image: str) -> str:
+    """The variable that gives a process without a source tree the exact tag of an image:
+    `SHOAL_IMAGE_BASE`, `SHOAL_IMAGE_OPERATOR`, `SHOAL_IMAGE_<ENGINE>` for a member image."""
+    return f"SHOAL_IMAGE_{image.upper()}"
 
 
 def images_from_env() -> BuiltImages:
     """Tags for a process with no source tree (the operator in its container).
 
-    `SHOAL_IMAGE_BASE`, `SHOAL_IMAGE_OPERATOR` and `SHOAL_IMAGE_POSTGRES` give the exact tags
-    (whoever deploys the operator sets them); unset ones fall back to the stable aliases.
+    The `exact_tag_env` variables give the exact tags (whoever deploys the operator sets
+    them); unset ones fall back to the stable aliases.
     """
+    aliases = {engine: recipe.alias for engine, recipe in image_recipes().items()}
     return BuiltImages(
-        base=os.environ.get(ENV_IMAGES["base"]) or names.IMAGE_BASE,
-        operator=os.environ.get(ENV_IMAGES["operator"]) or names.IMAGE_OPERATOR,
-        postgres=os.environ.get(ENV_IMAGES["postgres"]) or names.IMAGE_POSTGRES,
+        base=os.environ.get(exact_tag_env("base")) or names.IMAGE_BASE,
+        operator=os.environ.get(exact_tag_env("operator")) or names.IMAGE_OPERATOR,
+        members={e: os.environ.get(exact_tag_env(e)) or alias for e, alias in aliases.items()},
+        member_aliases=aliases,
     )
 
 
@@ -164,15 +190,24 @@ def resolve_images(root: Path | None = None) -> BuiltImages:
         except PlatformError:
             return images_from_env()
     base = names.IMAGE_BASE
+    recipes = image_recipes()
     op_hash = operator_context(root, base).digest()
-    pg_hash = postgres_context(root, base).digest()
     reg_hash = registry_context(root, base).digest()
     return BuiltImages(
         base=base,
         operator=f"{names.IMAGE_OPERATOR}-{op_hash}",
-        postgres=f"{names.IMAGE_POSTGRES}-{pg_hash}",
+        members={
+            engine: f"{recipe.alias}-{member_context(root, recipe, base).digest()}"
+            for engine, recipe in recipes.items()
+        },
         registry=f"{names.IMAGE_REGISTRY}-{reg_hash}",
+        member_aliases={engine: recipe.alias for engine, recipe in recipes.items()},
     )
+
+
+def base_packages(recipes: Iterable[ImageRecipe]) -> tuple[str, ...]:
+    """The Debian packages the member images need in the base image, each once, sorted."""
+    return tuple(sorted({package for recipe in recipes for package in recipe.base_packages}))
 
 
 # --- docker helpers -------------------------------------------------------------------
@@ -201,24 +236,31 @@ def build_all(
     rebuild_base: bool = False,
     output: Progress | None = None,
 ) -> BuiltImages:
-    """Make sure the base, operator, postgres and registry images exist for this source tree.
+    """Make sure the base, operator, member (one per installed engine) and registry images
+    exist for this source tree.
 
     A tag that already exists is not rebuilt unless `force` (operator and member images,
     without Docker's layer cache) or `rebuild_base`. The stable aliases
-    (`names.IMAGE_OPERATOR`, `names.IMAGE_POSTGRES`) are pointed at the exact tags.
+    (`names.IMAGE_OPERATOR`, each recipe's `alias`) are pointed at the exact tags.
     """
     root = source_root()
+    recipes = image_recipes()
     wanted = resolve_images(root)
     built: list[str] = []
     with _build_lock():
         if rebuild_base or not image_exists(wanted.base):
-            build_base(wanted.base, progress=progress, output=output)
+            packages = base_packages(recipes.values())
+            build_base(wanted.base, packages=packages, progress=progress, output=output)
             built.append(wanted.base)
-        dockerfile = root / "shoal" / "plugins" / "postgres" / "image" / "Dockerfile"
-        if not dockerfile.is_file():
-            raise ImageBuildError(f"the PostgreSQL member image recipe is missing: {dockerfile}")
+        for engine, recipe in recipes.items():
+            dockerfile = plugin_directory(root, recipe) / recipe.recipe / "Dockerfile"
+            if not dockerfile.is_file():
+                raise ImageBuildError(f"the {engine} member image recipe is missing: {dockerfile}")
         jobs = (
-            (wanted.postgres, wanted.postgres_alias, postgres_context(root, wanted.base)),
+            *(
+                (wanted.members[engine], recipe.alias, member_context(root, recipe, wanted.base))
+                for engine, recipe in recipes.items()
+            ),
             (wanted.operator, wanted.operator_alias, operator_context(root, wanted.base)),
             (wanted.registry, names.IMAGE_REGISTRY, registry_context(root, wanted.base)),
         )
@@ -232,10 +274,4 @@ def build_all(
                 docker_tag(tag, alias)
             if progress:
                 progress(f"{tag} is ready")
-    return BuiltImages(
-        base=wanted.base,
-        operator=wanted.operator,
-        postgres=wanted.postgres,
-        registry=wanted.registry,
-        built=tuple(built),
-    )
+    return replace(wanted, built=tuple(built))

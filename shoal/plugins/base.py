@@ -43,6 +43,25 @@ class ProxyBackend:
 
 
 @dataclass(frozen=True)
+class ImageRecipe:
+    """How an engine's member image is built (`shoal images build`, shoal/platform/images.py).
+    A class attribute of the plugin, read without building a plugin or knowing any tag.
+
+    The build context is the `recipe` directory of the plugin's package (its Dockerfile at
+    the context's root), plus each of `sources` under its own name: what runs inside the
+    member besides the engine, which finds no shoal package there. The image is tagged
+    `<alias>-<hash of the context>` and `alias` is moved to the newest build."""
+
+    package: str  # the plugin's package, dotted: its directory in the source tree holds the rest
+    alias: str  # the stable tag, e.g. `shoal/<engine>:<engine version>-<shoal version>`
+    recipe: str = "image"
+    sources: tuple[str, ...] = ()
+    # Debian packages the member needs, installed into the base image every image shares
+    # (shoal/platform/base_image.py).
+    base_packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class LeaseGrant:
     """A renewal of a member's lease, sent with its probe: as primary it may keep accepting
     writes for `ttl` seconds without hearing from the operator again, or for as long as
@@ -236,6 +255,9 @@ class EnginePlugin(ABC, Generic[P]):
     (plugins/registry.py) and built with its member image tag (None: the default)."""
 
     engine: ClassVar[Engine]
+    # How the member image is built (`shoal images build`); `member_image()` defaults to its
+    # alias.
+    image_recipe: ClassVar[ImageRecipe]
     # How the read-write proxy reaches and checks members; None: this engine has none (its
     # clients find the primary themselves, as MongoDB drivers do).
     proxy_backend: ClassVar[ProxyBackend | None] = None

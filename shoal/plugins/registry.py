@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from shoal.plugins.base import EnginePlugin
+from shoal.plugins.base import EnginePlugin, ImageRecipe
 
 GROUP = "shoal.engines"
 
@@ -19,17 +19,31 @@ def image_env(engine: str) -> str:
     return f"SHOAL_{engine.upper()}_IMAGE"
 
 
-def engine_plugins(images: Mapping[str, str] | None = None) -> dict[str, EnginePlugin[Any]]:
-    """Every installed engine's plugin, by engine name; each with its member image from
-    `images`, else from its `SHOAL_<ENGINE>_IMAGE` variable, else the plugin's default."""
-    found: dict[str, EnginePlugin[Any]] = {}
+def plugin_classes() -> dict[str, type[EnginePlugin[Any]]]:
+    """Every installed engine's plugin class, by engine name, in entry point order."""
+    found: dict[str, type[EnginePlugin[Any]]] = {}
     for ep in entry_points(group=GROUP):
         cls = ep.load()
         if not (isinstance(cls, type) and issubclass(cls, EnginePlugin)):
             raise TypeError(f"entry point {GROUP}:{ep.name} is not an EnginePlugin")
-        image = (images or {}).get(ep.name) or os.environ.get(image_env(ep.name))
-        found[ep.name] = cls(image) if image else cls()
+        found[ep.name] = cls
     return found
+
+
+def engine_plugins(images: Mapping[str, str] | None = None) -> dict[str, EnginePlugin[Any]]:
+    """Every installed engine's plugin, by engine name; each with its member image from
+    `images`, else from its `SHOAL_<ENGINE>_IMAGE` variable, else the plugin's default."""
+    found: dict[str, EnginePlugin[Any]] = {}
+    for engine, cls in plugin_classes().items():
+        image = (images or {}).get(engine) or os.environ.get(image_env(engine))
+        found[engine] = cls(image) if image else cls()
+    return found
+
+
+def image_recipes() -> dict[str, ImageRecipe]:
+    """How each installed engine's member image is built, by engine name (sorted); no
+    plugin is built and no image tag needed."""
+    return {engine: cls.image_recipe for engine, cls in sorted(plugin_classes().items())}
 
 
 def engine_plugin(engine: str) -> EnginePlugin[Any]:

@@ -163,7 +163,7 @@ def service_logs(services: list[str], tail: int = 40) -> str:
 def ensure_operator(images: Any, replicas: int = 1) -> None:
     async def go() -> None:
         async with SwarmClient() as swarm:
-            await deploy_operator(swarm, images.operator, images.postgres, replicas)
+            await deploy_operator(swarm, images.operator, images.members, replicas)
 
     asyncio.run(go())
 

@@ -8,6 +8,7 @@ import pytest
 
 from shoal import __version__, names
 from shoal.platform.images import BuiltImages, build_all, image_id, resolve_images
+from shoal.plugins.postgres.plugin import PostgresPlugin
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +27,24 @@ def _run(image: str, *args: str) -> str:
 def test_tags_match_the_source_tree(platform: BuiltImages) -> None:
     assert platform.base == names.IMAGE_BASE
     assert platform.operator.startswith(names.IMAGE_OPERATOR + "-")
-    assert platform.postgres.startswith(names.IMAGE_POSTGRES + "-")
+    assert platform.members["postgres"].startswith(PostgresPlugin.image_recipe.alias + "-")
     expected = resolve_images()
-    assert (platform.base, platform.operator, platform.postgres) == (
+    assert (platform.base, platform.operator, platform.members) == (
         expected.base,
         expected.operator,
-        expected.postgres,
+        expected.members,
     )
 
 
 def test_second_build_is_a_noop(platform: BuiltImages) -> None:
-    before = {tag: image_id(tag) for tag in (platform.base, platform.operator, platform.postgres)}
+    tags = (platform.base, platform.operator, *platform.members.values())
+    before = {tag: image_id(tag) for tag in tags}
     again = build_all()
     assert again.built == ()
-    assert (again.base, again.operator, again.postgres) == (
+    assert (again.base, again.operator, again.members) == (
         platform.base,
         platform.operator,
-        platform.postgres,
+        platform.members,
     )
     after = {tag: image_id(tag) for tag in before}
     assert after == before
@@ -51,7 +53,8 @@ def test_second_build_is_a_noop(platform: BuiltImages) -> None:
 
 def test_stable_aliases_point_at_the_exact_tags(platform: BuiltImages) -> None:
     assert image_id(platform.operator_alias) == image_id(platform.operator)
-    assert image_id(platform.postgres_alias) == image_id(platform.postgres)
+    for engine, tag in platform.members.items():
+        assert image_id(platform.member_aliases[engine]) == image_id(tag)
 
 
 def test_operator_image_runs_shoal(platform: BuiltImages) -> None:

@@ -53,7 +53,7 @@ def test_only_the_app_and_replication_roles_log_in_over_the_network(
             user: str, db: str, secret: str, extra: str = "", command: str = "SELECT current_user"
         ) -> subprocess.CompletedProcess[str]:
             return remote_psql(
-                operator.postgres, network,
+                operator.members["postgres"], network,
                 f"host={primary} port={names.POSTGRES_PORT} user={user} dbname={db} "
                 f"password={password[secret]} connect_timeout=10 {extra}",
                 command,
@@ -181,7 +181,14 @@ def test_an_agent_takes_only_its_members_token_and_only_from_the_control_network
         def from_database_network(bearer: str, *urls: str) -> list[str]:
             network = names.database_network(name)
             proc = on_network(
-                network, operator.postgres, "python3", "-c", AGENT_GET, bearer, "system", *urls
+                network,
+                operator.members["postgres"],
+                "python3",
+                "-c",
+                AGENT_GET,
+                bearer,
+                "system",
+                *urls,
             )
             assert proc.returncode == 0, proc.stderr
             return proc.stdout.splitlines()

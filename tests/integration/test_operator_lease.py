@@ -212,4 +212,4 @@ def test_two_operators_only_the_holder_acts(db: str, operator: BuiltImages, tmp_
 async def _deploy_standby(images: BuiltImages, service: str) -> None:
     """A second, unpublished operator service (host-mode 9650 allows one per node)."""
     async with SwarmClient() as swarm:
-        await deploy_operator(swarm, images.operator, images.postgres, name=service, publish=False)
+        await deploy_operator(swarm, images.operator, images.members, name=service, publish=False)

@@ -7,7 +7,6 @@ in order on one set of containers: bootstrap, clone, sync commit, switchover, fe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import shutil
@@ -23,12 +22,13 @@ from typing import Any
 
 import pytest
 
-from shoal.plugins.postgres.plugin import PROBE_TIMEOUT
+from shoal import names
+from shoal.platform import images
+from shoal.plugins.postgres.plugin import PROBE_TIMEOUT, PostgresPlugin
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "shoal" / "plugins" / "postgres"
 SECRET_FILES = ("superuser-password", "replication-password", "app-password", "agent-token")
 
 
@@ -44,28 +44,17 @@ def docker(
 
 
 def member_image() -> str:
-    """The member image for this tree: `shoal.platform.images.build_postgres_image()` when
-    it exists, else a `docker build` of a temp context (Dockerfile + agent*.py at its root),
-    tagged by the content hash so that a changed agent is rebuilt."""
-    try:
-        from shoal.platform import images
-
-        build = getattr(images, "build_postgres_image", None)
-        if build is not None:
-            return str(build())
-    except ImportError:
-        pass
-    files = sorted((PLUGIN / "image").iterdir()) + sorted(PLUGIN.glob("agent*.py"))
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    tag = f"agtest/postgres:{digest.hexdigest()[:12]}"
+    """The member image for this tree, built from the very context `shoal images build` uses
+    (shoal/platform/images.py) but alone (no operator image), tagged by that context's hash
+    so that a changed agent is rebuilt."""
+    context = images.member_context(REPO, PostgresPlugin.image_recipe, names.IMAGE_BASE)
+    tag = f"agtest/postgres:{context.digest()}"
     if docker("image", "inspect", tag, check=False).returncode == 0:
         return tag
     with tempfile.TemporaryDirectory(prefix="agtest-ctx-") as tmp:
-        for f in files:
-            shutil.copy2(f, tmp)
-        docker("build", "-q", "--label", "agtest=1", "-t", tag, tmp, timeout=900)
+        context.materialise(Path(tmp))
+        build_args = [f"--build-arg={k}={v}" for k, v in sorted(context.build_args.items())]
+        docker("build", "-q", "--label", "agtest=1", *build_args, "-t", tag, tmp, timeout=900)
     return tag
 
 
@@ -427,7 +416,7 @@ def test_sync_commit_waits_without_standby(cluster: Cluster) -> None:
         check=False,
     )
     # Never acknowledged: the commit waits for a standby, and once it has waited
-    # SYNC_WAIT_LIMIT the agent terminates its backend (agent_syncguard.py), which sends the
+    # SYNC_WAIT_LIMIT the agent terminates its backend (agent/syncguard.py), which sends the
     # client no success; a cancelled wait would have reported the INSERT done.
     assert r.returncode not in (0, 124), f"acknowledged, or not ended: {r.stdout} {r.stderr}"
     assert "INSERT" not in r.stdout, r.stdout

@@ -453,7 +453,7 @@ def test_sync_commit_waits_for_a_standby(db: Db) -> None:
         )
         # The commit is not acknowledged: its backend waits for a synchronous standby, and
         # once it has waited SYNC_WAIT_LIMIT the member's agent terminates the backend
-        # (agent_syncguard.py): a cancel would have reported it committed, with a WARNING.
+        # (agent/syncguard.py): a cancel would have reported it committed, with a WARNING.
         # (statement_timeout cannot end this wait: PostgreSQL disarms it before COMMIT.)
         out, err = commit.communicate(timeout=60)
     finally:

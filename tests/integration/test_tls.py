@@ -112,7 +112,7 @@ def test_clients_and_standbys_use_verified_tls_only(
         assert "no encryption" in plain.stdout
         # Another database's CA (here: a self-made one) does not vouch for these members.
         foreign = docker(
-            "run", "--rm", "--entrypoint", "sh", operator.postgres, "-c",
+            "run", "--rm", "--entrypoint", "sh", operator.members["postgres"], "-c",
             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
             "-keyout /dev/null -subj /CN=other -days 1 2>/dev/null",
         )  # fmt: skip

@@ -81,13 +81,13 @@ def test_members_on_nodes_without_the_image_pull_it_from_the_swarms_registry(
     member_image = next(
         line.split("=", 1)[1] for line in env.splitlines() if line.startswith("SHOAL_")
     )
-    assert member_image.startswith(f"{registry}/{lab.postgres}@sha256:"), member_image
+    assert member_image.startswith(f"{registry}/{lab.members['postgres']}@sha256:"), member_image
 
     # Nodes other than the registry's lose the member image: only a pull brings it back.
     home = registry_node()
     bare = [n["name"] for n in lab_nodes() if n["name"] != home]
     for node in bare:
-        forget_image(node, member_image, lab.postgres)
+        forget_image(node, member_image, lab.members["postgres"])
 
     name = unique_name
     apply(declaration(name, members=3), tmp_path)
@@ -106,7 +106,7 @@ def test_members_on_nodes_without_the_image_pull_it_from_the_swarms_registry(
         assert on_node(home, "kill", cid.stdout.split()[0]).returncode == 0
         wait_for(lambda: running_registry_task() not in (None, before), 120, "a new registry task")
         spare = next(n["name"] for n in lab_nodes() if n["name"] not in member_nodes(st).values())
-        forget_image(spare, member_image, lab.postgres)
+        forget_image(spare, member_image, lab.members["postgres"])
         wait_for(
             lambda: on_node(spare, "pull", member_image, timeout=300).returncode == 0,
             120,

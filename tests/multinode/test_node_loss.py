@@ -15,7 +15,7 @@ import pytest
 from shoal import names
 from shoal.lab.model import node_docker_host as node_host
 from shoal.platform.images import BuiltImages
-from shoal.plugins.postgres.agent_lease import REACTION
+from shoal.plugins.postgres.agent.lease import REACTION
 from shoal.swarm.lease import LeaseSettings
 from tests.integration.support import (
     Writer,
@@ -191,7 +191,7 @@ def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lo
         shoal("delete", name, "--wait", timeout=300)
 
 
-# The bound an isolated primary keeps to (agent_lease.py): `unreachableSeconds` after its last
+# The bound an isolated primary keeps to (agent/lease.py): `unreachableSeconds` after its last
 # renewal (which may come until the cut is in effect) or, when the operator was cut off with
 # it, the end of that operator's leadership lease (no renewal outlasts it; at most
 # duration - safety_margin after its last write to Swarm), plus the agent's reaction, plus

@@ -20,7 +20,7 @@ import pytest
 from shoal import names
 from shoal.credentials import DatabaseCredentials
 from shoal.plugins.postgres import plugin
-from shoal.plugins.postgres.agent import BoundedServer
+from shoal.plugins.postgres.agent.api import BoundedServer
 
 MEMBER = "localhost"  # the name called, as the certificate lists it
 

@@ -104,15 +104,22 @@ def test_a_mounted_token_is_read_and_a_missing_one_means_none(tmp_path: Path) ->
 def test_each_token_gets_a_secret_of_its_own_mounted_under_one_file_name() -> None:
     assert http_auth.secret_name(TOKEN) != http_auth.secret_name(TOKEN + "x")
     assert http_auth.secret_name(TOKEN).startswith(names.OPERATOR_HTTP_TOKEN_SECRET + "-")
-    spec = operator_service_spec("op", "pg", "key-id", "net", 1, http_token_secret=("tid", "tn"))
+    spec = operator_service_spec(
+        "op", {"postgres": "pg"}, "key-id", "net", 1, http_token_secret=("tid", "tn")
+    )
     assert mounted_http_token(spec) == ("tid", "tn")
+    # each engine's member image, in the variable its plugin is built from (plugins/registry.py)
+    assert spec["TaskTemplate"]["ContainerSpec"]["Env"] == ["SHOAL_POSTGRES_IMAGE=pg"]
     mounts = spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
     assert [m["File"]["Name"] for m in mounts] == [
         names.OPERATOR_KEY_SECRET,
         names.OPERATOR_HTTP_TOKEN_SECRET,
     ]
-    assert mounted_http_token(operator_service_spec("op", "pg", "key-id", "net", 1)) is None
-    unpublished = operator_service_spec("op", "pg", "key-id", "net", 1, publish=False)
+    assert (
+        mounted_http_token(operator_service_spec("op", {"postgres": "pg"}, "key-id", "net", 1))
+        is None
+    )
+    unpublished = operator_service_spec("op", {"postgres": "pg"}, "key-id", "net", 1, publish=False)
     assert unpublished["EndpointSpec"]["Ports"] == []
 
 

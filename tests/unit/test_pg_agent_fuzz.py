@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal import names
-from shoal.plugins.postgres import agent, agent_member, agent_pg
+from shoal.plugins.postgres.agent import api, member, pg
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +29,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-ROUTES = sorted(agent.ROUTES)
+ROUTES = sorted(api.ROUTES)
 # Routes whose action needs a running PostgreSQL: on an empty member every well-formed
 # request is refused (409) before anything runs, so any body may be sent to them.
 NEEDS_RUNNING = ("/follow", "/promote", "/demote", "/configure", "/slots")
@@ -42,7 +42,7 @@ json_values = st.recursive(
 
 
 class Served:
-    def __init__(self, port: int, check_port: int, a: agent.Agent, fence_file: Path) -> None:
+    def __init__(self, port: int, check_port: int, a: member.Agent, fence_file: Path) -> None:
         self.port, self.check_port, self.agent, self.fence_file = port, check_port, a, fence_file
 
     def request(
@@ -79,26 +79,26 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (root / "secrets" / "agent-token").write_text(TOKEN)
     data = root / "state" / "pgdata"
     data.parent.mkdir()
-    mp.setattr(agent_pg, "DATA_DIR", data)
-    mp.setattr(agent_pg, "STATE_DIR", data.parent)
-    mp.setattr(agent_pg, "SECRETS_DIR", root / "secrets")
+    mp.setattr(pg, "DATA_DIR", data)
+    mp.setattr(pg, "STATE_DIR", data.parent)
+    mp.setattr(pg, "SECRETS_DIR", root / "secrets")
     fence_file = data.parent / "fence.json"
-    mp.setattr(agent_member, "FENCE_FILE", fence_file)
-    mp.setattr(agent_member, "CLONE_MARKER", data.parent / "clone-in-progress")
-    mp.setattr(agent_member, "BOOTSTRAP_MARKER", data.parent / "bootstrap-in-progress")
+    mp.setattr(member, "FENCE_FILE", fence_file)
+    mp.setattr(member, "CLONE_MARKER", data.parent / "clone-in-progress")
+    mp.setattr(member, "BOOTSTRAP_MARKER", data.parent / "bootstrap-in-progress")
 
     def forbidden(*args: Any, **kw: Any) -> Any:
         raise AssertionError(f"a request ran a command: {args[:1]}")
 
     mp.setattr(subprocess, "run", forbidden)
     mp.setattr(subprocess, "Popen", forbidden)
-    a = agent.Agent("fuzz-0")
+    a = member.Agent("fuzz-0")
     assert a.get_state() == "empty"
-    handler = type("H", (agent.Handler,), {"agent": a, "timeout": 5.0})
-    checks = type("C", (agent.CheckHandler,), {"agent": a, "timeout": 5.0})
+    handler = type("H", (api.Handler,), {"agent": a, "timeout": 5.0})
+    checks = type("C", (api.CheckHandler,), {"agent": a, "timeout": 5.0})
     servers = [
-        agent.BoundedServer(("127.0.0.1", 0), handler),
-        agent.BoundedServer(("127.0.0.1", 0), checks),
+        api.BoundedServer(("127.0.0.1", 0), handler),
+        api.BoundedServer(("127.0.0.1", 0), checks),
     ]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -162,15 +162,15 @@ def test_the_agent_finds_its_address_on_the_control_network(
     """The API binds to the address the container has on the control network (here the
     loopback network stands in for it: the lookup is the kernel's routing, no packet sent)."""
     monkeypatch.setenv("SHOAL_CONTROL_SUBNETS", "127.0.0.0/8")
-    assert agent_pg.control_address() == "127.0.0.1"
+    assert pg.control_address() == "127.0.0.1"
     monkeypatch.setenv("SHOAL_CONTROL_SUBNETS", "198.51.100.0/24")  # TEST-NET-2: no interface
-    assert agent_pg.control_address() is None
+    assert pg.control_address() is None
     monkeypatch.delenv("SHOAL_CONTROL_SUBNETS")
-    assert agent_pg.control_address() is None
+    assert pg.control_address() is None
 
 
 def test_the_ports_agree_with_the_operator() -> None:
-    assert (agent.AGENT_PORT, agent.CHECK_PORT) == (names.AGENT_PORT, names.CHECK_PORT)
+    assert (api.AGENT_PORT, api.CHECK_PORT) == (names.AGENT_PORT, names.CHECK_PORT)
 
 
 @FUZZ
@@ -190,7 +190,7 @@ def test_a_body_that_is_not_a_json_object_with_a_token_is_refused(
 @given(
     path=st.sampled_from(ROUTES),
     token=st.integers(max_value=0)
-    | st.integers(min_value=agent.MAX_FENCE_TOKEN)
+    | st.integers(min_value=api.MAX_FENCE_TOKEN)
     | st.floats()
     | st.text(max_size=20)
     | st.booleans()
@@ -233,7 +233,7 @@ def test_an_oversized_body_is_refused_unread(served: Served) -> None:
         "POST",
         "/configure",
         b"{}",
-        {"Authorization": f"Bearer {TOKEN}", "Content-Length": str(agent.MAX_BODY + 1)},
+        {"Authorization": f"Bearer {TOKEN}", "Content-Length": str(api.MAX_BODY + 1)},
     )
     assert status == 413 and _is_clean_refusal(status, out)
 

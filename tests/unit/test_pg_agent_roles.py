@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shoal.plugins.postgres import agent, agent_pg
+from shoal.plugins.postgres.agent import api, pg
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +31,7 @@ class FakeAgent:
     def pg_running(self) -> bool:
         return self.running
 
-    serving_role = agent.Agent.serving_role
+    serving_role = api.Agent.serving_role
     _lock = threading.Lock()
 
 
@@ -42,9 +42,9 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeAgent, str]]:
     def psql(sql: str, **kw: Any) -> str:
         raise AssertionError(f"the role check ran a query: {sql}")
 
-    monkeypatch.setattr(agent_pg, "psql", psql)
-    handler = type("H", (agent.Handler,), {"agent": fake, "timeout": 4.0})
-    server = agent.BoundedServer(("127.0.0.1", 0), handler)
+    monkeypatch.setattr(pg, "psql", psql)
+    handler = type("H", (api.Handler,), {"agent": fake, "timeout": 4.0})
+    server = api.BoundedServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield fake, f"http://127.0.0.1:{server.server_address[1]}"
@@ -99,7 +99,7 @@ def test_a_flood_of_connections_is_bounded(
     host, port = url.removeprefix("http://").split(":")
     held = []
     try:
-        for _ in range(agent.MAX_CONCURRENT + 20):
+        for _ in range(api.MAX_CONCURRENT + 20):
             s = socket.create_connection((host, int(port)), timeout=5)
             held.append(s)  # idle: each holds a handler thread until its timeout
         extra = socket.create_connection((host, int(port)), timeout=5)
@@ -138,7 +138,7 @@ def test_an_implausible_fencing_token_is_refused_not_recorded(
     served: tuple[FakeAgent, str], monkeypatch: pytest.MonkeyPatch, token: int
 ) -> None:
     fake, url = served
-    monkeypatch.setattr(agent_pg, "read_secret", lambda name: "t0ken")
+    monkeypatch.setattr(pg, "read_secret", lambda name: "t0ken")
     recorded: list[int] = []
     fake.check_fence = recorded.append  # type: ignore[attr-defined]
     fake._op = threading.Lock()  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""The primary's lease (agent_lease.py): the renewal header and when the lease runs out."""
+"""The primary's lease (agent/lease.py): the renewal header and when the lease runs out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.plugins.base import LeaseGrant
-from shoal.plugins.postgres.agent_lease import (
+from shoal.plugins.postgres.agent.lease import (
     PEER_REPLY_LIMIT,
     BadLease,
     Lease,

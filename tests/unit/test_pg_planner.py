@@ -635,7 +635,7 @@ def test_demoted_primary_without_a_recorded_switchover_is_a_candidate_not_fenced
 
 def test_the_only_copy_restarted_as_a_standby_after_a_crash_is_promoted_again() -> None:
     """PostgreSQL died under the primary before any standby was seeded; its agent ran it
-    again as a standby following nothing (agent_member.py: _restart_after_crash). It holds
+    again as a standby following nothing (agent/member.py: _restart_after_crash). It holds
     the only copy: it is promoted, never fenced (that would make the database Lost)."""
     doc = recording("healthy")
     for name in ("orders-0", "orders-2"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shoal.plugins.postgres.agent_syncguard import SyncWaitTracker, terminate_sql
+from shoal.plugins.postgres.agent.syncguard import SyncWaitTracker, terminate_sql
 
 
 def test_a_wait_is_overdue_only_after_the_limit_by_the_trackers_own_clock() -> None:

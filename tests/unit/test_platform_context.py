@@ -9,16 +9,23 @@ import pytest
 from shoal import names
 from shoal.platform.engine import is_debian_like, is_remote_host, parse_os_release
 from shoal.platform.images import (
+    BuiltImages,
+    base_packages,
+    exact_tag_env,
     hash_entries,
     images_from_env,
     iter_tree,
+    member_context,
     operator_context,
-    postgres_context,
     requirements_text,
     resolve_images,
 )
+from shoal.plugins.postgres.plugin import PostgresPlugin
+from shoal.plugins.registry import image_recipes
 
 pytestmark = pytest.mark.unit
+
+PG = PostgresPlugin.image_recipe
 
 PYPROJECT = """\
 [project]
@@ -34,11 +41,12 @@ def _tree(root: Path) -> Path:
     pkg = root / "shoal"
     (pkg / "operator" / "image").mkdir(parents=True)
     (pkg / "plugins" / "postgres" / "image").mkdir(parents=True)
+    (pkg / "plugins" / "postgres" / "agent").mkdir(parents=True)
     (pkg / "__init__.py").write_text('__version__ = "0.1.0"\n')
     (pkg / "operator" / "image" / "Dockerfile").write_text("FROM x\n")
     (pkg / "plugins" / "postgres" / "image" / "Dockerfile").write_text("FROM y\n")
     (pkg / "plugins" / "postgres" / "image" / "entrypoint.sh").write_text("#!/bin/sh\n")
-    (pkg / "plugins" / "postgres" / "agent_pg.py").write_text("print(1)\n")
+    (pkg / "plugins" / "postgres" / "agent" / "pg.py").write_text("print(1)\n")
     return root
 
 
@@ -68,15 +76,15 @@ def test_context_hash_ignores_caches_and_follows_content(tmp_path: Path) -> None
     assert operator_context(root, names.IMAGE_BASE).digest() != first
 
 
-def test_postgres_context_layout(tmp_path: Path) -> None:
+def test_member_context_layout(tmp_path: Path) -> None:
     root = _tree(tmp_path)
-    context = postgres_context(root, names.IMAGE_BASE)
-    assert sorted(context.files) == ["Dockerfile", "agent_pg.py", "entrypoint.sh"]
+    context = member_context(root, PG, names.IMAGE_BASE)
+    assert sorted(context.files) == ["Dockerfile", "agent/pg.py", "entrypoint.sh"]
     before = context.digest()
     (root / "shoal" / "operator" / "new.py").write_text("x = 1\n")  # not in its context
-    assert postgres_context(root, names.IMAGE_BASE).digest() == before
-    (root / "shoal" / "plugins" / "postgres" / "agent_pg.py").write_text("print(2)\n")
-    assert postgres_context(root, names.IMAGE_BASE).digest() != before
+    assert member_context(root, PG, names.IMAGE_BASE).digest() == before
+    (root / "shoal" / "plugins" / "postgres" / "agent" / "pg.py").write_text("print(2)\n")
+    assert member_context(root, PG, names.IMAGE_BASE).digest() != before
 
 
 def test_operator_context_materialises(tmp_path: Path) -> None:
@@ -89,7 +97,7 @@ def test_operator_context_materialises(tmp_path: Path) -> None:
     assert (out / "src" / "README.md").is_file()  # stub: pyproject names a readme
     assert (out / "requirements.txt").read_text() == "aiohttp>=3.9\npsycopg[binary]>=3.1\n"
     assert [p.as_posix() for p in iter_tree(root / "shoal" / "plugins")] == [
-        "postgres/agent_pg.py",
+        "postgres/agent/pg.py",
         "postgres/image/Dockerfile",
         "postgres/image/entrypoint.sh",
     ]
@@ -99,7 +107,8 @@ def test_resolve_images_tags(tmp_path: Path) -> None:
     images = resolve_images(_tree(tmp_path))
     assert images.base == names.IMAGE_BASE
     assert images.operator.startswith(f"{names.IMAGE_OPERATOR}-")
-    assert images.postgres.startswith(f"{names.IMAGE_POSTGRES}-")
+    assert images.members["postgres"].startswith(f"{PG.alias}-")
+    assert images.member_aliases == {"postgres": PG.alias}
     assert images.operator_alias == names.IMAGE_OPERATOR
     assert resolve_images(tmp_path) == images
 
@@ -124,5 +133,28 @@ def test_images_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHOAL_IMAGE_OPERATOR", raising=False)
     monkeypatch.setenv("SHOAL_IMAGE_POSTGRES", "shoal/postgres:15-0.1.0-abcdef12")
     images = images_from_env()
-    assert images.postgres == "shoal/postgres:15-0.1.0-abcdef12"
+    assert images.members["postgres"] == "shoal/postgres:15-0.1.0-abcdef12"
     assert images.operator == names.IMAGE_OPERATOR
+    assert exact_tag_env("postgres") == "SHOAL_IMAGE_POSTGRES"
+
+
+def test_images_print_flat_with_each_engine_by_name() -> None:
+    images = BuiltImages(
+        base="b", operator="o", members={"postgres": "p-1"}, member_aliases={"postgres": "p"}
+    )
+    assert images.as_dict() == {
+        "base": "b",
+        "operator": "o",
+        "postgres": "p-1",
+        "registry": names.IMAGE_REGISTRY,
+        "operator_alias": names.IMAGE_OPERATOR,
+        "postgres_alias": "p",
+        "built": (),
+    }
+    assert list(images.as_dict()) == [
+        "base", "operator", "postgres", "registry", "operator_alias", "postgres_alias", "built"
+    ]  # fmt: skip
+
+
+def test_the_base_image_gets_every_package_the_recipes_ask_for() -> None:
+    assert base_packages(image_recipes().values()) == ("postgresql-15",)

@@ -1,5 +1,5 @@
 """The derived CA and member certificates (shoal/tls.py), and the agent's side of them
-(shoal/plugins/postgres/agent_tls.py, with the real `openssl` command)."""
+(shoal/plugins/postgres/agent/tls.py, with the real `openssl` command)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 from shoal import names, tls
 from shoal.credentials import DatabaseCredentials
-from shoal.plugins.postgres import agent_tls
+from shoal.plugins.postgres.agent import tls as member_tls
 
 KEY = b"k" * 32
 UID = "0123abcd-0000-4000-8000-000000000001"
@@ -49,7 +49,7 @@ def test_the_ca_is_a_ca_and_signs_only_servers() -> None:
     assert not issued.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     eku = issued.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     # A server, and a client of its peers: the primary requires a member's certificate of
-    # a replication login (agent_pg.hba_conf).
+    # a replication login (agent/pg.py: hba_conf).
     assert list(eku) == [
         x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
         x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
@@ -101,11 +101,11 @@ def member_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     state = tmp_path / "state" / "tls"
-    monkeypatch.setattr(agent_tls, "SECRETS_DIR", secrets)
-    monkeypatch.setattr(agent_tls, "TLS_DIR", state)
-    monkeypatch.setattr(agent_tls, "KEY", state / "server.key")
-    monkeypatch.setattr(agent_tls, "CERT", state / "server.crt")
-    monkeypatch.setattr(agent_tls, "CA", state / "ca.crt")
+    monkeypatch.setattr(member_tls, "SECRETS_DIR", secrets)
+    monkeypatch.setattr(member_tls, "TLS_DIR", state)
+    monkeypatch.setattr(member_tls, "KEY", state / "server.key")
+    monkeypatch.setattr(member_tls, "CERT", state / "server.crt")
+    monkeypatch.setattr(member_tls, "CA", state / "ca.crt")
     return secrets
 
 
@@ -115,50 +115,50 @@ def bundle(member: str = "orders-1", now: datetime = NOW) -> str:
 
 
 def test_agent_lays_out_the_bundle(member_dirs: Path) -> None:
-    assert not agent_tls.install_from_secret()  # nothing mounted: TLS off
-    assert agent_tls.server_settings() == "ssl = off\n"
-    (member_dirs / agent_tls.BUNDLE).write_text(bundle())
-    assert agent_tls.install_from_secret()
-    assert agent_tls.KEY.stat().st_mode & 0o777 == 0o600  # PostgreSQL refuses anything more
-    assert agent_tls.CA.read_text() == ca().cert_pem
-    assert agent_tls.current_serial() == ca().serial_for(
+    assert not member_tls.install_from_secret()  # nothing mounted: TLS off
+    assert member_tls.server_settings() == "ssl = off\n"
+    (member_dirs / member_tls.BUNDLE).write_text(bundle())
+    assert member_tls.install_from_secret()
+    assert member_tls.KEY.stat().st_mode & 0o777 == 0o600  # PostgreSQL refuses anything more
+    assert member_tls.CA.read_text() == ca().cert_pem
+    assert member_tls.current_serial() == ca().serial_for(
         "orders-1", names.member_dns_names("orders", 1), NOW
     )
-    key = serialization.load_pem_private_key(agent_tls.KEY.read_bytes(), None)
+    key = serialization.load_pem_private_key(member_tls.KEY.read_bytes(), None)
     assert key.public_key() == ca().member_key("orders-1").public_key()
-    assert "ssl = on" in agent_tls.server_settings()
-    assert "sslmode=verify-full" in agent_tls.conninfo_options()
-    assert f"sslcert={agent_tls.CERT} sslkey={agent_tls.KEY}" in agent_tls.conninfo_options()
-    assert f"ssl_ca_file = '{agent_tls.CA}'" in agent_tls.server_settings()
+    assert "ssl = on" in member_tls.server_settings()
+    assert "sslmode=verify-full" in member_tls.conninfo_options()
+    assert f"sslcert={member_tls.CERT} sslkey={member_tls.KEY}" in member_tls.conninfo_options()
+    assert f"ssl_ca_file = '{member_tls.CA}'" in member_tls.server_settings()
 
 
 def test_agent_accepts_a_renewal_only_for_its_own_key_from_its_ca(member_dirs: Path) -> None:
     # openssl checks validity at the real time: the secret's certificate is from the
     # previous period (still valid), the renewal from this one
     later = datetime.now(UTC)
-    (member_dirs / agent_tls.BUNDLE).write_text(bundle(now=later - tls.PERIOD))
-    agent_tls.install_from_secret()
+    (member_dirs / member_tls.BUNDLE).write_text(bundle(now=later - tls.PERIOD))
+    member_tls.install_from_secret()
     renewal = ca().issue("orders-1", names.member_dns_names("orders", 1), later)
-    assert renewal.serial != agent_tls.current_serial()
-    assert agent_tls.install_certificate(renewal.cert_pem) == renewal.serial
-    assert agent_tls.current_serial() == renewal.serial
-    with pytest.raises(agent_tls.TlsError, match="not for this member's key"):
-        agent_tls.check_certificate(ca().issue("orders-2", ["orders-2"], later).cert_pem)
+    assert renewal.serial != member_tls.current_serial()
+    assert member_tls.install_certificate(renewal.cert_pem) == renewal.serial
+    assert member_tls.current_serial() == renewal.serial
+    with pytest.raises(member_tls.TlsError, match="not for this member's key"):
+        member_tls.check_certificate(ca().issue("orders-2", ["orders-2"], later).cert_pem)
     foreign = tls.DatabaseCA.derive(b"z" * 32, UID).issue("orders-1", ["orders-1"], later)
-    with pytest.raises(agent_tls.TlsError, match="verify"):
-        agent_tls.check_certificate(foreign.cert_pem)
+    with pytest.raises(member_tls.TlsError, match="verify"):
+        member_tls.check_certificate(foreign.cert_pem)
     for bad in ("", "not pem", renewal.cert_pem * 2, renewal.key_pem):
-        with pytest.raises(agent_tls.TlsError):
-            agent_tls.check_certificate(bad)
-    assert agent_tls.current_serial() == renewal.serial  # nothing bad was installed
+        with pytest.raises(member_tls.TlsError):
+            member_tls.check_certificate(bad)
+    assert member_tls.current_serial() == renewal.serial  # nothing bad was installed
 
 
 def test_split_bundle_names_what_is_missing() -> None:
     issued = ca().issue("orders-1", ["orders-1"], NOW)
-    with pytest.raises(agent_tls.TlsError, match="0 key"):
-        agent_tls.split_bundle(issued.cert_pem + ca().cert_pem)
-    with pytest.raises(agent_tls.TlsError, match="1 certificate"):
-        agent_tls.split_bundle(issued.key_pem + issued.cert_pem)
+    with pytest.raises(member_tls.TlsError, match="0 key"):
+        member_tls.split_bundle(issued.cert_pem + ca().cert_pem)
+    with pytest.raises(member_tls.TlsError, match="1 certificate"):
+        member_tls.split_bundle(issued.key_pem + issued.cert_pem)
 
 
 def test_openssl_agrees_with_the_operator(tmp_path: Path) -> None:

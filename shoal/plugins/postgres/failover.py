@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from shoal import names
 from shoal.declaration import Durability
 from shoal.plugins.base import ClearRequest, Plan
-from shoal.plugins.postgres import agent_lease as lease
+from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
 from shoal.plugins.postgres.progress import SwitchoverProgress
@@ -219,7 +219,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
     if old is not None and wait > 0:
         # Its container may still run where nothing can stop it: promote only once its
         # lease has surely run out, so the two never accept writes at the same time
-        # (agent_lease.py; docs/failure-modes.md, property 13).
+        # (agent/lease.py; docs/failure-modes.md, property 13).
         tl.mark("wait for the old primary's lease", obs.now)
         s.state = DatabaseState.UNAVAILABLE
         s.message = (

@@ -1,5 +1,5 @@
 """The PostgreSQL engine plugin: probes and actions go to each member's agent over HTTPS
-(`agent.py` inside the member container, port 8008, listening on the control network only),
+(`agent/` inside the member container, port 8008, listening on the control network only),
 its certificate verified against the database's CA."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from shoal import names
+from shoal import __version__, names
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
 from shoal.plugins.base import (
@@ -21,13 +21,14 @@ from shoal.plugins.base import (
     ActionFailed,
     ApplyContext,
     EnginePlugin,
+    ImageRecipe,
     LeaseGrant,
     Observation,
     Plan,
     ProxyBackend,
 )
-from shoal.plugins.postgres import agent_lease as lease
 from shoal.plugins.postgres import planner
+from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -53,7 +54,7 @@ ACTION_TIMEOUT = aiohttp.ClientTimeout(total=90, connect=2.0)
 
 
 def renewal_header(grant: LeaseGrant) -> str:
-    """`X-Shoal-Lease` (agent_lease.parse_header): peers by the application name their
+    """`X-Shoal-Lease` (agent/lease.py: parse_header): peers by the application name their
     walreceivers connect with, which is their slot name."""
     peers = ",".join(names.slot_name(p) for p in grant.peers)
     return f"ttl={grant.ttl:.3f};token={grant.token};peers={peers}"
@@ -194,19 +195,29 @@ async def member_call(
 class PostgresPlugin(EnginePlugin[PgProbe]):
     engine: ClassVar[Engine] = Engine.POSTGRES
     # HAProxy sends clients to the member whose agent answers `GET /primary` with 200, on
-    # the agent's check port (agent.py: CheckHandler).
+    # the agent's check port (agent/api.py: CheckHandler).
     proxy_backend: ClassVar[ProxyBackend | None] = ProxyBackend(
         port=names.POSTGRES_PORT, check_port=names.CHECK_PORT, check_path="/primary"
     )
 
+    # The member image: PostgreSQL 15 from Debian in the base image, and the member agent
+    # (agent/, standard library only) as its main process (image/Dockerfile).
+    image_recipe: ClassVar[ImageRecipe] = ImageRecipe(
+        package="shoal.plugins.postgres",
+        alias=f"shoal/postgres:15-{__version__}",
+        recipe="image",
+        sources=("agent",),
+        base_packages=("postgresql-15",),
+    )
+
     def __init__(self, image: str | None = None) -> None:
-        self.image = image or names.IMAGE_POSTGRES
+        self.image = image or self.image_recipe.alias
 
     def member_image(self) -> str:
         return self.image
 
     # A renewal is delivered within the probe's timeout or not at all; the agent has stopped
-    # PostgreSQL within REACTION of its lease running out (agent_lease.py); 0.5 s to spare.
+    # PostgreSQL within REACTION of its lease running out (agent/lease.py); 0.5 s to spare.
     lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.REACTION + 0.5
 
     def lease_ttl(self, database: Database) -> float | None:

@@ -55,7 +55,7 @@ class PgProgress(_Model):
     switchover: SwitchoverProgress | None = None
     # When, in the failover in flight, every candidate was first seen following nothing
     # (view.stamp): from then on no standby the operator can promote keeps the old
-    # primary's lease alive (agent_lease.py, the peers' part).
+    # primary's lease alive (agent/lease.py, the peers' part).
     released: str = ""
 
     @classmethod

@@ -1,6 +1,6 @@
 """PostgreSQL's part of the declaration: `spec.postgres` and the versions `spec.version` may
 name (README.md, "Declaring a database"). Parameters are accepted by allowlist, the same rule
-the member agent applies (`agent_parameters.py`, docs/security.md, "Parameters by
+the member agent applies (`agent/parameters.py`, docs/security.md, "Parameters by
 allowlist")."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from shoal.fields import EngineSection, StrictModel, show
-from shoal.plugins.postgres.agent_parameters import refusal
+from shoal.plugins.postgres.agent.parameters import refusal
 
 VERSIONS = ("15",)
 PARAMETER_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")

@@ -1,4 +1,4 @@
-"""Shoal PostgreSQL member agent: the main process of a member container (under tini).
+"""The member agent's HTTP API and its `main` (started by `python3 -m agent`, under tini).
 
 Stdlib only (it runs with Debian's python3). It owns one PostgreSQL data directory in the
 container's writable layer, starts PostgreSQL as its child and drives it on behalf of the
@@ -16,9 +16,9 @@ role, stale token), 500 (PostgreSQL failed).
   GET  /health                                           200 {"ok": true}
   GET  /primary        200 {"role": "primary"} when a running primary, else 503 (proxy check)
   GET  /replica        200 {"role": "replica"} when a running standby, else 503
-  GET  /state                                            200 state body (agent_member)
+  GET  /state                                            200 state body (member.py)
        with `X-Shoal-Lease: ttl=S;token=N;peers=slot,...` it also renews the primary's
-       lease (agent_lease.py): 400 when malformed, 409 for a stale token
+       lease (lease.py): 400 when malformed, 409 for a stale token
   POST /bootstrap {parameters?}                          200 state body   (empty member)
   POST /clone {source, system_identifier, slot, parameters?}  202 state body (empty|failed)
   POST /follow {upstream: host|null, slot}               200 state body   (standby)
@@ -28,7 +28,7 @@ role, stale token), 500 (PostgreSQL failed).
   POST /slots {slots: [name]}                            200 {slots, kept_active} (primary)
   POST /stop {}                                          200 state body (fence: immediate)
   POST /certificate {certificate: PEM}                   200 {certificate_serial} (a renewal
-       for this member's key, issued by its CA: agent_tls.py; reloads PostgreSQL)
+       for this member's key, issued by its CA: tls.py; reloads PostgreSQL)
 """
 
 from __future__ import annotations
@@ -39,26 +39,13 @@ import os
 import signal
 import socket
 import ssl
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-try:
-    from . import agent_lease as lease
-    from . import agent_parameters as parameters
-    from . import agent_pg as pg
-    from . import agent_syncguard as syncguard
-    from . import agent_tls as tls
-    from .agent_member import Agent, HttpError, log
-except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
-    import agent_lease as lease  # type: ignore[import-not-found,no-redef]
-    import agent_parameters as parameters  # type: ignore[import-not-found,no-redef]
-    import agent_pg as pg  # type: ignore[import-not-found,no-redef]
-    import agent_syncguard as syncguard  # type: ignore[import-not-found,no-redef]
-    import agent_tls as tls  # type: ignore[import-not-found,no-redef]
-    from agent_member import Agent, HttpError, log  # type: ignore[import-not-found,no-redef]
+from . import lease, parameters, pg, syncguard, tls
+from .member import Agent, HttpError, log
 
 __all__ = [
     "Agent",
@@ -221,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def renew_lease(self, raw: str) -> None:
         """`X-Shoal-Lease` on `GET /state`: the operator renews this member's lease
-        (agent_lease.py). A renewal with a fencing token older than one already seen comes
+        (lease.py). A renewal with a fencing token older than one already seen comes
         from a deposed operator and renews nothing (409)."""
         arrived = time.monotonic()
         try:
@@ -470,7 +457,3 @@ def main() -> int:
     for server in servers:
         server.shutdown()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """The member's state machine: one PostgreSQL data directory, its postgres child process and
-the operations the operator asks for (see agent.py for the HTTP side). Stdlib only."""
+the operations the operator asks for (see api.py for the HTTP side). Stdlib only."""
 
 from __future__ import annotations
 
@@ -14,16 +14,8 @@ import threading
 import time
 from typing import Any
 
-try:
-    from . import agent_lease as lease
-    from . import agent_pg as pg
-    from . import agent_tls as tls
-    from .agent_parameters import ROLE_LEVEL_GUARDED
-except ImportError:  # run as a script inside the container: /opt/shoal/
-    import agent_lease as lease  # type: ignore[import-not-found,no-redef]
-    import agent_pg as pg  # type: ignore[import-not-found,no-redef]
-    import agent_tls as tls  # type: ignore[import-not-found,no-redef]
-    from agent_parameters import ROLE_LEVEL_GUARDED  # type: ignore[import-not-found,no-redef]
+from . import lease, pg, tls
+from .parameters import ROLE_LEVEL_GUARDED
 
 _GUARDED = "ARRAY[" + ", ".join(pg.quote_literal(n) for n in ROLE_LEVEL_GUARDED) + "]"
 # Role- and database-level settings (`ALTER ROLE app SET synchronous_commit = off`, which
@@ -298,7 +290,7 @@ class Agent:
             self.set_state("failed", f"{failure}: {e}")
 
     def fence_self(self) -> None:
-        """The lease ran out on a primary (agent_lease.py): stop PostgreSQL at once, so no
+        """The lease ran out on a primary (lease.py): stop PostgreSQL at once, so no
         backend acknowledges anything more, then run it as a standby that follows nothing.
         The stop comes first and takes no lock: an operation in flight cannot delay it."""
         if self.serving_role() != "primary":

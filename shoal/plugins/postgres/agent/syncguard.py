@@ -30,10 +30,7 @@ import threading
 import time
 from typing import Any
 
-try:
-    from . import agent_pg as pg
-except ImportError:  # run as a script in the member image
-    import agent_pg as pg  # type: ignore[import-not-found,no-redef]
+from . import pg
 
 SYNC_WAIT_LIMIT = 1.0  # seconds a commit may wait for its synchronous standbys
 CHECK_EVERY = 0.25

@@ -4,7 +4,7 @@ standbys for the lease's length stops accepting writes by itself.
 Why. When a node drops off the network, Swarm marks it down and the operator promotes a
 standby elsewhere, but nothing can stop the old primary's container on the cut-off side:
 clients beside it keep writing to it. Under `durability: sync` its commits wait for standbys
-that no longer follow it (and `agent_syncguard` ends those waits), but under `async` it
+that no longer follow it (and `syncguard.py` ends those waits), but under `async` it
 acknowledges every write, all of which the promoted standby lacks, and it serves stale reads
 to whoever can still reach it. The lease bounds that: the old primary fences itself within a
 known time, and the operator's failover waits that time before promoting
@@ -18,7 +18,7 @@ What we follow.
   (`X-Shoal-Lease`). The failsafe rule is the same: the lease holds without the operator
   only while every peer the operator named is streaming from this primary and replied within
   `PEER_REPLY_LIMIT` (`pg_stat_replication.reply_time`; standbys reply at least every
-  `wal_receiver_status_interval` = 1 s, agent_pg.py). A member being re-seeded therefore
+  `wal_receiver_status_interval` = 1 s, pg.py). A member being re-seeded therefore
   makes an operator outage longer than the lease stop the primary, as in Patroni.
 - CloudNativePG's primary isolation check: a primary that can reach neither the API server
   nor the other instances shuts itself down after a timeout.
@@ -45,10 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-try:
-    from . import agent_pg as pg
-except ImportError:  # run as a script in the member image
-    import agent_pg as pg  # type: ignore[import-not-found,no-redef]
+from . import pg
 
 HEADER = "X-Shoal-Lease"
 CHECK_EVERY = 0.25

@@ -20,10 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-try:
-    from .agent_files import write_file
-except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
-    from agent_files import write_file  # type: ignore[import-not-found,no-redef]
+from .files import write_file
 
 STATE_DIR = Path(os.environ.get("SHOAL_PGDATA", "/var/lib/shoal/pgdata")).parent
 SECRETS_DIR = Path(os.environ.get("SHOAL_SECRETS_DIR", "/run/secrets"))
@@ -153,7 +150,7 @@ def conninfo_options() -> str:
     """What a member adds to its connections to another member (replication, re-seed):
     verify the peer's certificate and name against the database's CA when TLS is on, and
     present its own certificate, which the primary requires of a replication login
-    (agent_pg.hba_conf)."""
+    (pg.hba_conf)."""
     if enabled():
         return f"sslmode=verify-full sslrootcert={CA} sslcert={CERT} sslkey={KEY}"
     return "sslmode=prefer"

@@ -17,12 +17,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-try:
-    from . import agent_tls as tls
-    from .agent_files import write_file as write_file
-except ImportError:  # run as a script inside the container: /opt/shoal/agent.py
-    import agent_tls as tls  # type: ignore[import-not-found,no-redef]
-    from agent_files import write_file as write_file  # type: ignore[import-not-found,no-redef]
+from . import tls
+from .files import write_file as write_file
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 DATA_DIR = Path(os.environ.get("SHOAL_PGDATA", "/var/lib/shoal/pgdata"))
