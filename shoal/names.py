@@ -22,7 +22,6 @@ OPERATOR_HTTP_TOKEN_SECRET = "shoal-operator-http-token"
 OPERATOR_PORT = 9650
 AGENT_PORT = 8008  # a member agent's API, on the control network
 CHECK_PORT = 8009  # its role checks (GET /primary), on the database network
-POSTGRES_PORT = 5432
 APP_USER = "app"
 APP_DATABASE = "app"
 
@@ -63,8 +62,3 @@ def member_dns_names(db: str, index: int) -> list[str]:
 
 def database_network(db: str) -> str:
     return f"shoal-{db}"
-
-
-def slot_name(member: str) -> str:
-    """PostgreSQL replication slot and application_name of a member (no '-' allowed)."""
-    return member.replace("-", "_")

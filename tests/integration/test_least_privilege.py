@@ -13,6 +13,7 @@ import pytest
 
 from shoal import names
 from shoal.platform.images import BuiltImages
+from shoal.plugins.postgres import naming
 from tests.integration.support import (
     apply,
     container_of,
@@ -54,7 +55,7 @@ def test_only_the_app_and_replication_roles_log_in_over_the_network(
         ) -> subprocess.CompletedProcess[str]:
             return remote_psql(
                 operator.members["postgres"], network,
-                f"host={primary} port={names.POSTGRES_PORT} user={user} dbname={db} "
+                f"host={primary} port={naming.PORT} user={user} dbname={db} "
                 f"password={password[secret]} connect_timeout=10 {extra}",
                 command,
             )  # fmt: skip
@@ -84,7 +85,7 @@ def test_only_the_app_and_replication_roles_log_in_over_the_network(
         tls_dir = "/var/lib/shoal/tls"
         member = docker(
             "exec", "-u", "postgres", standby, "psql", "-X", "-At", "-c", "IDENTIFY_SYSTEM",
-            f"host={primary} port={names.POSTGRES_PORT} user=replicator dbname=postgres "
+            f"host={primary} port={naming.PORT} user=replicator dbname=postgres "
             f"replication=true password={password['replication']} connect_timeout=10 "
             f"sslmode=verify-full sslrootcert={tls_dir}/ca.crt sslcert={tls_dir}/server.crt "
             f"sslkey={tls_dir}/server.key",
@@ -96,7 +97,7 @@ def test_only_the_app_and_replication_roles_log_in_over_the_network(
         assert op is not None
         from_control = subprocess.run(
             ["docker", "exec", "-i", op, "/opt/shoal/venv/bin/python", "-c", CONTROL_LOGIN,
-             f"host={primary} port={names.POSTGRES_PORT} user={names.APP_USER} "
+             f"host={primary} port={naming.PORT} user={names.APP_USER} "
              f"dbname={names.APP_DATABASE} sslmode=require connect_timeout=10"],
             input=password["app"], capture_output=True, text=True, timeout=120,
         )  # fmt: skip

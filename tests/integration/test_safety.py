@@ -20,6 +20,7 @@ import pytest
 from shoal import names
 from shoal.declaration import Durability
 from shoal.platform.images import BuiltImages
+from shoal.plugins.postgres import naming
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.failover import SWITCHOVER_TIMEOUT
 from shoal.plugins.postgres.netclients import launch
@@ -157,7 +158,7 @@ def _iptables(container: str, script: str, check: bool = True) -> None:
 
 # Both directions of every PostgreSQL connection of the member (its walreceiver's included):
 # dropping only what it sends would still let it receive WAL, just not acknowledge it.
-_PG = str(names.POSTGRES_PORT)
+_PG = str(naming.PORT)
 _CUT = (
     f"iptables -w -I OUTPUT -p tcp --dport {_PG} -j DROP && "
     f"iptables -w -I INPUT -p tcp --sport {_PG} -j DROP"
@@ -355,7 +356,7 @@ def test_a_deposed_primary_acknowledges_nothing_after_it_is_replaced(
     password = creds["password"]
     proxy_uri = (
         f"postgresql://{names.APP_USER}:{password}@{names.proxy_service(db.name)}:"
-        f"{names.POSTGRES_PORT}/{names.APP_DATABASE}?sslmode=verify-full"
+        f"{naming.PORT}/{names.APP_DATABASE}?sslmode=verify-full"
     )  # the proxy passes TLS through: its name is in every member's certificate
     ca = creds["ca"]
     writers = {

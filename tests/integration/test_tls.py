@@ -12,6 +12,7 @@ import pytest
 
 from shoal import names
 from shoal.platform.images import BuiltImages
+from shoal.plugins.postgres import naming
 from tests.integration.support import (
     apply,
     container_of,
@@ -55,7 +56,7 @@ def served_serial(container: str, member: str) -> int:
     seen from `container` (another member: openssl and the CA are there), name verified."""
     out = docker(
         "exec", container, "sh", "-c",
-        f"openssl s_client -starttls postgres -connect {member}:{names.POSTGRES_PORT} "
+        f"openssl s_client -starttls postgres -connect {member}:{naming.PORT} "
         f"-CAfile {CA_IN_MEMBER} -verify_hostname {member} -verify_return_error "
         "</dev/null 2>/dev/null | openssl x509 -noout -serial",
     )  # fmt: skip

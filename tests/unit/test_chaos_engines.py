@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from psycopg import errors as pgerr
 
-from shoal import names
 from shoal.chaos import engines
 from shoal.chaos.client import engine_of
 from shoal.chaos.engines import Definite, Endpoint, Indefinite
 from shoal.chaos.runner import RunOptions, client_config
 from shoal.chaos.suite import load_suite
+from shoal.plugins.postgres import naming
 from shoal.plugins.postgres.chaos import PostgresSession, classify, pg_uri
 from shoal.plugins.registry import engine_plugin
 
@@ -45,7 +45,7 @@ def test_a_server_refusal_is_definite_a_lost_commit_is_not() -> None:
 def test_the_session_of_an_engine_comes_from_its_plugin() -> None:
     assert engines.session_class("postgres") is PostgresSession
     assert engine_plugin("postgres").chaos_session() is PostgresSession
-    assert PostgresSession.port == names.POSTGRES_PORT
+    assert PostgresSession.port == naming.PORT
     assert engines.session_class("cassandra") is None
 
 

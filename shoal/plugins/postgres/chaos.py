@@ -11,8 +11,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg import errors as pgerr
 
-from shoal import names
 from shoal.chaos.engines import BANK_TABLE, SET_TABLE, Definite, Endpoint, EngineSession, Indefinite
+from shoal.plugins.postgres import naming
 
 
 def pg_uri(ep: Endpoint, only_host: str | None = None) -> str:
@@ -50,7 +50,7 @@ def classify(exc: BaseException, committing: bool) -> Exception:
 
 
 class PostgresSession(EngineSession):
-    port: ClassVar[int] = names.POSTGRES_PORT
+    port: ClassVar[int] = naming.PORT
 
     def __init__(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         self.conn = conn

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shoal import names
 from shoal.declaration import Durability
+from shoal.plugins.postgres import naming
 
 SYNC_QUORUM = 1  # k of `ANY k (...)`: a commit is on the primary and k standbys
 
@@ -26,7 +26,7 @@ def sync_standby_names(standbys: Iterable[str], durability: Durability) -> str:
     listed = sorted(standbys)
     if durability is Durability.ASYNC or not listed:
         return ""
-    quoted = ", ".join(f'"{names.slot_name(s)}"' for s in listed)
+    quoted = ", ".join(f'"{naming.slot_name(s)}"' for s in listed)
     return f"ANY {SYNC_QUORUM} ({quoted})"
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shoal import names
 from shoal.declaration import Durability
 from shoal.plugins.base import ClearRequest, Plan
+from shoal.plugins.postgres import naming
 from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.model import Demote, Follow, Promote
@@ -191,7 +191,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
     ]
     if following:
         tl.mark("standbys stop following", obs.now)
-        p.add(*(Follow(c.name, None, names.slot_name(c.name)) for c in following))
+        p.add(*(Follow(c.name, None, naming.slot_name(c.name)) for c in following))
         s.message = "stopping standbys from following the old primary"
         p.requeue_after = 0.05
         return p

@@ -9,7 +9,6 @@ Order of concerns in one cycle (only the first unsettled one acts when it must):
 
 from __future__ import annotations
 
-from shoal import names
 from shoal.plugins.base import (
     ClearRequest,
     CreateMember,
@@ -19,6 +18,7 @@ from shoal.plugins.base import (
     Plan,
     RemoveMember,
 )
+from shoal.plugins.postgres import naming
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.failover import adopt, end_timeline, plan_failover, plan_switchover
 from shoal.plugins.postgres.model import (
@@ -195,7 +195,7 @@ def _creating(cluster: Cluster, p: Plan) -> Plan:
 def _standbys(cluster: Cluster, p: Plan, primary: PgMember) -> None:
     obs = cluster.obs
     assert primary.probe is not None and primary.probe.system_identifier is not None
-    wanted_slots = tuple(sorted(names.slot_name(m.name) for m in cluster.declared if m != primary))
+    wanted_slots = tuple(sorted(naming.slot_name(m.name) for m in cluster.declared if m != primary))
     if tuple(sorted(primary.probe.slots)) != wanted_slots:
         # Slots first: a member being seeded or following needs its slot to keep WAL for
         # it; slots of members that no longer exist are dropped so WAL cannot pile up.
@@ -204,7 +204,7 @@ def _standbys(cluster: Cluster, p: Plan, primary: PgMember) -> None:
     for m in cluster.declared:
         if m is primary or m.probe is None:
             continue
-        slot = names.slot_name(m.name)
+        slot = naming.slot_name(m.name)
         if m.probe.state in ("empty", "failed"):
             # A re-seed replaces data this member held before; a new member is just seeded.
             reseed = ever_healthy and m.name in cluster.progress.data_tasks

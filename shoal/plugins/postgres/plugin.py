@@ -27,7 +27,7 @@ from shoal.plugins.base import (
     Plan,
     ProxyBackend,
 )
-from shoal.plugins.postgres import planner
+from shoal.plugins.postgres import naming, planner
 from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.model import (
     Bootstrap,
@@ -56,7 +56,7 @@ ACTION_TIMEOUT = aiohttp.ClientTimeout(total=90, connect=2.0)
 def renewal_header(grant: LeaseGrant) -> str:
     """`X-Shoal-Lease` (agent/lease.py: parse_header): peers by the application name their
     walreceivers connect with, which is their slot name."""
-    peers = ",".join(names.slot_name(p) for p in grant.peers)
+    peers = ",".join(naming.slot_name(p) for p in grant.peers)
     return f"ttl={grant.ttl:.3f};token={grant.token};peers={peers}"
 
 
@@ -65,7 +65,7 @@ def postgres_uri(hosts: list[str], password: str | None = None, ca_file: str | N
     server's certificate and name verified (`verify-full`) against the database's CA: the
     file `ca_file`, or libpq's default ~/.postgresql/root.crt."""
     auth = names.APP_USER + (f":{quote(password, safe='')}" if password else "")
-    hostlist = ",".join(f"{h}:{names.POSTGRES_PORT}" for h in hosts)
+    hostlist = ",".join(f"{h}:{naming.PORT}" for h in hosts)
     root = f"&sslrootcert={quote(ca_file, safe='/')}" if ca_file else ""
     return (
         f"postgresql://{auth}@{hostlist}/{names.APP_DATABASE}"
@@ -197,7 +197,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     # HAProxy sends clients to the member whose agent answers `GET /primary` with 200, on
     # the agent's check port (agent/api.py: CheckHandler).
     proxy_backend: ClassVar[ProxyBackend | None] = ProxyBackend(
-        port=names.POSTGRES_PORT, check_port=names.CHECK_PORT, check_path="/primary"
+        port=naming.PORT, check_port=names.CHECK_PORT, check_path="/primary"
     )
 
     # The member image: PostgreSQL 15 from Debian in the base image, and the member agent
