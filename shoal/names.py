@@ -31,6 +31,8 @@ IMAGE_REGISTRY = f"shoal/registry:2.8-{__version__}"
 REGISTRY_SERVICE = "shoal-registry"
 REGISTRY_VOLUME = "shoal-registry"
 REGISTRY_PORT = 5000
+# A global job per image that has every node pull it (platform/distribution.py).
+IMAGE_CACHE_PREFIX = "shoal-images-"
 
 
 def anchor_service(db: str) -> str:

@@ -18,6 +18,14 @@ images to a registry and name them in every service spec as `REGISTRY/shoal/...:
   these machines lack; nodes therefore pull from `MANAGER_ADDRESS:5000`, which each node's
   engine must accept over plain HTTP (`"insecure-registries"` in daemon.json; the lab's
   nodes are started with the lab's subnet there). docs/operations.md says how.
+
+Either way, every pushed image is then pulled onto every node ahead of need by a global job
+per image (`shoal-images-operator`, `shoal-images-<engine>`: it runs `true` once per node,
+and Swarm runs it again on every node that joins later). A node that pulled an image by
+digest starts it without asking the registry again, so losing the registry's node (the
+built-in one lives on a single manager) does not stop a member lost with another node from
+being re-created elsewhere: seen on the lab, where a member re-created while the registry's
+node was down was rejected with "No such image" until that node came back.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from shoal.swarm.client import JSON, SwarmClient, SwarmError, retrying_for, whil
 Progress = Callable[[str], None]
 
 LABELS = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "registry"}
+CACHE_LABELS = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "image-cache"}
 STORAGE = "/var/lib/shoal-registry"
 # How long a just-created registry task gets to start answering pushes.
 REGISTRY_START_TIMEOUT = 120.0
@@ -137,6 +146,33 @@ def registry_service_spec(image: str, node_id: str) -> JSON:
             ]
         },
     }
+
+
+def image_cache_spec(kind: str, image: str) -> JSON:
+    """A global job that pulls `image` onto every node (and onto each node that joins
+    later): its task runs `true` and exits; the image stays on the node."""
+    return {
+        "Name": f"{names.IMAGE_CACHE_PREFIX}{kind}",
+        "Labels": CACHE_LABELS,
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": image, "Command": ["true"], "Labels": CACHE_LABELS},
+            "Resources": {"Limits": {"MemoryBytes": 32 * 2**20, "NanoCPUs": 10**8}},
+            "RestartPolicy": {"Condition": "on-failure", "Delay": 5 * 10**9, "MaxAttempts": 5},
+        },
+        "Mode": {"GlobalJob": {}},
+    }
+
+
+async def ensure_image_caches(swarm: SwarmClient, images: dict[str, str]) -> None:
+    """Create or update the global pull job of each image (`kind` -> pinned reference)."""
+    for kind, image in images.items():
+        spec = image_cache_spec(kind, image)
+        current = await swarm.service(spec["Name"])
+        if current is None:
+            await swarm.create_service(spec)
+        elif current["Spec"]["TaskTemplate"]["ContainerSpec"].get("Image") != image:
+            # A job whose spec changes runs again on every node.
+            await swarm.update_service(current["ID"], int(current["Version"]["Index"]), spec)
 
 
 def stored_push_auth(prefix: str, config: Path | None = None) -> dict[str, str] | None:
@@ -263,4 +299,6 @@ async def distribute(
         say(f"pushing {tag} to {registry}")
         pulled[tag] = await push(swarm, tag, registry)
     members = {engine: pulled[tag] for engine, tag in images.members.items()}
+    say("every node pulls the images ahead of need (global jobs shoal-images-*)")
+    await ensure_image_caches(swarm, {"operator": pulled[images.operator], **members})
     return Distributed(replace(images, operator=pulled[images.operator], members=members), registry)

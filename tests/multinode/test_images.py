@@ -67,6 +67,67 @@ def forget_image(node: str, reference: str, local_tag: str) -> None:
     assert on_node(node, "image", "inspect", reference).returncode != 0
 
 
+def pinned_member_image() -> str:
+    """The member image as the operator names it in member services (registry@digest)."""
+    env = shoal_docker(
+        "service", "inspect", "--format",
+        "{{range .Spec.TaskTemplate.ContainerSpec.Env}}{{println .}}{{end}}",
+        names.OPERATOR_SERVICE,
+    )  # fmt: skip
+    return next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("SHOAL_"))
+
+
+def registry_replicas(n: int) -> None:
+    shoal_docker("service", "update", "--detach", "--replicas", str(n), REGISTRY)
+
+
+def test_every_node_holds_the_images_so_a_lost_registry_blocks_no_new_task(
+    lab: BuiltImages, unique_name: str
+) -> None:
+    """The built-in registry lives on one manager. Seen on the lab: the primary's node was
+    that manager, and the member re-created on the spare node was rejected ("No such
+    image") until the node came back. Every node now pulls the images ahead of need, so a
+    new task of the member image starts on a node with no member while no registry runs."""
+    member_image = pinned_member_image()
+    operator_image = service_image(names.OPERATOR_SERVICE)
+    nodes = [n["name"] for n in lab_nodes()]
+    for node in nodes:
+        wait_for(
+            lambda node=node: all(
+                on_node(node, "image", "inspect", ref).returncode == 0
+                for ref in (member_image, operator_image)
+            ),
+            300,
+            f"{node} to hold {member_image} and {operator_image}",
+            every=3,
+        )
+    home = registry_node()
+    target = next(n for n in nodes if n != home)
+    probe = f"{unique_name}-pull"
+    registry_replicas(0)
+    try:
+        wait_for(lambda: running_registry_task() is None, 120, "the registry to stop")
+        shoal_docker(
+            "service", "create", "--detach", "--no-resolve-image", "--name", probe,
+            "--constraint", f"node.hostname=={target}", "--restart-condition", "none",
+            "--entrypoint", "sleep", member_image, "300",
+        )  # fmt: skip
+
+        def state() -> str:
+            return shoal_docker("service", "ps", probe, "--format", "{{.CurrentState}} {{.Error}}")
+
+        wait_for(
+            lambda: state().startswith("Running"),
+            120,
+            f"a task of {member_image} to start on {target} without a registry: {state()!r}",
+            every=2,
+        )
+    finally:
+        subprocess.run(["docker", "service", "rm", probe], capture_output=True, timeout=60)
+        registry_replicas(1)
+        wait_for(lambda: running_registry_task() is not None, 180, "the registry to run again")
+
+
 def test_members_on_nodes_without_the_image_pull_it_from_the_swarms_registry(
     lab: BuiltImages, unique_name: str, tmp_path: Any
 ) -> None:

@@ -17,6 +17,7 @@ from shoal.platform.distribution import (
     push_digest,
     pushed_name,
     registry_problems,
+    image_cache_spec,
     registry_service_spec,
     stored_push_auth,
 )
@@ -163,3 +164,15 @@ def test_a_command_rides_out_an_election_and_reports_a_real_failure(
         run(refused)
     assert exit_info.value.exit_code == 1
     assert len(calls) == 1
+
+
+def test_the_image_cache_is_a_global_job_that_only_pulls() -> None:
+    image = "10.0.0.2:5000/shoal/postgres:15-x@sha256:" + "a" * 64
+    spec = image_cache_spec("postgres", image)
+    assert spec["Name"] == "shoal-images-postgres"
+    assert spec["Mode"] == {"GlobalJob": {}}  # every node, and every node that joins later
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Image"] == image
+    assert container["Command"] == ["true"]  # the image's entrypoint never runs
+    assert spec["Labels"]["shoal.managed"] == "true"  # `shoal down` removes it
+    assert "Mounts" not in container and "Networks" not in spec["TaskTemplate"]
