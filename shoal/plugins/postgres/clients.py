@@ -33,25 +33,17 @@ def psql_args(container: str, sql: str) -> list[str]:
 
 
 class NetClient:
-    """One client of netclients.py in a container named `name` on `network`. A thread each
-    reads its stdout (and its stderr with `errors=True`; otherwise stderr is discarded) and
-    hands every line to `line`: a full pipe would stall the client. A subclass sets up what
-    `line` fills before calling this constructor, which starts the readers."""
+    """One client of netclients.py, started by `launch` in the container `name`. A thread
+    each reads its stdout (and its stderr, unless that was not piped) and hands every line
+    to `line`: a full pipe would stall the client. A subclass sets up what `line` fills
+    before calling this constructor, which starts the readers."""
 
-    def __init__(
-        self,
-        network: str,
-        image: str,
-        kind: str,
-        cfg: dict[str, Any],
-        name: str,
-        label: str,
-        errors: bool = False,
-    ) -> None:
+    def __init__(self, proc: subprocess.Popen[str], name: str) -> None:
         self.name = name
-        stderr = subprocess.PIPE if errors else subprocess.DEVNULL
-        self.proc = launch(network, image, kind, cfg, name, label, stderr=stderr)
-        streams = [(self.proc.stdout, True)] + ([(self.proc.stderr, False)] if errors else [])
+        self.proc = proc
+        streams = [(proc.stdout, True)] + (
+            [(proc.stderr, False)] if proc.stderr is not None else []
+        )
         self._readers = [
             threading.Thread(target=self._read, args=(stream, stdout), daemon=True)
             for stream, stdout in streams
@@ -87,12 +79,14 @@ class IdsWriter(NetClient):
     """The `ids` client: inserts 1, 2, 3, ... into a table; the ids it prints were
     acknowledged (autocommit INSERT returned). Its error lines are kept in `errors`."""
 
-    def __init__(self, network: str, image: str, cfg: dict[str, Any], name: str, label: str):
+    def __init__(
+        self, network: str, image: str, cfg: dict[str, Any], name: str, label: str
+    ) -> None:
         self._ids: list[int] = []
         # When each id's acknowledgement reached this process (time.time()).
         self.acked_at: dict[int, float] = {}
         self.errors: list[str] = []
-        super().__init__(network, image, "ids", cfg, name, label, errors=True)
+        super().__init__(launch(network, image, "ids", cfg, name, label), name)
 
     def line(self, line: str, stdout: bool) -> None:
         line = line.strip()
@@ -119,7 +113,9 @@ class JsonLines(NetClient):
         self, network: str, image: str, kind: str, cfg: dict[str, Any], name: str, label: str
     ) -> None:
         self.records: list[dict[str, Any]] = []
-        super().__init__(network, image, kind, cfg, name, label)
+        super().__init__(
+            launch(network, image, kind, cfg, name, label, stderr=subprocess.DEVNULL), name
+        )
 
     def line(self, line: str, stdout: bool) -> None:
         if line.startswith("{"):
@@ -131,10 +127,13 @@ class TransitionsWriter(NetClient):
     transitions, kept split into fields: `ok|last <t_sent> <t_acked> <host> <n>`,
     `err <t> <message>`, `beat <t> <n>`."""
 
-    def __init__(self, network: str, image: str, cfg: dict[str, Any], name: str, label: str):
+    def __init__(
+        self, network: str, image: str, cfg: dict[str, Any], name: str, label: str
+    ) -> None:
         self._lines: list[list[str]] = []
         self._lock = threading.Lock()
-        super().__init__(network, image, "transitions", cfg, name, label)
+        proc = launch(network, image, "transitions", cfg, name, label, stderr=subprocess.DEVNULL)
+        super().__init__(proc, name)
 
     def line(self, line: str, stdout: bool) -> None:
         parts = line.split(maxsplit=4)
