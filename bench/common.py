@@ -3,11 +3,13 @@ helpers around the real CLI and the swarm (single node: every member container i
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import platform
 import secrets
+import signal
 import statistics
 import string
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import names
+from shoal.plugins.postgres.clients import psql_args
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.store import DatabaseStore
 
@@ -57,6 +60,21 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
         "max": max(xs) if xs else None,
         "samples": xs,
     }
+
+
+def ok_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that did not fail (a failed run is `{"run": i, "error": ...}`)."""
+    return [r for r in runs if "error" not in r]
+
+
+def runs_summary(ok: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The summary of `run[key]` over the runs where it has a value."""
+    return summary([r[key] for r in ok if r[key] is not None])
+
+
+def spread(what: str, s: dict[str, Any]) -> str:
+    """One line for a summary: `WHAT: median Xs p95 Ys n=N`."""
+    return f"{what}: median {s['median']}s p95 {s['p95']}s n={s['n']}"
 
 
 def phase_summaries(runs: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -232,36 +250,83 @@ def psql(member: str, sql: str, timeout: float = 600) -> str:
     cid = container_of(member)
     if not cid:
         raise RuntimeError(f"no running container for {member}")
-    return docker(
-        "exec",
-        "-u",
-        "postgres",
-        cid,
-        "psql",
-        "-h",
-        "/var/run/postgresql",
-        "-d",
-        names.APP_DATABASE,
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-Atqc",
-        sql,
-        timeout=timeout,
-    )
+    return docker(*psql_args(cid, sql), timeout=timeout)
 
 
 def operator_container() -> str | None:
     return container_of(names.OPERATOR_SERVICE)
 
 
+def operator_image() -> str:
+    """The running operator's image without its digest ("" when there is none)."""
+    image = docker(
+        "service", "inspect", names.OPERATOR_SERVICE,
+        "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", check=False,
+    )  # fmt: skip
+    return image.split("@")[0]
+
+
 def client_image() -> str:
     """An image with Python and psycopg: the one the running operator uses."""
-    image = docker(
-        "service",
-        "inspect",
-        names.OPERATOR_SERVICE,
-        "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        check=False,
-    )
-    return image.split("@")[0] if image else names.IMAGE_OPERATOR
+    return operator_image() or names.IMAGE_OPERATOR
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+def create(db: str, text: str, timeout: float = 300) -> None:
+    """`shoal apply --wait` of the declaration `text` of `db`; on failure, delete what was
+    created and stop the benchmark."""
+    proc = apply(text, wait=True, timeout=timeout)
+    if proc.returncode != 0:
+        delete(db)
+        raise SystemExit(f"apply {db} failed: {proc.stderr}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT (which background shells ignore) raise KeyboardInterrupt."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+def runs_parser(doc: str | None, runs: int, pause: float) -> argparse.ArgumentParser:
+    """The arguments every fault benchmark takes: --runs, --memory, --cpus, --pause."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--memory", default="256M")
+    ap.add_argument("--cpus", type=float, default=0.5)
+    ap.add_argument("--pause", type=float, default=pause, help="seconds between runs")
+    return ap
+
+
+def repeat(
+    one_run: Callable[[int], dict[str, Any]],
+    runs: int,
+    pause: float = 0.0,
+    what: str = "run",
+    interruptible: bool = False,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """`one_run(i)` for i = 1..runs, `pause` seconds apart; the first run that fails (the
+    database did not recover: later runs would only measure that again) is recorded as
+    `{"run": i, "error": ...}` and ends the series. With `interruptible`, KeyboardInterrupt
+    ends it too, keeping the runs done so far. Returns the runs and why they stopped early."""
+    done: list[dict[str, Any]] = []
+    for i in range(1, runs + 1):
+        try:
+            done.append(one_run(i))
+        except (TimeoutError, RuntimeError) as e:
+            log(f"{what} {i} failed, stopping: {e}")
+            done.append({"run": i, "error": str(e)})
+            return done, str(e)
+        except KeyboardInterrupt:
+            if not interruptible:
+                raise
+            log("interrupted: writing the runs done so far")
+            return done, "interrupted"
+        if pause:
+            time.sleep(pause)
+    return done, None

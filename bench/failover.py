@@ -12,114 +12,92 @@ Host and writer container share one kernel clock (single machine), so the writer
 
 from __future__ import annotations
 
-import argparse
-import signal
-import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from bench.common import (
-    apply,
-    client_image,
-    container_of,
-    credentials,
-    delete,
-    docker,
-    healthy,
-    log,
-    machine,
-    phase_summaries,
-    status,
-    summary,
-    timeline_phases,
-    unique,
-    wait_until,
-    write_result,
-)
-from bench.common import declaration as make_declaration
+from bench import common
+from bench.common import healthy, log, ok_runs, runs_summary, status, wait_until
 from shoal import names
-from shoal.plugins.postgres.netclients import launch
+from shoal.plugins.postgres.clients import TransitionsWriter
 
 
-@dataclass
-class WriterEvents:
-    lines: list[list[str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+class Writer(TransitionsWriter):
+    """The `transitions` client (shoal/plugins/postgres/netclients.py) of `db`, in a
+    container of the operator's image on the database's network (or on `network`)."""
 
-    def snapshot(self) -> list[list[str]]:
-        with self.lock:
-            return list(self.lines)
-
-
-class Writer:
     def __init__(
         self, db: str, creds: dict[str, Any], seconds: float, network: str | None = None
     ) -> None:
-        self.name = f"{db}-writer"
-        self.events = WriterEvents()
-        # The writer prints only transitions (shoal/plugins/postgres/netclients.py, "transitions").
-        self.proc = launch(
-            network or names.database_network(db),
-            client_image(),
-            "transitions",
-            {"uri": creds["uri"], "ca": creds["ca"], "seconds": seconds},
-            self.name,
-            "bench-writer",
-            stderr=subprocess.DEVNULL,
+        cfg = {"uri": creds["uri"], "ca": creds["ca"], "seconds": seconds}
+        network = network or names.database_network(db)
+        super().__init__(network, common.client_image(), cfg, f"{db}-writer", "bench-writer")
+
+    def stop(self, timeout: float = 30) -> None:
+        super().stop(timeout)
+
+
+def writing(writer: Writer, more: int = 50, timeout: float = 60) -> None:
+    """Wait until the writer has `more` writes acknowledged than now: it writes before a
+    fault."""
+    before = writer.acknowledged()
+    wait_until(lambda: writer.acknowledged() > before + more, timeout, "writer progress", 0.1)
+
+
+@dataclass
+class FirstWrite:
+    """The first write acknowledged by another primary than the old one after a fault
+    (`ok <t_sent> <t_acked> <host> <n>`), and when the last write before it was."""
+
+    line: list[str]
+    last_ok: float | None
+
+    @property
+    def t_ack(self) -> float:
+        return float(self.line[2])
+
+    @property
+    def host(self) -> str:
+        return self.line[3]
+
+    @property
+    def gap(self) -> float | None:
+        """Seconds without an acknowledged write."""
+        return round(self.t_ack - self.last_ok, 4) if self.last_ok else None
+
+
+def first_write(
+    writer: Writer, t: float, old: str, timeout: float, what: str, every: float = 0.05
+) -> FirstWrite:
+    first, _ = wait_until(lambda: writer.first_ok_after(t, old), timeout, what, every)
+    return FirstWrite(first, writer.last_ok_before(float(first[1])))
+
+
+def series(
+    db: str,
+    seconds: float,
+    one_run: Callable[[Writer, int], dict[str, Any]],
+    runs: int,
+    pause: float,
+    interruptible: bool = False,
+    keep: bool = False,
+) -> tuple[list[dict[str, Any]], str | None, int]:
+    """`runs` runs of `one_run(writer, i)` (common.repeat) with one writer on `db` for at
+    most `seconds`; then the writer is stopped and `db` deleted (unless `keep`). Returns
+    the runs, why they stopped early and how many writes the writer had acknowledged."""
+    writer = Writer(db, common.credentials(db), seconds)
+    try:
+        done, stopped = common.repeat(
+            lambda i: one_run(writer, i), runs, pause, interruptible=interruptible
         )
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            parts = line.split(maxsplit=4)
-            if parts:
-                with self.events.lock:
-                    self.events.lines.append(parts)
-
-    def acknowledged(self) -> int:
-        for ev in reversed(self.events.snapshot()):
-            if ev[0] == "beat":
-                return int(ev[2])
-        return 0
-
-    def first_ok_after(self, t: float, not_host: str) -> list[str] | None:
-        for ev in self.events.snapshot():
-            if ev[0] == "ok" and float(ev[2]) > t and ev[3] != not_host:
-                return ev
-        return None
-
-    def last_ok_before(self, t: float) -> float | None:
-        """Ack time of the last write before the outage that ends with the write sent at t
-        (it may be acknowledged by the old primary a little after `docker kill` began)."""
-        best: float | None = None
-        for ev in self.events.snapshot():
-            if ev[0] in ("ok", "last") and float(ev[2]) < t:
-                best = float(ev[2])
-        return best
-
-    def between(self, a: float, b: float) -> list[str]:
-        """The writer's transition lines in [a, b] (for the record)."""
-        out = []
-        for ev in self.events.snapshot():
-            t = float(ev[1]) if ev[0] in ("err", "beat") else float(ev[2])
-            if a <= t <= b and ev[0] != "beat":
-                out.append(" ".join(ev)[:160])
-        return out
-
-    def errors_between(self, a: float, b: float) -> list[str]:
-        return [
-            ev[2] if len(ev) > 2 else ""
-            for ev in self.events.snapshot()
-            if ev[0] == "err" and a <= float(ev[1]) <= b
-        ]
-
-    def stop(self) -> None:
-        docker("rm", "-f", self.name, check=False)
-        self.proc.wait(timeout=30)
+        acked = writer.acknowledged()
+    finally:
+        writer.stop()
+        if not keep:
+            log(f"deleting {db}")
+            common.delete(db)
+    return done, stopped, acked
 
 
 def settled(db: str) -> dict[str, Any] | None:
@@ -138,36 +116,32 @@ def settled(db: str) -> dict[str, Any] | None:
 def one_run(db: str, writer: Writer, i: int, fault: str = "kill") -> dict[str, Any]:
     s, _ = wait_until(lambda: settled(db), 300, f"{db} settled before run {i}")
     old = s["primary"]
-    cid = container_of(old)
+    cid = common.container_of(old)
     if not cid:
         raise RuntimeError(f"no container for primary {old}")
-    # the writer must be writing before the kill
-    before = writer.acknowledged()
-    wait_until(lambda: writer.acknowledged() > before + 50, 60, "writer progress", every=0.1)
+    writing(writer)  # the writer must be writing before the kill
     t_kill = time.time()
-    docker(fault, cid)
+    common.docker(fault, cid)
     t_killed = time.time()
-    first, _ = wait_until(
-        lambda: writer.first_ok_after(t_kill, old), 300, "first write on a new primary", 0.05
-    )
-    t_ack = float(first[2])
+    first = first_write(writer, t_kill, old, 300, "first write on a new primary")
+    t_ack = first.t_ack
     _, t_healthy = wait_until(lambda: settled(db), 300, f"{db} Healthy after the {fault}")
     if fault == "pause":  # fenced: its container is being removed, if it is not gone yet
-        docker("unpause", cid, check=False)
+        common.docker("unpause", cid, check=False)
     healthy_doc = status(db)
-    last_ok = writer.last_ok_before(float(first[1]))
-    phases = timeline_phases(healthy_doc, "failover", old, t_kill)
+    last_ok = first.last_ok
+    phases = common.timeline_phases(healthy_doc, "failover", old, t_kill)
     phases["first acknowledged write"] = round(t_ack - t_kill, 3)
     run = {
         "run": i,
         "killed_member": old,
         "killed_container": cid,
-        "new_primary_seen_by_client": first[3],
+        "new_primary_seen_by_client": first.host,
         "new_primary_in_status": healthy_doc.get("primary"),
         "t_kill": t_kill,
         "docker_kill_seconds": round(t_killed - t_kill, 4),
         "failover_seconds": round(t_ack - t_kill, 4),
-        "write_gap_seconds": round(t_ack - last_ok, 4) if last_ok else None,
+        "write_gap_seconds": first.gap,
         "healthy_seconds": round(t_healthy - t_kill, 3),
         "acked_by_old_primary_after_kill_began": last_ok is not None and last_ok > t_kill,
         "client_errors": writer.errors_between(t_kill, t_ack)[:3],
@@ -175,7 +149,7 @@ def one_run(db: str, writer: Writer, i: int, fault: str = "kill") -> dict[str, A
         "phases_after_kill": phases,
     }
     log(
-        f"run {i}: killed {old}; first write on {first[3]} after "
+        f"run {i}: killed {old}; first write on {first.host} after "
         f"{run['failover_seconds']:.2f}s; Healthy after {run['healthy_seconds']:.1f}s; "
         + ", ".join(f"{k} +{v:.2f}" for k, v in phases.items())
     )
@@ -194,41 +168,18 @@ def measure(
 ) -> dict[str, Any]:
     """Create a 3-member sync database, kill (or pause) its primary `runs_wanted` times,
     return the result document (also what bench.patroni puts beside Patroni's)."""
-    info = machine()
-    db = unique("benchfo")
-    text = make_declaration(db, 3, memory, cpus, unreachable_seconds=unreachable)
+    info = common.machine()
+    db = common.unique("benchfo")
+    text = common.declaration(db, 3, memory, cpus, unreachable_seconds=unreachable)
     log(f"creating {db}")
     t0 = time.time()
-    proc = apply(text, wait=True, timeout=create_timeout)
-    if proc.returncode != 0:
-        delete(db)
-        raise SystemExit(f"apply {db} failed: {proc.stderr}")
+    common.create(db, text, create_timeout)
     log(f"{db} Healthy after {time.time() - t0:.1f}s")
-    writer = Writer(db, credentials(db), seconds=runs_wanted * 600)
-    runs: list[dict[str, Any]] = []
-    stopped: str | None = None
-    try:
-        for i in range(1, runs_wanted + 1):
-            try:
-                runs.append(one_run(db, writer, i, fault))
-            except (TimeoutError, RuntimeError) as e:
-                # the database did not recover: later runs would only measure that again
-                log(f"run {i} failed, stopping: {e}")
-                runs.append({"run": i, "error": str(e)})
-                stopped = str(e)
-                break
-            except KeyboardInterrupt:
-                stopped = "interrupted"
-                log("interrupted: writing the runs done so far")
-                break
-            time.sleep(pause)
-        acked = writer.acknowledged()
-    finally:
-        writer.stop()
-        if not keep:
-            log(f"deleting {db}")
-            delete(db)
-    ok = [r for r in runs if "error" not in r]
+    runs, stopped, acked = series(
+        db, runs_wanted * 600, lambda w, i: one_run(db, w, i, fault), runs_wanted, pause,
+        interruptible=True, keep=keep,
+    )  # fmt: skip
+    ok = ok_runs(runs)
     doc: dict[str, Any] = {
         "machine": info,
         "config": {
@@ -242,13 +193,11 @@ def measure(
             "(target_session_attrs=read-write, connect_timeout=2), 50 ms back-off on error",
             "clock": "host time.time() before `docker kill` vs writer time.time() at ack",
         },
-        "failover_seconds": summary([r["failover_seconds"] for r in ok]),
-        "write_gap_seconds": summary(
-            [r["write_gap_seconds"] for r in ok if r["write_gap_seconds"] is not None]
-        ),
-        "healthy_seconds": summary([r["healthy_seconds"] for r in ok]),
-        "docker_kill_seconds": summary([r["docker_kill_seconds"] for r in ok]),
-        "phases_after_kill": phase_summaries(ok, "phases_after_kill"),
+        "failover_seconds": runs_summary(ok, "failover_seconds"),
+        "write_gap_seconds": runs_summary(ok, "write_gap_seconds"),
+        "healthy_seconds": runs_summary(ok, "healthy_seconds"),
+        "docker_kill_seconds": runs_summary(ok, "docker_kill_seconds"),
+        "phases_after_kill": common.phase_summaries(ok, "phases_after_kill"),
         "failed_runs": len(runs) - len(ok),
         "stopped_early": stopped,
         "acknowledged_writes": acked,
@@ -257,19 +206,10 @@ def measure(
     return doc
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    # SIGTERM (and SIGINT, which background shells ignore) stop after writing partial results
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--memory", default="256M")
-    ap.add_argument("--cpus", type=float, default=0.5)
-    ap.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
+    # SIGTERM (and SIGINT) stop after writing partial results
+    common.interrupt_on_signals()
+    ap = common.runs_parser(__doc__, runs=10, pause=3.0)
     ap.add_argument("--keep", action="store_true", help="do not delete the database")
     ap.add_argument("--create-timeout", type=float, default=300)
     ap.add_argument("--fault", choices=("kill", "pause"), default="kill")
@@ -279,12 +219,9 @@ def main() -> None:
         args.runs, args.memory, args.cpus, args.pause, args.keep, args.create_timeout,
         args.fault, args.unreachable,
     )  # fmt: skip
-    write_result("failover" if args.fault == "kill" else f"failover_{args.fault}", doc)
-    f, h = doc["failover_seconds"], doc["healthy_seconds"]
-    print(
-        f"failover (kill -> first acked write): median {f['median']}s p95 {f['p95']}s n={f['n']}\n"
-        f"kill -> Healthy: median {h['median']}s p95 {h['p95']}s n={h['n']}"
-    )
+    common.write_result("failover" if args.fault == "kill" else f"failover_{args.fault}", doc)
+    print(common.spread("failover (kill -> first acked write)", doc["failover_seconds"]))
+    print(common.spread("kill -> Healthy", doc["healthy_seconds"]))
     print("phases (seconds after the kill, median):")
     for name, sm in doc["phases_after_kill"].items():
         print(f"  {name:<28} {sm['median']}")

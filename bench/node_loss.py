@@ -18,21 +18,9 @@ import os
 import time
 from typing import Any
 
-from bench.common import (
-    apply,
-    credentials,
-    delete,
-    docker,
-    log,
-    machine,
-    shoal,
-    summary,
-    unique,
-    wait_until,
-    write_result,
-)
-from bench.common import declaration as make_declaration
-from bench.failover import Writer, settled
+from bench import common
+from bench.common import docker, log, shoal, wait_until
+from bench.failover import Writer, first_write, settled, writing
 from shoal import names
 from shoal.lab.model import node_docker_host as node_host
 
@@ -87,15 +75,13 @@ def one_run(db: str, creds: dict[str, Any], fault: str, i: int) -> dict[str, Any
     os.environ["DOCKER_HOST"] = node_host(client)
     writer = Writer(db, creds, seconds=900)
     try:
-        wait_until(lambda: writer.acknowledged() > 50, 120, "writer progress", every=0.1)
+        writing(writer, timeout=120)
         t_fault = time.time()
         proc = shoal("lab", "fault", fault, victim)
         if proc.returncode != 0:
             raise RuntimeError(f"lab fault {fault} {victim}: {proc.stderr.strip()}")
-        first, _ = wait_until(
-            lambda: writer.first_ok_after(t_fault, old), 600, "first write on a new primary", 0.1
-        )
-        t_ack = float(first[2])
+        first = first_write(writer, t_fault, old, 600, "first write on a new primary", 0.1)
+        t_ack = first.t_ack
 
         def back() -> dict[str, Any] | None:
             x = spread_settled(db)
@@ -117,7 +103,7 @@ def one_run(db: str, creds: dict[str, Any], fault: str, i: int) -> dict[str, Any
         "healthy_seconds": round(t_healthy - t_fault, 3),
     }
     log(f"run {i}: {fault} {victim} ({old}); first write after "
-        f"{run['first_acknowledged_write_seconds']:.1f}s on {first[3]}; Healthy after "
+        f"{run['first_acknowledged_write_seconds']:.1f}s on {first.host}; Healthy after "
         f"{run['healthy_seconds']:.1f}s")  # fmt: skip
     return run
 
@@ -130,31 +116,17 @@ def main() -> None:
     args = ap.parse_args()
     managers = [n["name"] for n in lab_nodes() if n["role"] == "manager"]
     os.environ["DOCKER_HOST"] = node_host(managers[0])
-    info = machine()
-    db = unique("benchnode")
-    text = make_declaration(db, 3, "256M", 0.5).replace(
-        "unreachableSeconds: 10", f"unreachableSeconds: {args.unreachable}"
-    )
-    proc = apply(text, wait=True, timeout=600)
-    if proc.returncode != 0:
-        delete(db)
-        raise SystemExit(f"apply {db} failed: {proc.stderr}")
-    creds = credentials(db)
-    runs: list[dict[str, Any]] = []
-    stopped: str | None = None
+    info = common.machine()
+    db = common.unique("benchnode")
+    text = common.declaration(db, 3, "256M", 0.5, unreachable_seconds=args.unreachable)
+    common.create(db, text, 600)
+    creds = common.credentials(db)
     try:
-        for i in range(1, args.runs + 1):
-            try:
-                runs.append(one_run(db, creds, args.fault, i))
-            except (TimeoutError, RuntimeError) as e:
-                log(f"run {i} failed, stopping: {e}")
-                runs.append({"run": i, "error": str(e)})
-                stopped = str(e)
-                break
+        runs, stopped = common.repeat(lambda i: one_run(db, creds, args.fault, i), args.runs)
     finally:
         os.environ["DOCKER_HOST"] = node_host(managers[0])
-        delete(db)
-    ok = [r for r in runs if "error" not in r]
+        common.delete(db)
+    ok = common.ok_runs(runs)
     doc: dict[str, Any] = {
         "machine": info,
         "config": {
@@ -166,20 +138,18 @@ def main() -> None:
             "unreachableSeconds": args.unreachable,
             "client": "bench.failover's writer, on a surviving manager",
         },
-        "first_acknowledged_write_seconds": summary(
-            [r["first_acknowledged_write_seconds"] for r in ok]
+        "first_acknowledged_write_seconds": common.runs_summary(
+            ok, "first_acknowledged_write_seconds"
         ),
-        "healthy_seconds": summary([r["healthy_seconds"] for r in ok]),
+        "healthy_seconds": common.runs_summary(ok, "healthy_seconds"),
         "failed_runs": len(runs) - len(ok),
         "stopped_early": stopped,
         "runs": runs,
     }
-    write_result(f"node_loss_{args.fault}", doc)
+    common.write_result(f"node_loss_{args.fault}", doc)
     f, h = doc["first_acknowledged_write_seconds"], doc["healthy_seconds"]
-    print(
-        f"{args.fault} node -> first acked write: median {f['median']}s p95 {f['p95']}s "
-        f"n={f['n']}\n{args.fault} node -> Healthy elsewhere: median {h['median']}s n={h['n']}"
-    )
+    print(common.spread(f"{args.fault} node -> first acked write", f))
+    print(common.spread(f"{args.fault} node -> Healthy elsewhere", h))
 
 
 if __name__ == "__main__":

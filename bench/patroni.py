@@ -19,14 +19,12 @@ condition none), then re-created empty, as Swarm does for shoal, and re-seeded b
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import time
 from typing import Any
 
-from bench import failover
-from bench.common import container_of, docker, log, machine, summary, wait_until, write_result
+from bench import common, failover
+from bench.common import container_of, docker, log, wait_until
 
 IMAGE = "shoal/patroni-bench:15"
 SCOPE = "benchpat"
@@ -149,25 +147,21 @@ def one_run(writer: failover.Writer, i: int, memory: str, cpus: float) -> dict[s
     cid = container_of(leader)
     if not cid:
         raise RuntimeError(f"no container for the leader {leader}")
-    before = writer.acknowledged()
-    wait_until(lambda: writer.acknowledged() > before + 50, 60, "writer progress", every=0.1)
+    failover.writing(writer)
     t_kill = time.time()
     docker("kill", cid)
-    first, _ = wait_until(
-        lambda: writer.first_ok_after(t_kill, leader), 300, "first write on a new leader", 0.05
-    )
-    t_ack = float(first[2])
-    last_ok = writer.last_ok_before(float(first[1]))
+    first = failover.first_write(writer, t_kill, leader, 300, "first write on a new leader")
+    t_ack = first.t_ack
     run = {
         "run": i,
         "killed_member": leader,
-        "new_primary_seen_by_client": first[3],
+        "new_primary_seen_by_client": first.host,
         "failover_seconds": round(t_ack - t_kill, 4),
-        "write_gap_seconds": round(t_ack - last_ok, 4) if last_ok else None,
+        "write_gap_seconds": first.gap,
         "client_errors": writer.errors_between(t_kill, t_ack)[:3],
     }
     log(
-        f"patroni run {i}: killed {leader}; first write on {first[3]} "
+        f"patroni run {i}: killed {leader}; first write on {first.host} "
         f"after {run['failover_seconds']:.2f}s"
     )
     # As Swarm would for shoal: a new, empty container for the killed member.
@@ -187,44 +181,26 @@ def patroni_runs(runs: int, memory: str, cpus: float, pause: float) -> dict[str,
         wait_until(settled, 600, "Patroni cluster settled", every=1)
         log(f"Patroni settled after {time.time() - t0:.1f}s")
         writer = failover.Writer(SCOPE, {"uri": uri(), "ca": None}, runs * 600, network=NETWORK)
-        for i in range(1, runs + 1):
-            try:
-                out.append(one_run(writer, i, memory, cpus))
-            except (TimeoutError, RuntimeError) as e:
-                log(f"patroni run {i} failed, stopping: {e}")
-                out.append({"run": i, "error": str(e)})
-                break
-            time.sleep(pause)
+        w = writer
+        out, _ = common.repeat(lambda i: one_run(w, i, memory, cpus), runs, pause, "patroni run")
     finally:
         if writer is not None:
             writer.stop()
         remove_cluster()
-    ok = [r for r in out if "error" not in r]
+    ok = common.ok_runs(out)
     return {
         "settings": {"dcs": DCS, "version": "patroni 3.0.2, etcd 3.4.23 (Debian bookworm)"},
-        "failover_seconds": summary([r["failover_seconds"] for r in ok]),
-        "write_gap_seconds": summary(
-            [r["write_gap_seconds"] for r in ok if r["write_gap_seconds"] is not None]
-        ),
+        "failover_seconds": common.runs_summary(ok, "failover_seconds"),
+        "write_gap_seconds": common.runs_summary(ok, "write_gap_seconds"),
         "failed_runs": len(out) - len(ok),
         "runs": out,
     }
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--memory", default="256M")
-    ap.add_argument("--cpus", type=float, default=0.5)
-    ap.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
-    args = ap.parse_args()
-    info = machine()
+    common.interrupt_on_signals()
+    args = common.runs_parser(__doc__, runs=10, pause=3.0).parse_args()
+    info = common.machine()
     patroni = patroni_runs(args.runs, args.memory, args.cpus, args.pause)
     shoal = failover.measure(args.runs, args.memory, args.cpus, args.pause)
     p, s = patroni["failover_seconds"], shoal["failover_seconds"]
@@ -243,7 +219,7 @@ def main() -> None:
         "patroni": patroni,
         "shoal": {k: v for k, v in shoal.items() if k != "machine"},
     }
-    write_result("patroni", doc)
+    common.write_result("patroni", doc)
     print(
         f"failover (kill -> first acked write), median: shoal {s.get('median')}s, "
         f"patroni {p.get('median')}s; ratio {ratio}"

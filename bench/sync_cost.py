@@ -19,17 +19,8 @@ import subprocess
 import time
 from typing import Any
 
-from bench.common import (
-    apply,
-    credentials,
-    delete,
-    log,
-    machine,
-    summary,
-    unique,
-    write_result,
-)
-from bench.common import declaration as make_declaration
+from bench import common
+from bench.common import log, summary
 from shoal import names
 from shoal.plugins.postgres.plugin import PostgresPlugin
 
@@ -70,16 +61,13 @@ def main() -> None:
     ap.add_argument("--memory", default="256M")
     ap.add_argument("--cpus", type=float, default=0.5)
     args = ap.parse_args()
-    info = machine()
-    db = unique("benchsc")
+    info = common.machine()
+    db = common.unique("benchsc")
     log(f"creating {db}")
-    proc = apply(make_declaration(db, 3, args.memory, args.cpus), wait=True, timeout=300)
-    if proc.returncode != 0:
-        delete(db)
-        raise SystemExit(f"apply {db} failed: {proc.stderr}")
+    common.create(db, common.declaration(db, 3, args.memory, args.cpus))
     results: dict[str, list[float]] = {mode: [] for mode in MODES}
     try:
-        creds = credentials(db)
+        creds = common.credentials(db)
         log(f"pgbench -i -s {args.scale}")
         pgbench(db, creds, ["-i", "-q", "-s", str(args.scale)])
         run = ["-b", args.builtin, "-T", str(args.seconds), "-c", str(args.clients),
@@ -92,7 +80,7 @@ def main() -> None:
                 time.sleep(2)
     finally:
         log(f"deleting {db}")
-        delete(db)
+        common.delete(db)
     sync, local = summary(results["sync"]), summary(results["local"])
     ratio = round(sync["median"] / local["median"], 3) if local.get("median") else None
     doc = {
@@ -117,7 +105,7 @@ def main() -> None:
         "tps_local": local,
         "sync_over_local_median_tps": ratio,
     }
-    write_result("sync_cost", doc)
+    common.write_result("sync_cost", doc)
     print(f"pgbench tps, median: sync {sync['median']}, local {local['median']}; ratio {ratio}")
 
 

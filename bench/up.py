@@ -16,44 +16,19 @@ import argparse
 import time
 from typing import Any
 
-from bench.common import (
-    apply,
-    delete,
-    docker,
-    healthy,
-    log,
-    machine,
-    shoal,
-    status,
-    summary,
-    unique,
-    wait_until,
-    write_result,
-)
-from bench.common import declaration as make_declaration
-from shoal import names
+from bench import common
+from bench.common import healthy, log, operator_image, shoal, status
 
 EXAMPLE = "orders"
 
 
-def operator_image() -> str:
-    return docker(
-        "service",
-        "inspect",
-        names.OPERATOR_SERVICE,
-        "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        check=False,
-    ).split("@")[0]
-
-
 def apply_run(i: int) -> dict[str, Any]:
-    db = unique("benchup")
+    db = common.unique("benchup")
     t0 = time.time()
-    proc = apply(make_declaration(db, 3, "256M", 0.5), wait=True, timeout=600)
+    proc = common.apply(common.declaration(db, 3, "256M", 0.5), wait=True, timeout=600)
     seconds = time.time() - t0
     t1 = time.time()
-    delete(db)
+    common.delete(db)
     deleted = time.time() - t1
     if proc.returncode != 0:
         return {"run": i, "database": db, "error": proc.stderr.strip()[-500:]}
@@ -97,7 +72,7 @@ def main() -> None:
     ap.add_argument("--skip-up", action="store_true", help="leave `orders` alone")
     args = ap.parse_args()
 
-    info = machine()
+    info = common.machine()
     log("making sure the images for this tree are built (untimed)")
     t0 = time.time()
     built = shoal("images", "build", timeout=1800)
@@ -113,9 +88,8 @@ def main() -> None:
         if not args.skip_up and not healthy(status(EXAMPLE), 3):
             log(f"{EXAMPLE} is not Healthy: running shoal up again")
             shoal("up", timeout=900)
-            wait_until(lambda: healthy(status(EXAMPLE), 3), 600, f"{EXAMPLE} Healthy")
-    ok_a = [r for r in applies if "error" not in r]
-    ok_u = [r for r in ups if "error" not in r]
+            common.wait_until(lambda: healthy(status(EXAMPLE), 3), 600, f"{EXAMPLE} Healthy")
+    ok_a, ok_u = common.ok_runs(applies), common.ok_runs(ups)
     doc: dict[str, Any] = {
         "machine": info,
         "config": {
@@ -124,20 +98,17 @@ def main() -> None:
             "1.0 CPU) until its own Healthy wait returns",
             "untimed_image_build_seconds": round(build_seconds, 1),
         },
-        "apply_to_healthy_seconds": summary([r["apply_to_healthy_seconds"] for r in ok_a]),
-        "apply_delete_wait_seconds": summary([r["delete_wait_seconds"] for r in ok_a]),
-        "up_to_healthy_seconds": summary([r["up_to_healthy_seconds"] for r in ok_u]),
-        "up_delete_wait_seconds": summary([r["delete_wait_seconds"] for r in ok_u]),
+        "apply_to_healthy_seconds": common.runs_summary(ok_a, "apply_to_healthy_seconds"),
+        "apply_delete_wait_seconds": common.runs_summary(ok_a, "delete_wait_seconds"),
+        "up_to_healthy_seconds": common.runs_summary(ok_u, "up_to_healthy_seconds"),
+        "up_delete_wait_seconds": common.runs_summary(ok_u, "delete_wait_seconds"),
         "orders_healthy_at_end": healthy(status(EXAMPLE), 3),
         "apply_runs": applies,
         "up_runs": ups,
     }
-    write_result("up", doc)
-    a, u = doc["apply_to_healthy_seconds"], doc["up_to_healthy_seconds"]
-    print(
-        f"apply -> Healthy median {a['median']}s p95 {a['p95']}s (n={a['n']}); "
-        f"shoal up -> Healthy median {u['median']}s (n={u['n']})"
-    )
+    common.write_result("up", doc)
+    print(common.spread("apply -> Healthy", doc["apply_to_healthy_seconds"]))
+    print(common.spread("shoal up -> Healthy", doc["up_to_healthy_seconds"]))
 
 
 if __name__ == "__main__":

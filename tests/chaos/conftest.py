@@ -6,9 +6,6 @@ says Healthy."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,29 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import operator, platform, unique_name
+from tests.integration.support import shoal, status
 
 __all__ = ["operator", "platform", "unique_name"]
-
-
-SHOAL = [sys.executable, "-c", "import sys; from shoal.cli.main import main; main()"]
-
-
-def shoal(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SHOAL, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-
-
-def status(name: str) -> dict[str, object]:
-    proc = shoal("status", name, "--json", timeout=60)
-    if proc.returncode != 0:
-        return {}
-    doc: dict[str, object] = json.loads(proc.stdout)
-    return doc
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shoal import names
-from tests.chaos.conftest import SHOAL, status
+from tests.integration.support import SHOAL, status
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
 
@@ -28,6 +28,22 @@ def _primary_container(db: str) -> str:
     primary = str(status(db)["primary"])
     out = _docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={primary}")
     return out.split()[0]
+
+
+def _chaos_run(db: str, report: Path, *options: str) -> subprocess.Popen[str]:
+    """`shoal chaos run --db DB OPTIONS --report REPORT`, its output (stderr too) on a pipe."""
+    return subprocess.Popen(
+        [*SHOAL, "chaos", "run", "--db", db, *options, "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _left_behind(label: str, db: str) -> str:
+    """The containers, running or not, labelled `label` and with the database `db`."""
+    database = f"label={names.LABEL_DATABASE}={db}"
+    return _docker("ps", "-aq", "--filter", f"label={label}", "--filter", database).strip()
 
 
 # A new user's shell: the venv's `shoal` called by its path, no venv on PATH (issue: the
@@ -77,24 +93,7 @@ def test_smoke_suite_passes_from_the_venv_script_with_no_venv_on_path(
 def test_row_deleted_behind_the_database_is_lost(pg_db: str, tmp_path: Path) -> None:
     """Delete acknowledged rows directly on the primary (replicated to every member):
     the checker must report them lost and the run must exit 1."""
-    run = subprocess.Popen(
-        [
-            *SHOAL,
-            "chaos",
-            "run",
-            "--db",
-            pg_db,
-            "--faults",
-            "kill-replica",
-            "--duration",
-            "40",
-            "--report",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = _chaos_run(pg_db, tmp_path, "--faults", "kill-replica", "--duration", "40")
 
     def delete_later() -> None:
         time.sleep(25)
@@ -120,28 +119,10 @@ def test_row_deleted_behind_the_database_is_lost(pg_db: str, tmp_path: Path) -> 
 
 
 def test_sigint_leaves_no_fault_behind(pg_db: str, tmp_path: Path) -> None:
-    run = subprocess.Popen(
-        [
-            *SHOAL,
-            "chaos",
-            "run",
-            "--db",
-            pg_db,
-            "--faults",
-            "pause-primary,partition-replica",
-            "--duration",
-            "300",
-            "--fault-duration",
-            "60",
-            "--settle",
-            "1",
-            "--report",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = _chaos_run(
+        pg_db, tmp_path, "--faults", "pause-primary,partition-replica", "--duration", "300",
+        "--fault-duration", "60", "--settle", "1",
+    )  # fmt: skip
     assert run.stdout is not None
     seen = ""
     deadline = time.time() + 240
@@ -152,28 +133,8 @@ def test_sigint_leaves_no_fault_behind(pg_db: str, tmp_path: Path) -> None:
     run.send_signal(signal.SIGINT)
     run.communicate(timeout=120)
     assert run.returncode != 0
-    assert (
-        _docker(
-            "ps",
-            "-aq",
-            "--filter",
-            f"label={names.LABEL_ROLE}=chaos-helper",
-            "--filter",
-            f"label={names.LABEL_DATABASE}={pg_db}",
-        ).strip()
-        == ""
-    )
-    assert (
-        _docker(
-            "ps",
-            "-aq",
-            "--filter",
-            "label=shoal.chaos.run",
-            "--filter",
-            f"label={names.LABEL_DATABASE}={pg_db}",
-        ).strip()
-        == ""
-    )
+    assert _left_behind(f"{names.LABEL_ROLE}=chaos-helper", pg_db) == ""
+    assert _left_behind("shoal.chaos.run", pg_db) == ""
     net = names.database_network(pg_db)
     for i in range(3):
         for cid in _docker(

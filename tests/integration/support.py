@@ -8,14 +8,13 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from shoal import names
 from shoal.platform.deploy import deploy_operator
-from shoal.plugins.postgres.netclients import launch
+from shoal.plugins.postgres.clients import IdsWriter, psql_args
 from shoal.swarm.client import SwarmClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,25 +92,7 @@ def psql_in(container: str, sql: str, timeout: float = 30) -> subprocess.Complet
     """Run SQL as the superuser in one container over its local socket; the raw result
     (exit status, stdout, stderr with any WARNING) for tests that assert on failures."""
     return subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-u",
-            "postgres",
-            container,
-            "psql",
-            "-h",
-            "/var/run/postgresql",
-            "-d",
-            names.APP_DATABASE,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-Atqc",
-            sql,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        ["docker", *psql_args(container, sql)], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -179,9 +160,12 @@ def ensure_operator(images: Any, replicas: int = 1) -> None:
     wait_for(only_this_image, 180, f"only operator containers of {images.operator} to run")
 
 
-class Writer:
+class Writer(IdsWriter):
     """Inserts unique ids through the multi-host URI from a container on the database's
-    network; the ids it prints were acknowledged (autocommit INSERT returned)."""
+    network; the ids it prints were acknowledged (autocommit INSERT returned). A test reads
+    the ids acknowledged so far (`so_far`, for example at the moment of a fault), when each
+    reached this process (`acked_at`: containers and lab nodes share this machine's clock),
+    and the client's `errors`."""
 
     def __init__(
         self,
@@ -193,54 +177,14 @@ class Writer:
         cancel_after: float | None = None,
         ca: str | None = None,
     ) -> None:
-        self.name = f"writer-{db}-{time.monotonic_ns() % 10**8}"
         cfg: dict[str, Any] = {"uri": uri, "table": table, "seconds": seconds, "ca": ca}
         if cancel_after is not None:
             cfg["cancel_after"] = cancel_after
-        self.proc = launch(
-            names.database_network(db),
-            image,
-            "ids",
-            cfg,
-            self.name,
-            "test-writer",
-        )
-        # Read both pipes as the writer runs: a full pipe would stall the writer, and a
-        # test needs the ids acknowledged so far (for example at the moment of a fault).
-        self._ids: list[int] = []
-        # When each id's acknowledgement reached this process (time.time(): containers and
-        # lab nodes share this machine's clock).
-        self.acked_at: dict[int, float] = {}
-        self.errors: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True),
-        ]
-        for t in self._readers:
-            t.start()
-
-    def _read(self, stream: Any, ids: bool) -> None:
-        for line in stream:
-            line = line.strip()
-            if ids and line.isdigit():
-                self.acked_at.setdefault(int(line), time.time())
-                self._ids.append(int(line))
-            elif line:
-                self.errors.append(line)
-
-    def so_far(self) -> set[int]:
-        """The ids acknowledged until now."""
-        return set(self._ids)
-
-    def acknowledged(self, timeout: float) -> set[int]:
-        """Wait for the writer to finish; every id it acknowledged."""
-        self.proc.wait(timeout=timeout)
-        for t in self._readers:
-            t.join(timeout=10)
-        return set(self._ids)
+        name = f"writer-{db}-{time.monotonic_ns() % 10**8}"
+        super().__init__(names.database_network(db), image, cfg, name, "test-writer")
 
     def kill(self) -> None:
-        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+        self.remove()
 
 
 def credentials(db: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import string
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tests.integration.support import (
     container_of,
     credentials,
     declaration,
+    docker,
     shoal,
     status,
     wait_for,
@@ -36,22 +36,13 @@ CONSTRAINT = "node.role==manager"
 
 
 def inspect(kind: str, *objects: str) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        ["docker", kind, "inspect", *objects], capture_output=True, text=True, check=True
-    )
-    result: list[dict[str, Any]] = json.loads(proc.stdout)
+    result: list[dict[str, Any]] = json.loads(docker(kind, "inspect", *objects))
     return result
 
 
 def listed(kind: str, *filters: str) -> list[str]:
     args = [a for f in filters for a in ("--filter", f)]
-    proc = subprocess.run(
-        ["docker", kind, "ls", *args, "--format", "{{.Name}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return proc.stdout.split()
+    return docker(kind, "ls", *args, "--format", "{{.Name}}").split()
 
 
 def member_services(db: str) -> list[str]:
@@ -137,24 +128,14 @@ def test_apply_creates_one_member_service_per_member(db: str) -> None:
         assert container["Config"]["User"] == "postgres"
         assert container["HostConfig"]["Privileged"] is False
         assert not container["HostConfig"].get("CapAdd")
-        top = subprocess.run(
-            ["docker", "top", cid, "-eo", "uid,pid,comm"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")[1:]
+        top = docker("top", cid, "-eo", "uid,pid,comm").split("\n")[1:]
         processes = [line.split() for line in top if line.strip()]
         assert processes and all(p[0] != "0" for p in processes), processes
         assert set(container["NetworkSettings"]["Networks"]) == {
             names.database_network(db),
             names.CONTROL_NETWORK,
         }
-        listing = subprocess.run(
-            ["docker", "exec", cid, "ls", "/run/secrets"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        listing = docker("exec", cid, "ls", "/run/secrets").split()
         assert sorted(listing) == sorted(files)
 
 
@@ -189,12 +170,7 @@ def test_no_password_in_env_or_labels(db: str) -> None:
     # the secret file is how the password reaches the members
     cid = container_of(names.member_service(db, 0))
     assert cid
-    inside = subprocess.run(
-        ["docker", "exec", cid, "cat", "/run/secrets/app-password"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    inside = docker("exec", cid, "cat", "/run/secrets/app-password")
     assert inside == password
 
 
@@ -240,15 +216,7 @@ def test_delete_wait_leaves_nothing(db: str) -> None:
     assert status(db) == {}
     # the members' containers stop shortly after their services are removed
     wait_for(
-        lambda: (
-            subprocess.run(
-                ["docker", "ps", "-aq", "--filter", label],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            == ""
-        ),
+        lambda: docker("ps", "-aq", "--filter", label) == "",
         60,
         f"{db}'s containers to be removed",
     )

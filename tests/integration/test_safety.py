@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,9 @@ from shoal import names
 from shoal.declaration import Durability
 from shoal.platform.images import BuiltImages
 from shoal.plugins.postgres import naming
+from shoal.plugins.postgres.clients import JsonLines
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.failover import SWITCHOVER_TIMEOUT
-from shoal.plugins.postgres.netclients import launch
 from shoal.plugins.postgres.progress import PgProgress, SwitchoverProgress
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.store import DatabaseStore
@@ -55,39 +54,22 @@ __all__ = ["db"]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-class Sampler:
+class Sampler(JsonLines):
     """Every member's (in recovery, synchronous_standby_names), sampled every ~20 ms over
     the database network with the application user (both are readable by any role)."""
 
     def __init__(self, d: Db, image: str, seconds: float = 600) -> None:
-        self.name = f"sampler-{d.name}-{time.monotonic_ns() % 10**8}"
+        name = f"sampler-{d.name}-{time.monotonic_ns() % 10**8}"
         hosts = [d.member(i) for i in range(3)]
         creds = credentials(d.name)
         cfg = {"hosts": hosts, "password": creds["password"], "seconds": seconds, "ca": creds["ca"]}
-        self.proc = launch(
-            names.database_network(d.name), image, "sampler", cfg, self.name, "test-writer",
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.samples: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.samples.append(json.loads(line))
+        super().__init__(names.database_network(d.name), image, "sampler", cfg, name, "test-writer")
+        self.samples = self.records
 
     def writable(self, member: str, after: float = 0.0) -> list[dict[str, Any]]:
         return [
             s for s in self.samples if s["m"] == member and not s["recovery"] and s["t"] > after
         ]
-
-    def stop(self) -> list[dict[str, Any]]:
-        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
-        self.proc.wait(timeout=60)
-        self._reader.join(timeout=10)
-        return self.samples
 
 
 def _new_primary(d: Db, old: str, what: str) -> str:
@@ -140,7 +122,8 @@ def test_no_writable_member_ever_has_an_empty_synchronous_list(
                  f"samples of {third} as primary")  # fmt: skip
         healthy(db.name, extra=lambda s: s["primary"] == third)
     finally:
-        samples = sampler.stop()
+        sampler.stop()
+        samples = sampler.samples
         acked = stop_writer(writer)
     bad = [s for s in samples if not s["recovery"] and s["ssn"].strip() == ""]
     assert not bad, f"{len(bad)} samples of a writable member with no synchronous list: {bad[:5]}"
@@ -309,7 +292,7 @@ def _address_on(container: str, network: str) -> str:
     return str(nets[network]["IPAddress"])
 
 
-class IdentityWriter:
+class IdentityWriter(JsonLines):
     """A client in a container on the database network that inserts rows as fast as it can
     through `uri` and records, for every acknowledged write, the address of the server that
     acknowledged it (`inet_server_addr()`: through HAProxy too, it is the member's)."""
@@ -317,24 +300,12 @@ class IdentityWriter:
     def __init__(
         self, d: Db, image: str, uri: str, ca: str, table: str, seconds: float = 240
     ) -> None:
-        self.name = f"who-{d.name}-{time.monotonic_ns() % 10**8}"
-        self.proc = launch(
-            names.database_network(d.name), image, "identity",
-            {"uri": uri, "ca": ca, "table": table, "seconds": seconds}, self.name, "test-writer",
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.acks: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        self.acks.extend(json.loads(x) for x in self.proc.stdout if x.startswith("{"))
-
-    def stop(self) -> None:
-        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
-        self.proc.wait(timeout=60)
-        self._reader.join(timeout=10)
+        name = f"who-{d.name}-{time.monotonic_ns() % 10**8}"
+        cfg = {"uri": uri, "ca": ca, "table": table, "seconds": seconds}
+        super().__init__(
+            names.database_network(d.name), image, "identity", cfg, name, "test-writer"
+        )
+        self.acks = self.records
 
 
 def test_a_deposed_primary_acknowledges_nothing_after_it_is_replaced(

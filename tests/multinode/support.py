@@ -17,12 +17,18 @@ __all__ = [
     "healthy_spread",
     "ids_on",
     "lab_nodes",
+    "manager_but",
     "member_nodes",
+    "new_primary",
     "node_host",
     "node_ready",
     "on_node",
+    "primary_and_node",
     "swarm_answers",
+    "writer_of",
     "writers_on_both_sides",
+    "writes_after",
+    "writing",
 ]
 
 
@@ -40,8 +46,21 @@ def lab_nodes() -> list[dict[str, Any]]:
     return nodes
 
 
+def manager_but(node: str) -> str:
+    """A manager of the lab other than `node`."""
+    return next(n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != node)
+
+
 def member_nodes(st: dict[str, Any]) -> dict[str, str | None]:
     return {m["name"]: m.get("node") for m in st.get("members", [])}
+
+
+def primary_and_node(st: dict[str, Any]) -> tuple[str, str]:
+    """The primary in the status `st` and the node it runs on."""
+    primary = st["primary"]
+    node = member_nodes(st)[primary]
+    assert node is not None, f"{primary} runs on no node: {st}"
+    return primary, node
 
 
 def ids_on(st: dict[str, Any], member: str, table: str) -> set[int] | None:
@@ -97,6 +116,36 @@ def healthy_spread(name: str, members: int, avoid: str | None = None) -> dict[st
     )
 
 
+def new_primary(name: str, old: str, what: str, timeout: float = 300, every: float = 1) -> Any:
+    """The status of `name` once a member other than `old` is its primary."""
+    return wait_for(
+        lambda: (s := status(name)).get("primary") not in (None, old) and s,
+        timeout,
+        what,
+        every=every,
+    )
+
+
+def writer_of(name: str, image: str, table: str) -> Writer:
+    """A writer of `name` into `table`, started where DOCKER_HOST points now."""
+    creds = credentials(name)
+    return Writer(name, image, creds["uri"], table, 600, ca=creds["ca"])
+
+
+def writing(writer: Writer) -> None:
+    """Wait until `writer` has 30 writes acknowledged."""
+    wait_for(lambda: len(writer.so_far()) >= 30, 120, f"writes; {writer.errors[-3:]}")
+
+
+def writes_after(writer: Writer, before: int, timeout: float, what: str) -> None:
+    """Wait until `writer` has 30 writes acknowledged with an id above `before`."""
+    wait_for(
+        lambda: len([i for i in writer.so_far() if i > before]) >= 30,
+        timeout,
+        f"{what}; errors {writer.errors[-3:]}",
+    )
+
+
 @contextmanager
 def writers_on_both_sides(
     name: str, image: str, primary_node: str, beside_cancel_after: float | None = None
@@ -105,9 +154,7 @@ def writers_on_both_sides(
     primary's node (it stays on the primary's side of a cut; table `beside`), `far` on a
     manager elsewhere (table `far`). Both are killed on the way out; DOCKER_HOST ends at
     that manager."""
-    manager = next(
-        n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != primary_node
-    )
+    manager = manager_but(primary_node)
     creds = credentials(name)
     uri, ca = creds["uri"], creds["ca"]
     os.environ["DOCKER_HOST"] = node_host(primary_node)
@@ -117,7 +164,7 @@ def writers_on_both_sides(
     try:
         far = Writer(name, image, uri, "far", 600, ca=ca)
         for w in (beside, far):
-            wait_for(lambda w=w: len(w.so_far()) >= 30, 120, f"writes; {w.errors[-3:]}")
+            writing(w)
         yield beside, far
     finally:
         if far is not None:

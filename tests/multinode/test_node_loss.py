@@ -18,9 +18,7 @@ from shoal.platform.images import BuiltImages
 from shoal.plugins.postgres.agent.lease import REACTION
 from shoal.swarm.lease import LeaseSettings
 from tests.integration.support import (
-    Writer,
     apply,
-    credentials,
     declaration,
     shoal,
     status,
@@ -30,11 +28,17 @@ from tests.multinode.support import (
     healthy_spread,
     ids_on,
     lab_nodes,
+    manager_but,
     member_nodes,
+    new_primary,
     node_ready,
     on_node,
+    primary_and_node,
     swarm_answers,
+    writer_of,
     writers_on_both_sides,
+    writes_after,
+    writing,
 )
 
 pytestmark = pytest.mark.integration
@@ -48,35 +52,19 @@ def test_killing_the_primarys_node_fails_over_and_loses_no_acknowledged_write(
     victim: str | None = None
     try:
         st = healthy_spread(name, 3)
-        old = st["primary"]
-        victim = member_nodes(st)[old]
-        assert victim is not None
-        nodes = lab_nodes()
+        old, victim = primary_and_node(st)
         # The client and this test's CLI talk to a manager that survives the fault.
-        client_host = next(
-            n["name"] for n in nodes if n["role"] == "manager" and n["name"] != victim
-        )
-        os.environ["DOCKER_HOST"] = node_host(client_host)
-        creds = credentials(name)
-        writer = Writer(name, lab.operator, creds["uri"], "acked", 600, ca=creds["ca"])
+        os.environ["DOCKER_HOST"] = node_host(manager_but(victim))
+        writer = writer_of(name, lab.operator, "acked")
         try:
-            wait_for(lambda: len(writer.so_far()) >= 30, 120, f"writes; {writer.errors[-3:]}")
+            writing(writer)
             before = max(writer.so_far())
             killed = shoal("lab", "fault", "kill", victim)
             assert killed.returncode == 0, killed.stderr
-            st = wait_for(
-                lambda: (s := status(name)).get("primary") not in (None, old) and s,
-                300,
-                "a standby on another node to be promoted",
-                every=1,
-            )
+            st = new_primary(name, old, "a standby on another node to be promoted")
             new = st["primary"]
             assert member_nodes(st)[new] != victim
-            wait_for(
-                lambda: len([i for i in writer.so_far() if i > before]) >= 30,
-                180,
-                f"writes to resume on the new primary; errors {writer.errors[-3:]}",
-            )
+            writes_after(writer, before, 180, "writes to resume on the new primary")
             # The lost member comes back on the spare node, empty, and is re-seeded.
             st = healthy_spread(name, 3, avoid=victim)
         finally:
@@ -140,26 +128,15 @@ def test_a_primary_cut_off_with_its_clients_acknowledges_nothing_that_is_then_lo
     victim: str | None = None
     try:
         st = healthy_spread(name, 3)
-        old = st["primary"]
-        victim = member_nodes(st)[old]
-        assert victim is not None
+        old, victim = primary_and_node(st)
         # `beside` runs on the primary's node, so it stays on the primary's side.
         with writers_on_both_sides(name, lab.operator, victim, 3.0) as (beside, far):
             cut = shoal("lab", "fault", "partition", victim)
             assert cut.returncode == 0, cut.stderr
-            st = wait_for(
-                lambda: (s := status(name)).get("primary") not in (None, old) and s,
-                300,
-                "a standby on the majority side to be promoted",
-                every=1,
-            )
+            st = new_primary(name, old, "a standby on the majority side to be promoted")
             new = st["primary"]
             before = max(far.so_far())
-            wait_for(
-                lambda: len([i for i in far.so_far() if i > before]) >= 30,
-                180,
-                f"writes to resume on {new}; errors {far.errors[-3:]}",
-            )
+            writes_after(far, before, 180, f"writes to resume on {new}")
             time.sleep(10)  # the cut-off primary keeps running beside its client meanwhile
             healed = shoal("lab", "heal", victim)
             assert healed.returncode == 0, healed.stderr
@@ -214,19 +191,14 @@ def test_an_async_primary_cut_off_with_its_clients_stops_acknowledging_within_it
     victim: str | None = None
     try:
         st = healthy_spread(name, 3)
-        old = st["primary"]
-        victim = member_nodes(st)[old]
-        assert victim is not None
+        old, victim = primary_and_node(st)
         with writers_on_both_sides(name, lab.operator, victim) as (beside, far):
             cut_at = time.time()
             cut = shoal("lab", "fault", "partition", victim)
             assert cut.returncode == 0, cut.stderr
             cut_done = time.time()
-            st = wait_for(
-                lambda: (s := status(name)).get("primary") not in (None, old) and s,
-                300,
-                f"a standby on the majority side to be promoted; now {status(name)}",
-                every=1,
+            st = new_primary(
+                name, old, f"a standby on the majority side to be promoted; now {status(name)}"
             )
             wait_for(
                 lambda: any(t > cut_done for t in far.acked_at.values()),
@@ -307,30 +279,18 @@ def test_cutting_off_the_operators_node_with_the_primary_fails_over_elsewhere(
             )
         old = st["primary"]
         print(f"[operator-node] {victim} runs the operator and {on_victim or 'no member'}")
-        manager = next(
-            n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != victim
-        )
-        os.environ["DOCKER_HOST"] = node_host(manager)
-        creds = credentials(name)
-        writer = Writer(name, lab.operator, creds["uri"], "acked", 600, ca=creds["ca"])
+        os.environ["DOCKER_HOST"] = node_host(manager_but(victim))
+        writer = writer_of(name, lab.operator, "acked")
         try:
-            wait_for(lambda: len(writer.so_far()) >= 30, 120, f"writes; {writer.errors[-3:]}")
+            writing(writer)
             cut = shoal("lab", "fault", "partition", victim)
             assert cut.returncode == 0, cut.stderr
             before = max(writer.so_far())
             swarm_answers()  # cutting off a manager may start a Raft election
             if member_nodes(st)[old] == victim:
-                st = wait_for(
-                    lambda: (s := status(name)).get("primary") not in (None, old) and s,
-                    300,
-                    "a standby on the majority side to be promoted by the moved operator",
-                    every=2,
-                )
-            wait_for(
-                lambda: len([i for i in writer.so_far() if i > before]) >= 30,
-                240,
-                f"writes to go on; errors {writer.errors[-3:]}",
-            )
+                what = "a standby on the majority side to be promoted by the moved operator"
+                st = new_primary(name, old, what, every=2)
+            writes_after(writer, before, 240, "writes to go on")
             wait_for(lambda: operator_node() not in (None, victim), 300, "the operator to move")
             healed = shoal("lab", "heal", victim)
             assert healed.returncode == 0, healed.stderr

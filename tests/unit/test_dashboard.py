@@ -21,23 +21,14 @@ from shoal.operator.dashboard import (
 )
 from shoal.operator.metrics import OperatorMetrics
 from shoal.platform import prerequisites
+from tests.unit.test_metrics import CONTRACT as METRICS_CONTRACT
 
 pytestmark = pytest.mark.unit
 
+# The metrics contract (test_metrics.py); the dashboard reads the histogram's buckets.
 CONTRACT = {
-    "shoal_database_members_desired",
-    "shoal_database_members_ready",
-    "shoal_database_writable",
-    "shoal_database_state",
-    "shoal_member_up",
-    "shoal_member_role",
-    "shoal_member_replication_lag_bytes",
-    "shoal_member_replication_lag_seconds",
-    "shoal_failovers_total",
-    "shoal_member_reseeds_total",
-    "shoal_reconcile_duration_seconds_bucket",
-    "shoal_reconcile_errors_total",
-    "shoal_operator_leader",
+    f"{name}_bucket" if name == "shoal_reconcile_duration_seconds" else name
+    for name in METRICS_CONTRACT
 }
 
 

@@ -6,7 +6,8 @@ suite. The operator image has them (and psycopg):
         -m shoal.plugins.postgres.netclients KIND < cfg.json
 
 `launch` starts one from the host; its configuration is one JSON line on stdin, so the
-password never appears on a command line. Kinds and what they print on stdout:
+password never appears on a command line (clients.py starts them and reads what they print,
+for the tests and the benchmarks). Kinds and what they print on stdout:
 
   ids          {uri, table, seconds, start?}   one acknowledged id per line
   transitions  {uri, seconds}                  ok/last/err/beat lines (bench.failover)
