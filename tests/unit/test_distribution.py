@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from shoal import names
 from shoal.platform.distribution import (
     DistributionError,
+    image_cache_spec,
     pinned,
     push_digest,
     pushed_name,
     registry_problems,
-    image_cache_spec,
     registry_service_spec,
     stored_push_auth,
 )
