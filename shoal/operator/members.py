@@ -288,7 +288,7 @@ async def kill_local(swarm: SwarmClient, member: str, tasks: list[JSON]) -> int:
         if not node or t.get("NodeID") != node or not cid:
             continue
         try:
-            await swarm.call(f"containers/{cid}/kill", "POST", params={"signal": "SIGKILL"})
+            await swarm.kill_container(cid, "SIGKILL")
             killed += 1
         except SwarmError as e:  # already gone, or stopped meanwhile: Swarm was quicker
             log.info("%s: container %s not killed: %s", member, cid[:12], e)

@@ -10,7 +10,7 @@ import pytest
 
 from shoal import names
 from shoal.swarm.cleanup import purge_database, purge_everything
-from shoal.swarm.client import NotFound, SwarmError, poll, retrying_for, while_raft_busy
+from shoal.swarm.client import Kind, NotFound, SwarmError, poll, retrying_for, while_raft_busy
 
 pytestmark = pytest.mark.unit
 
@@ -132,6 +132,14 @@ class FakeSwarm:
         self.networks.discard(ident)
         self.removed.append(f"network {ident}")
         return True
+
+    async def with_label(self, kind: Kind, key: str, value: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await getattr(self, f"{kind.path}_with_label")(key, value)
+        return found
+
+    async def remove(self, kind: Kind, ident: str) -> bool:
+        removed: bool = await getattr(self, f"remove_{kind.noun}")(ident)
+        return removed
 
     async def containers(self, label: str) -> list[dict[str, Any]]:
         service = label.rpartition("=")[2]
