@@ -11,7 +11,7 @@ from shoal.swarm.client import (
     SECRETS,
     SERVICES,
     Kind,
-    SwarmClient,
+    SwarmApi,
     SwarmError,
     poll,
     retrying_for,
@@ -27,14 +27,14 @@ class _StillInUse(SwarmError):
     """Some of a database's secrets, configs or networks could not be removed yet."""
 
 
-async def _retry_remove(swarm: SwarmClient, kind: Kind, ident: str, timeout: float) -> None:
+async def _retry_remove(swarm: SwarmApi, kind: Kind, ident: str, timeout: float) -> None:
     """Networks and secrets stay in use until the tasks using them have stopped."""
     async for attempt in retrying_for(timeout, every=0.5, on=SwarmError):
         with attempt:
             await swarm.remove(kind, ident)
 
 
-async def _remove_round(swarm: SwarmClient, db: str) -> None:
+async def _remove_round(swarm: SwarmApi, db: str) -> None:
     """Remove the services of `db` but its anchor, then every secret, config and network of
     it that no task uses any more; `_StillInUse` when some could not go yet."""
     for s in await swarm.services_of(db):
@@ -56,7 +56,7 @@ async def _remove_round(swarm: SwarmClient, db: str) -> None:
 
 
 async def purge_database(
-    swarm: SwarmClient, db: str, timeout: float = DEPENDENT_REMOVAL_TIMEOUT
+    swarm: SwarmApi, db: str, timeout: float = DEPENDENT_REMOVAL_TIMEOUT
 ) -> None:
     """Remove every service, secret, config and network of `db`, the anchor last.
 
@@ -70,11 +70,11 @@ async def purge_database(
     await swarm.remove_service(names.anchor_service(db))
 
 
-async def _service_stopped(swarm: SwarmClient, service_id: str) -> bool:
+async def _service_stopped(swarm: SwarmApi, service_id: str) -> bool:
     return not await swarm.containers(label=f"com.docker.swarm.service.id={service_id}")
 
 
-async def leftovers(swarm: SwarmClient, db: str | None = None) -> list[str]:
+async def leftovers(swarm: SwarmApi, db: str | None = None) -> list[str]:
     """Names of objects shoal created (for `db`, or any) that still exist."""
     key, value = (names.LABEL_DATABASE, db) if db else (names.LABEL_MANAGED, "true")
     return [
@@ -84,7 +84,7 @@ async def leftovers(swarm: SwarmClient, db: str | None = None) -> list[str]:
     ]
 
 
-async def purge_everything(swarm: SwarmClient, timeout: float = DEPENDENT_REMOVAL_TIMEOUT) -> None:
+async def purge_everything(swarm: SwarmApi, timeout: float = DEPENDENT_REMOVAL_TIMEOUT) -> None:
     """`shoal down`: every object labelled shoal.managed; the swarm itself is left alone.
 
     The operators go first, and their containers must be gone before anything else is

@@ -11,13 +11,14 @@ given error), `while_raft_busy` (the same, while the managers elect a leader) an
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import json
 import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiodocker
 from aiodocker.exceptions import DockerError
@@ -165,7 +166,159 @@ def _filters(**kv: str | list[str]) -> dict[str, str]:
     return {"filters": json.dumps(out)}
 
 
-class SwarmClient:
+class ByKind(abc.ABC):
+    """Every named call on networks, secrets, configs and services (ensure, find, find by
+    label, remove), written once over four primitives parameterised by the `Kind`: `find`,
+    `with_label`, `create`, `remove`. `SwarmClient` implements them with Docker's API, the
+    unit tests' fake (tests/conftest.py) with dictionaries, so both build the same specs."""
+
+    @abc.abstractmethod
+    async def find(self, kind: Kind, name: str) -> JSON | None:
+        """The object of `kind` named exactly `name`."""
+
+    @abc.abstractmethod
+    async def with_label(self, kind: Kind, key: str, value: str | None = None) -> list[JSON]:
+        """The objects of `kind` that carry label `key` (with `value`, unless None)."""
+
+    @abc.abstractmethod
+    async def create(self, kind: Kind, spec: JSON) -> str:
+        """Create an object of `kind`; a SwarmError when Swarm refuses (one of that name
+        exists)."""
+
+    @abc.abstractmethod
+    async def remove(self, kind: Kind, name_or_id: str) -> bool:
+        """Remove one object; False when there was none."""
+
+    async def ensure(self, kind: Kind, spec: JSON) -> str:
+        """The id of the object of `kind` named `spec["Name"]`, created from `spec` when
+        there is none (an existing one is kept as it is, even if its spec differs)."""
+        name = str(spec["Name"])
+        existing = await self.find(kind, name)
+        if existing is not None:
+            return kind.id_of(existing)
+        try:
+            return await self.create(kind, spec)
+        except SwarmError:
+            again = await self.find(kind, name)  # created concurrently
+            if again is None:
+                raise
+            return kind.id_of(again)
+
+    async def services_of(self, db: str) -> list[JSON]:
+        return await self.services_with_label(names.LABEL_DATABASE, db)
+
+    async def services_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        return await self.with_label(SERVICES, key, value)
+
+    async def create_service(self, spec: JSON) -> str:
+        return await self.create(SERVICES, spec)
+
+    async def remove_service(self, name_or_id: str) -> bool:
+        return await self.remove(SERVICES, name_or_id)
+
+    async def network(self, name: str) -> JSON | None:
+        return await self.find(NETWORKS, name)
+
+    async def ensure_overlay(
+        self, name: str, labels: Mapping[str, str], subnet: str | None = None
+    ) -> str:
+        spec: JSON = {
+            "Name": name,
+            "Driver": "overlay",
+            "Attachable": True,
+            "CheckDuplicate": True,
+            "Labels": dict(labels),
+        }
+        if subnet is not None:
+            spec["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
+        return await self.ensure(NETWORKS, spec)
+
+    async def remove_network(self, name_or_id: str) -> bool:
+        return await self.remove(NETWORKS, name_or_id)
+
+    async def networks_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        return await self.with_label(NETWORKS, key, value)
+
+    async def secret(self, name: str) -> JSON | None:
+        return await self.find(SECRETS, name)
+
+    async def create_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
+        """Create a secret; a SwarmError when Swarm refuses (one of that name exists)."""
+        return await self.create(SECRETS, _payload(name, data_b64, labels))
+
+    async def ensure_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
+        return await self.ensure(SECRETS, _payload(name, data_b64, labels))
+
+    async def secrets_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        return await self.with_label(SECRETS, key, value)
+
+    async def remove_secret(self, name_or_id: str) -> bool:
+        return await self.remove(SECRETS, name_or_id)
+
+    async def config(self, name: str) -> JSON | None:
+        return await self.find(CONFIGS, name)
+
+    async def ensure_config(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
+        return await self.ensure(CONFIGS, _payload(name, data_b64, labels))
+
+    async def configs_with_label(self, key: str, value: str | None = None) -> list[JSON]:
+        return await self.with_label(CONFIGS, key, value)
+
+    async def remove_config(self, name_or_id: str) -> bool:
+        return await self.remove(CONFIGS, name_or_id)
+
+
+class SwarmApi(Protocol):
+    """What the operator's reconcile cycle asks of Swarm (`operator/observe.py`, `apply.py`,
+    `members.py`, `proxy.py`, `worker.py` through them, `swarm/store.py`, `cleanup.py`).
+    `SwarmClient` is the one implementation; tests/conftest.py's `FakeSwarm` the one fake.
+    (The operator runtime also follows `events`.)"""
+
+    async def info(self) -> JSON: ...
+    def events(self, **filters: list[str]) -> AsyncIterator[JSON]: ...
+
+    async def find(self, kind: Kind, name: str) -> JSON | None: ...
+    async def with_label(self, kind: Kind, key: str, value: str | None = None) -> list[JSON]: ...
+    async def create(self, kind: Kind, spec: JSON) -> str: ...
+    async def ensure(self, kind: Kind, spec: JSON) -> str: ...
+    async def remove(self, kind: Kind, name_or_id: str) -> bool: ...
+
+    async def services_of(self, db: str) -> list[JSON]: ...
+    async def services_with_label(self, key: str, value: str | None = None) -> list[JSON]: ...
+    async def service(self, name_or_id: str) -> JSON | None: ...
+    async def create_service(self, spec: JSON) -> str: ...
+    async def update_service(self, service_id: str, version: int, spec: JSON) -> None: ...
+    async def remove_service(self, name_or_id: str) -> bool: ...
+
+    async def tasks(self, **filters: str | list[str]) -> list[JSON]: ...
+    async def nodes(self) -> list[JSON]: ...
+
+    async def network(self, name: str) -> JSON | None: ...
+    async def ensure_overlay(
+        self, name: str, labels: Mapping[str, str], subnet: str | None = None
+    ) -> str: ...
+    async def subnets_in_use(self) -> list[str]: ...
+    async def networks_with_label(self, key: str, value: str | None = None) -> list[JSON]: ...
+    async def remove_network(self, name_or_id: str) -> bool: ...
+
+    async def secret(self, name: str) -> JSON | None: ...
+    async def create_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str: ...
+    async def ensure_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str: ...
+    async def secrets_with_label(self, key: str, value: str | None = None) -> list[JSON]: ...
+    async def remove_secret(self, name_or_id: str) -> bool: ...
+
+    async def config(self, name: str) -> JSON | None: ...
+    async def ensure_config(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str: ...
+    async def configs_with_label(self, key: str, value: str | None = None) -> list[JSON]: ...
+    async def remove_config(self, name_or_id: str) -> bool: ...
+
+    async def containers(self, **filters: str | list[str]) -> list[JSON]: ...
+    async def kill_container(
+        self, container_id: str, signal: str = "SIGKILL", *, timeout: float | None = 30.0
+    ) -> None: ...
+
+
+class SwarmClient(ByKind):
     """One connection to a Docker engine that is a Swarm manager. Honours DOCKER_HOST, or
     talks to `url` (another node's engine, `unix://...` or `tcp://...`)."""
 
@@ -251,21 +404,6 @@ class SwarmClient:
         result: JSON = await self.call(f"{kind.path}/create", "POST", data=spec)
         return kind.id_of(result)
 
-    async def ensure(self, kind: Kind, spec: JSON) -> str:
-        """The id of the object of `kind` named `spec["Name"]`, created from `spec` when
-        there is none (an existing one is kept as it is, even if its spec differs)."""
-        name = str(spec["Name"])
-        existing = await self.find(kind, name)
-        if existing is not None:
-            return kind.id_of(existing)
-        try:
-            return await self.create(kind, spec)
-        except SwarmError:
-            again = await self.find(kind, name)  # created concurrently
-            if again is None:
-                raise
-            return kind.id_of(again)
-
     async def remove(self, kind: Kind, name_or_id: str) -> bool:
         """Remove one object; False when there was none."""
         try:
@@ -281,12 +419,6 @@ class SwarmClient:
         result: list[JSON] = await self.call("services", params=params)
         return result
 
-    async def services_of(self, db: str) -> list[JSON]:
-        return await self.services_with_label(names.LABEL_DATABASE, db)
-
-    async def services_with_label(self, key: str, value: str | None = None) -> list[JSON]:
-        return await self.with_label(SERVICES, key, value)
-
     async def service(self, name_or_id: str) -> JSON | None:
         try:
             result: JSON = await self.call(f"services/{name_or_id}")
@@ -294,17 +426,11 @@ class SwarmClient:
             return None
         return result
 
-    async def create_service(self, spec: JSON) -> str:
-        return await self.create(SERVICES, spec)
-
     async def update_service(self, service_id: str, version: int, spec: JSON) -> None:
         """Compare-and-swap: fails with `VersionConflict` if the service changed since read."""
         await self.call(
             f"services/{service_id}/update", "POST", params={"version": str(version)}, data=spec
         )
-
-    async def remove_service(self, name_or_id: str) -> bool:
-        return await self.remove(SERVICES, name_or_id)
 
     # --- tasks and nodes -----------------------------------------------------------------
     async def tasks(self, **filters: str | list[str]) -> list[JSON]:
@@ -316,23 +442,6 @@ class SwarmClient:
         return result
 
     # --- networks ------------------------------------------------------------------------
-    async def network(self, name: str) -> JSON | None:
-        return await self.find(NETWORKS, name)
-
-    async def ensure_overlay(
-        self, name: str, labels: Mapping[str, str], subnet: str | None = None
-    ) -> str:
-        spec: JSON = {
-            "Name": name,
-            "Driver": "overlay",
-            "Attachable": True,
-            "CheckDuplicate": True,
-            "Labels": dict(labels),
-        }
-        if subnet is not None:
-            spec["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
-        return await self.ensure(NETWORKS, spec)
-
     async def subnets_in_use(self) -> list[str]:
         nets: list[JSON] = await self.call("networks")
         return [
@@ -341,12 +450,6 @@ class SwarmClient:
             for c in ((n.get("IPAM") or {}).get("Config") or [])
             if c.get("Subnet")
         ]
-
-    async def remove_network(self, name_or_id: str) -> bool:
-        return await self.remove(NETWORKS, name_or_id)
-
-    async def networks_with_label(self, key: str, value: str | None = None) -> list[JSON]:
-        return await self.with_label(NETWORKS, key, value)
 
     async def connect_network(self, network: str, container: str) -> None:
         """Attach a container (of this node) to a network."""
@@ -361,36 +464,6 @@ class SwarmClient:
             data={"Container": container, "Force": force},
             timeout=None,
         )
-
-    # --- secrets -------------------------------------------------------------------------
-    async def secret(self, name: str) -> JSON | None:
-        return await self.find(SECRETS, name)
-
-    async def create_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
-        """Create a secret; a SwarmError when Swarm refuses (one of that name exists)."""
-        return await self.create(SECRETS, _payload(name, data_b64, labels))
-
-    async def ensure_secret(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
-        return await self.ensure(SECRETS, _payload(name, data_b64, labels))
-
-    async def secrets_with_label(self, key: str, value: str | None = None) -> list[JSON]:
-        return await self.with_label(SECRETS, key, value)
-
-    async def remove_secret(self, name_or_id: str) -> bool:
-        return await self.remove(SECRETS, name_or_id)
-
-    # --- configs (immutable, like secrets; their data is readable) ------------------------
-    async def config(self, name: str) -> JSON | None:
-        return await self.find(CONFIGS, name)
-
-    async def ensure_config(self, name: str, data_b64: str, labels: Mapping[str, str]) -> str:
-        return await self.ensure(CONFIGS, _payload(name, data_b64, labels))
-
-    async def configs_with_label(self, key: str, value: str | None = None) -> list[JSON]:
-        return await self.with_label(CONFIGS, key, value)
-
-    async def remove_config(self, name_or_id: str) -> bool:
-        return await self.remove(CONFIGS, name_or_id)
 
     # --- images (of this engine) ------------------------------------------------------------
     async def tag_image(self, image: str, repository: str, tag: str) -> None:
