@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiodocker
-
 from shoal import names
 from shoal.chaos import dockerapi
 from shoal.chaos.history import FaultRecord
@@ -39,6 +37,7 @@ from shoal.lab import faults as lab_faults
 from shoal.lab.faults import NodeFault
 from shoal.lab.model import LabError
 from shoal.status import MemberRole
+from shoal.swarm.client import NotFound, SwarmClient, SwarmError
 
 ACTIONS = ("kill", "stop", "pause", "partition", "disconnect", "loss", "latency", "switchover")
 MAX_PARTS = 3
@@ -111,11 +110,9 @@ class Target:
     container_id: str
 
 
-async def resolve_target(
-    docker: aiodocker.Docker, db: str, selector: str, rng: random.Random
-) -> Target:
+async def resolve_target(swarm: SwarmClient, db: str, selector: str, rng: random.Random) -> Target:
     if selector == NODE:
-        status = await dockerapi.database_status(docker, db)
+        status = await dockerapi.database_status(swarm, db)
         node = next((m.node for m in status.members if m.name == status.primary), None)
         if not status.primary or not node:
             raise FaultError(f"database {db} has no primary on a known node right now")
@@ -123,7 +120,7 @@ async def resolve_target(
     if selector == "operator":
         service = names.OPERATOR_SERVICE
     else:
-        status = await dockerapi.database_status(docker, db)
+        status = await dockerapi.database_status(swarm, db)
         members = [m.name for m in status.members] or [
             names.member_service(db, i) for i in range(max(status.members_desired, 1))
         ]
@@ -142,7 +139,7 @@ async def resolve_target(
             service = rng.choice(replicas)
         else:
             service = rng.choice(members)
-    cid = await dockerapi.running_container(docker, service)
+    cid = await dockerapi.running_container(swarm, service)
     if cid is None:
         raise FaultError(f"{service} has no running container right now")
     return Target(service, cid)
@@ -203,8 +200,8 @@ def _helper_script(spec: FaultSpec, undo: bool) -> str:
 class FaultRegistry:
     """Injects faults and remembers them until they are undone."""
 
-    def __init__(self, docker: aiodocker.Docker, db: str, run_id: str) -> None:
-        self.docker = docker
+    def __init__(self, swarm: SwarmClient, db: str, run_id: str) -> None:
+        self.swarm = swarm
         self.db = db
         self.run_id = run_id
         self.active: list[ActiveFault] = []
@@ -215,7 +212,7 @@ class FaultRegistry:
     async def client_node(self) -> str:
         """The Swarm node name of the engine the chaos client runs on (never faulted)."""
         if self._client_node is None:
-            info = await self.docker.system.info()
+            info = await self.swarm.info()
             self._client_node = str(info.get("Name", ""))
         return self._client_node
 
@@ -236,7 +233,7 @@ class FaultRegistry:
         self._helpers += 1
         try:
             code, out = await dockerapi.run_once(
-                self.docker,
+                self.swarm,
                 name=f"shoal-chaos-{self.run_id}-h{self._helpers}",
                 image=names.IMAGE_BASE,
                 cmd=["sh", "-c", script],
@@ -244,26 +241,21 @@ class FaultRegistry:
                 network_mode=f"container:{target.container_id}",
                 cap_add=["NET_ADMIN"],
             )
-        except aiodocker.DockerError as e:
+        except SwarmError as e:
             raise FaultError(f"helper for {target.name} failed: {e.message}") from e
         if code != 0:
             raise FaultError(f"helper for {target.name} exited {code}: {out.strip()[-300:]}")
 
     async def _target_running(self, target: Target) -> bool:
-        try:
-            info = await self.docker.containers.container(target.container_id).show()
-        except aiodocker.DockerError as e:
-            if e.status == 404:
-                return False
-            raise
-        return bool(info.get("State", {}).get("Running"))
+        info = await self.swarm.container(target.container_id)
+        return info is not None and bool(info.get("State", {}).get("Running"))
 
     async def inject_all(self, specs: Sequence[FaultSpec], rng: random.Random) -> ActiveFault:
         """One fault, or a compound one: every target is chosen before anything is injected
         (so `pause-replica+kill-primary` pauses a replica of the primary it then kills)."""
         if len(specs) == 1:
             return await self.inject(specs[0], rng)
-        targets = [await resolve_target(self.docker, self.db, s.selector, rng) for s in specs]
+        targets = [await resolve_target(self.swarm, self.db, s.selector, rng) for s in specs]
         compound = ActiveFault(specs[0], targets[0], time.time())
         try:
             for spec, target in zip(specs, targets, strict=True):
@@ -286,33 +278,35 @@ class FaultRegistry:
         record: bool = True,
     ) -> ActiveFault:
         if target is None:
-            target = await resolve_target(self.docker, self.db, spec.selector, rng)
-        container = self.docker.containers.container(target.container_id or "-")
+            target = await resolve_target(self.swarm, self.db, spec.selector, rng)
+        container = target.container_id or "-"
         fault = ActiveFault(spec, target, time.time())
         try:
             if spec.selector == NODE:
                 await self._node_fault(fault, undo=False)
             elif spec.action == "switchover":
-                await dockerapi.request_switchover(self.docker, self.db)
+                await dockerapi.request_switchover(self.swarm, self.db)
             elif spec.action == "kill":
-                await container.kill(signal="SIGKILL")
+                await self.swarm.kill_container(container, "SIGKILL", timeout=None)
             elif spec.action == "stop":
-                await container.stop(t=5)
+                await self.swarm.stop_container(container, grace=5)
             elif spec.action == "pause":
                 self.active.append(fault)  # registered first: a cancelled call is undone too
-                await container.pause()
+                await self.swarm.pause_container(container)
             elif spec.action == "disconnect":
-                net = await self.docker.networks.get(names.database_network(self.db))
+                network = names.database_network(self.db)
+                if await self.swarm.network(network) is None:
+                    raise FaultError(f"network {network} not found")
                 self.active.append(fault)
-                await net.disconnect({"Container": target.container_id, "Force": True})
+                await self.swarm.disconnect_network(network, target.container_id, force=True)
             else:
                 self.active.append(fault)
                 await self._helper(target, _helper_script(spec, undo=False))
-        except (aiodocker.DockerError, FaultError) as e:
+        except (SwarmError, FaultError) as e:
             if fault in self.active:
                 with contextlib.suppress(Exception):
                     await self.undo(fault)
-            msg = e.message if isinstance(e, aiodocker.DockerError) else str(e)
+            msg = e.message if isinstance(e, SwarmError) else str(e)
             raise FaultError(f"{spec.name} on {target.name}: {msg}") from e
         # (On cancellation the fault stays in `active` and `undo_all` reverts it.)
         # The fault is certainly in effect once the call returns: writes that were in flight
@@ -342,14 +336,15 @@ class FaultRegistry:
                 await self._node_fault(fault, undo=True)
             elif spec.action == "pause":
                 try:
-                    await self.docker.containers.container(target.container_id).unpause()
-                except aiodocker.DockerError as e:
+                    await self.swarm.unpause_container(target.container_id)
+                except SwarmError as e:
                     if e.status not in (404, 409):
                         raise
             elif spec.action == "disconnect":
                 if await self._target_running(target):
-                    net = await self.docker.networks.get(names.database_network(self.db))
-                    await net.connect({"Container": target.container_id})
+                    await self.swarm.connect_network(
+                        names.database_network(self.db), target.container_id
+                    )
             elif spec.action in ("partition", "loss", "latency") and await self._target_running(
                 target
             ):
@@ -368,8 +363,10 @@ class FaultRegistry:
                 await self.undo(fault)
             except Exception as e:
                 errors.append(f"undo {fault.spec.name} on {fault.target.name}: {e}")
-        for cid in await dockerapi.list_run_containers(self.docker, self.run_id):
-            info = await self.docker.containers.container(cid).show()
+        for cid in await dockerapi.list_run_containers(self.swarm, self.run_id):
+            info = await self.swarm.container(cid)
+            if info is None:  # as before the port: a helper gone meanwhile is an error
+                raise NotFound(f"No such container: {cid}", 404)
             if info.get("Config", {}).get("Labels", {}).get(names.LABEL_ROLE) == "chaos-helper":
-                await dockerapi.remove_container(self.docker, cid)
+                await dockerapi.remove_container(self.swarm, cid)
         return errors

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiodocker
 from rich.console import Console
 
 from shoal import names
@@ -46,11 +45,11 @@ class RunOptions:
     password: str | None = None
 
 
-async def get_credentials(docker: aiodocker.Docker, db: str) -> dict[str, Any]:
+async def get_credentials(swarm: SwarmClient, db: str) -> dict[str, Any]:
     """The application password and the CA, derived by the operator: the same call as
     `shoal credentials NAME` (never the CLI found on `PATH`)."""
     try:
-        doc = await operator_exec.fetch_credentials(SwarmClient(docker), db)
+        doc = await operator_exec.fetch_credentials(swarm, db)
     except operator_exec.NoSuchDatabase as e:
         raise BadInput(f"--db {db}: {e}") from None
     except (operator_exec.OperatorUnavailable, SwarmError) as e:
@@ -100,17 +99,17 @@ class ChaosAborted(RuntimeError):
 
 
 class Runner:
-    def __init__(self, docker: aiodocker.Docker, opts: RunOptions, console: Console) -> None:
-        self.docker = docker
+    def __init__(self, swarm: SwarmClient, opts: RunOptions, console: Console) -> None:
+        self.swarm = swarm
         self.opts = opts
         self.console = console
         self.run_id = uuid.uuid4().hex[:10]
-        self.registry = FaultRegistry(docker, opts.db, self.run_id)
+        self.registry = FaultRegistry(swarm, opts.db, self.run_id)
         self.rng = random.Random(opts.suite.seed)
 
-    async def _start(self, role: str, config: dict[str, Any], network: str) -> Any:
+    async def _start(self, role: str, config: dict[str, Any], network: str) -> str:
         container = await dockerapi.create_container(
-            self.docker,
+            self.swarm,
             name=f"shoal-chaos-{self.run_id}-{role}",
             image=self.opts.image,
             entrypoint=[PYTHON],
@@ -119,15 +118,15 @@ class Runner:
             network_mode=network,
             files={CONFIG_NAME: json.dumps(config).encode()},
         )
-        await container.start()
+        await self.swarm.start_container(container)
         return container
 
-    async def _finish(self, container: Any, limit: float, what: str) -> str:
-        result = await asyncio.wait_for(container.wait(), limit)
-        out = "".join(await container.log(stdout=True, stderr=False))
-        if int(result.get("StatusCode", -1)) != 0:
-            err = "".join(await container.log(stdout=False, stderr=True))
-            raise RuntimeError(f"{what} exited {result.get('StatusCode')}: {err.strip()[-500:]}")
+    async def _finish(self, container: str, limit: float, what: str) -> str:
+        code = await asyncio.wait_for(self.swarm.wait_container(container), limit)
+        out = await self.swarm.container_logs(container, stdout=True, stderr=False)
+        if code != 0:
+            err = await self.swarm.container_logs(container, stdout=False, stderr=True)
+            raise RuntimeError(f"{what} exited {code}: {err.strip()[-500:]}")
         return out
 
     async def _faults(self, started: float) -> None:
@@ -143,7 +142,7 @@ class Runner:
             except (FaultError, dockerapi.ChaosDockerError) as e:
                 self.console.print(f"[yellow]skipped {name}: {e}[/yellow]")
                 continue
-            except aiodocker.DockerError as e:  # one failed injection does not end the run
+            except SwarmError as e:  # one failed injection does not end the run
                 self.console.print(f"[yellow]skipped {name}: Docker said {e.message}[/yellow]")
                 continue
             self.console.print(f"injected {name} on {fault.target_names}")
@@ -161,7 +160,7 @@ class Runner:
         for f in s.faults:
             parse_faults(f)
         try:
-            status = await dockerapi.database_status(self.docker, opts.db, not_found_wait=0)
+            status = await dockerapi.database_status(self.swarm, opts.db, not_found_wait=0)
         except dockerapi.ChaosDockerError as e:
             raise BadInput(f"--db {opts.db}: no such database ({e})") from None
         session = session_class(status.engine)
@@ -173,7 +172,7 @@ class Runner:
         network = status.network or names.database_network(opts.db)
         # With --password-file the operator is not asked: the client then encrypts but
         # cannot verify the members' certificates (no CA).
-        doc = {} if opts.password else await get_credentials(self.docker, opts.db)
+        doc = {} if opts.password else await get_credentials(self.swarm, opts.db)
         password = opts.password or str(doc["password"])
         config = client_config(
             opts, status.engine, session.port, hosts, password, self.run_id, ca=doc.get("ca")
@@ -193,7 +192,7 @@ class Runner:
             conv_out = await self._finish(conv, s.converge_timeout + 120, "convergence check")
         final = json.loads(conv_out.strip().splitlines()[-1])
         reads = {m: MemberRead.from_json(r) for m, r in final["reads"].items()}
-        primary = (await dockerapi.database_status(self.docker, opts.db)).primary
+        primary = (await dockerapi.database_status(self.swarm, opts.db)).primary
         records = [f.record() for f in self.registry.history]
         result = check(
             ops,
@@ -219,10 +218,10 @@ class Runner:
 
     async def cleanup(self) -> list[str]:
         errors = await self.registry.undo_all()
-        for cid in await dockerapi.list_run_containers(self.docker, self.run_id):
+        for cid in await dockerapi.list_run_containers(self.swarm, self.run_id):
             try:
-                await dockerapi.remove_container(self.docker, cid)
-            except aiodocker.DockerError as e:
+                await dockerapi.remove_container(self.swarm, cid)
+            except SwarmError as e:
                 errors.append(f"remove {cid[:12]}: {e.message}")
         return errors
 
@@ -241,8 +240,8 @@ async def run_chaos(opts: RunOptions, console: Console) -> tuple[int, dict[str, 
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _interrupt)
-    docker = aiodocker.Docker()
-    runner = Runner(docker, opts, console)
+    swarm = SwarmClient()
+    runner = Runner(swarm, opts, console)
     try:
         return await runner.run()
     finally:
@@ -251,4 +250,4 @@ async def run_chaos(opts: RunOptions, console: Console) -> tuple[int, dict[str, 
             console.print(f"[red]cleanup: {e}[/red]")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await docker.close()
+        await swarm.close()

@@ -43,7 +43,7 @@ async def follow_token_in_monitoring(store: DatabaseStore) -> bool:
     if mounted_http_token(prometheus["Spec"]) == token:
         return False
     image = str(prometheus["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
-    await deploy_monitoring(store.client.docker, image=image, http_token_secret=token)
+    await deploy_monitoring(store.client, image=image, http_token_secret=token)
     return True
 
 

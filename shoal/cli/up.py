@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
                 _say("building and deploying Prometheus")
                 build_prometheus_image(images.base)
                 token = await operator_http_token(store.client)
-                url = await deploy_monitoring(store.client.docker, http_token_secret=token)
+                url = await deploy_monitoring(store.client, http_token_secret=token)
                 _say(f"Prometheus: {url}")
             outcome, generation = await store.apply(db)
             _say(f"database/{db.name} {outcome.value}; waiting until Healthy")

@@ -10,15 +10,15 @@ import aiohttp
 
 from shoal.operator.metrics import OperatorMetrics
 from shoal.plugins.base import EnginePlugin
-from shoal.swarm.client import SwarmClient
+from shoal.swarm.client import SwarmApi
 from shoal.swarm.lease import Lease
 from shoal.swarm.store import DatabaseStore
 
 
 @dataclass
 class OperatorContext:
-    swarm: SwarmClient
-    store: DatabaseStore
+    swarm: SwarmApi
+    store: DatabaseStore[SwarmApi]
     http: aiohttp.ClientSession
     key: bytes
     lease: Lease

@@ -16,7 +16,7 @@ from shoal import names
 from shoal.credentials import DatabaseCredentials, secret_payload
 from shoal.declaration import Database
 from shoal.operator.placement import constraints_with_pin
-from shoal.swarm.client import JSON, SwarmClient, SwarmError
+from shoal.swarm.client import JSON, SwarmApi, SwarmError
 
 log = logging.getLogger("shoal.operator")
 
@@ -94,7 +94,7 @@ def free_subnet(
     return None
 
 
-async def ensure_control_network(swarm: SwarmClient) -> str:
+async def ensure_control_network(swarm: SwarmApi) -> str:
     labels = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "control"}
     if await swarm.network(names.CONTROL_NETWORK) is None:
         subnet = free_subnet(await swarm.subnets_in_use())
@@ -103,7 +103,7 @@ async def ensure_control_network(swarm: SwarmClient) -> str:
 
 
 async def ensure_infrastructure(
-    swarm: SwarmClient, db: Database, uid: str, credentials: DatabaseCredentials
+    swarm: SwarmApi, db: Database, uid: str, credentials: DatabaseCredentials
 ) -> Infrastructure:
     control = await ensure_control_network(swarm)
     network = await swarm.ensure_overlay(
@@ -136,13 +136,13 @@ async def ensure_infrastructure(
     )
 
 
-async def network_subnets(swarm: SwarmClient, name: str) -> tuple[str, ...]:
+async def network_subnets(swarm: SwarmApi, name: str) -> tuple[str, ...]:
     net = await swarm.network(name)
     configs = ((net or {}).get("IPAM") or {}).get("Config") or []
     return tuple(str(c["Subnet"]) for c in configs if c.get("Subnet"))
 
 
-async def infrastructure_ready(swarm: SwarmClient, db: Database, uid: str) -> bool:
+async def infrastructure_ready(swarm: SwarmApi, db: Database, uid: str) -> bool:
     control, network, secrets = await asyncio.gather(
         swarm.network(names.CONTROL_NETWORK),
         swarm.network(names.database_network(db.name)),
@@ -235,7 +235,7 @@ def member_service_spec(
     }
 
 
-async def pin_member(swarm: SwarmClient, db: Database, member: str, value: str) -> bool:
+async def pin_member(swarm: SwarmApi, db: Database, member: str, value: str) -> bool:
     """Move a lost member's pin to `value`: Swarm starts its new task there (empty; the
     engine re-seeds it)."""
     service = await swarm.service(member)
@@ -251,7 +251,7 @@ async def pin_member(swarm: SwarmClient, db: Database, member: str, value: str) 
     return True
 
 
-async def replace_member(swarm: SwarmClient, member: str) -> bool:
+async def replace_member(swarm: SwarmApi, member: str) -> bool:
     """Fence or re-seed a member: a forced update makes Swarm stop its container and start
     a new, empty one. A container of it on this operator's own node is killed at once
     (`kill_local`)."""
@@ -271,7 +271,7 @@ async def replace_member(swarm: SwarmClient, member: str) -> bool:
     return True
 
 
-async def kill_local(swarm: SwarmClient, member: str, tasks: list[JSON]) -> int:
+async def kill_local(swarm: SwarmApi, member: str, tasks: list[JSON]) -> int:
     """SIGKILL the containers of `tasks` that run on the node whose engine `swarm` talks
     to; how many were killed. Swarm stops a replaced task's container only after a fixed
     2 s wait for its overlay network's gossip to converge (moby,
@@ -288,7 +288,7 @@ async def kill_local(swarm: SwarmClient, member: str, tasks: list[JSON]) -> int:
         if not node or t.get("NodeID") != node or not cid:
             continue
         try:
-            await swarm.call(f"containers/{cid}/kill", "POST", params={"signal": "SIGKILL"})
+            await swarm.kill_container(cid, "SIGKILL")
             killed += 1
         except SwarmError as e:  # already gone, or stopped meanwhile: Swarm was quicker
             log.info("%s: container %s not killed: %s", member, cid[:12], e)

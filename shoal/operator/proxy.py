@@ -35,7 +35,7 @@ from shoal.plugins.base import (
     PruneProxyConfigs,
     RemoveProxy,
 )
-from shoal.swarm.client import JSON, SwarmClient
+from shoal.swarm.client import JSON, SwarmApi
 
 CONFIG_PATH = "/usr/local/etc/haproxy/haproxy.cfg"
 PROXY_MEMORY_BYTES = 128 * 1024**2
@@ -174,7 +174,7 @@ def _image_matches(image: str, want: str) -> bool:
 
 
 async def observe_proxy(
-    swarm: SwarmClient, db: str, image: str, services: list[JSON]
+    swarm: SwarmApi, db: str, image: str, services: list[JSON]
 ) -> ProxyObservation:
     """`services`: the database's services as just listed (by its label); the proxy is one
     of them, so no lookup by name is needed (one for a proxy that does not exist is a 404,
@@ -211,7 +211,7 @@ async def observe_proxy(
 
 
 async def ensure_proxy(
-    swarm: SwarmClient,
+    swarm: SwarmApi,
     db: Database,
     backend: ProxyBackend,
     image: str,
@@ -235,12 +235,12 @@ async def ensure_proxy(
     await swarm.update_service(current["ID"], int(current["Version"]["Index"]), spec)
 
 
-async def prune_configs(swarm: SwarmClient, configs: tuple[str, ...]) -> None:
+async def prune_configs(swarm: SwarmApi, configs: tuple[str, ...]) -> None:
     for c in configs:
         await swarm.remove_config(c)
 
 
-async def remove_proxy(swarm: SwarmClient, db: str) -> None:
+async def remove_proxy(swarm: SwarmApi, db: str) -> None:
     await swarm.remove_service(names.proxy_service(db))
     for c in await swarm.configs_with_label(names.LABEL_DATABASE, db):
         if c["Spec"].get("Labels", {}).get(names.LABEL_ROLE) == PROXY_ROLE:

@@ -39,8 +39,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aiodocker.exceptions import DockerError
-
 from shoal import names
 from shoal.platform.engine import PlatformError
 from shoal.platform.images import BuiltImages
@@ -227,14 +225,9 @@ async def _push_once(
     swarm: SwarmClient, repository: str, version: str, auth: dict[str, str] | None
 ) -> str:
     try:
-        records = [
-            record
-            async for record in swarm.docker.images.push(
-                repository, tag=version, auth=auth, stream=True, timeout=None
-            )
-        ]
-    except DockerError as e:
-        raise DistributionError(str(e.message)) from None
+        records = await swarm.push_image(repository, version, auth)
+    except SwarmError as e:
+        raise DistributionError(e.message) from None
     return push_digest(records)
 
 
@@ -256,8 +249,8 @@ async def push(
     repository, _, version = name.rpartition(":")
     auth = stored_push_auth(prefix)
     try:
-        await swarm.docker.images.tag(tag, repository, tag=version)
-    except DockerError as e:
+        await swarm.tag_image(tag, repository, version)
+    except SwarmError as e:
         raise DistributionError(f"cannot tag {tag} as {name}: {e.message}") from None
     try:
         async for attempt in retrying_for(wait, every=2, on=DistributionError):

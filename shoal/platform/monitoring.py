@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import aiodocker
-
 from shoal import __version__
 from shoal.names import (
     CONTROL_NETWORK,
@@ -86,14 +84,14 @@ def build_prometheus_image(
     return tag
 
 
-async def ensure_control_network(docker: aiodocker.Docker, name: str = CONTROL_NETWORK) -> str:
+async def ensure_control_network(swarm: SwarmClient, name: str = CONTROL_NETWORK) -> str:
     """The id of the shared control network, created as the operator creates it."""
     from shoal.operator.members import ensure_control_network as ensure
 
     if name != CONTROL_NETWORK:
         raise MonitoringError(f"monitoring joins {CONTROL_NETWORK}, not {name!r}")
     try:
-        return await ensure(SwarmClient(docker))
+        return await ensure(swarm)
     except SwarmError as e:
         raise MonitoringError(f"cannot create network {name}: {e}") from e
 
@@ -152,7 +150,7 @@ def prometheus_spec(
 
 
 async def deploy_monitoring(
-    docker: aiodocker.Docker,
+    swarm: SwarmClient,
     *,
     name: str = PROMETHEUS_SERVICE,
     image: str = IMAGE_PROMETHEUS,
@@ -163,11 +161,10 @@ async def deploy_monitoring(
     """Create (or update to this spec) the Prometheus service; returns its URL on this host
     (the port is published in host mode on the node that runs it: the ingress routing
     mesh needs IPVS, which not every kernel has)."""
-    await ensure_control_network(docker, network)
+    await ensure_control_network(swarm, network)
     spec = prometheus_spec(
         name=name, image=image, network=network, port=port, http_token_secret=http_token_secret
     )
-    swarm = SwarmClient(docker)
     existing = await swarm.service(name)
     if existing is None:
         try:
@@ -187,10 +184,9 @@ async def deploy_monitoring(
     return f"http://127.0.0.1:{port}"
 
 
-async def remove_monitoring(docker: aiodocker.Docker, *, name: str = PROMETHEUS_SERVICE) -> bool:
+async def remove_monitoring(swarm: SwarmClient, *, name: str = PROMETHEUS_SERVICE) -> bool:
     """Remove the Prometheus service if shoal created it. The shared control network stays.
     Returns whether something was removed."""
-    swarm = SwarmClient(docker)
     existing = await swarm.service(name)
     if existing is None:
         return False

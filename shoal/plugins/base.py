@@ -21,7 +21,7 @@ from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
 from shoal.request import Request
 from shoal.status import DatabaseState, DatabaseStatus, Event
-from shoal.swarm.client import SwarmClient
+from shoal.swarm.client import SwarmApi
 from shoal.swarm.nodes import NodeInfo
 from shoal.swarm.tasks import TaskInfo
 
@@ -229,7 +229,7 @@ class Plan:
 
 @dataclass
 class ApplyContext:
-    swarm: SwarmClient
+    swarm: SwarmApi
     http: aiohttp.ClientSession
     credentials: DatabaseCredentials
     fence_token: int

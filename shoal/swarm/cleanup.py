@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from functools import partial
 
 from shoal import names
-from shoal.swarm.client import SwarmClient, SwarmError, poll, retrying_for
+from shoal.swarm.client import (
+    CONFIGS,
+    NETWORKS,
+    SECRETS,
+    SERVICES,
+    Kind,
+    SwarmApi,
+    SwarmError,
+    poll,
+    retrying_for,
+)
 
 DEPENDENT_REMOVAL_TIMEOUT = 90.0
+# What a database or shoal leaves besides services: removed after them, once no task uses
+# them any more.
+DEPENDENTS = (SECRETS, CONFIGS, NETWORKS)
 
 
 class _StillInUse(SwarmError):
     """Some of a database's secrets, configs or networks could not be removed yet."""
 
 
-async def _retry_remove(
-    remove: Callable[[str], Awaitable[object]], ident: str, timeout: float
-) -> None:
+async def _retry_remove(swarm: SwarmApi, kind: Kind, ident: str, timeout: float) -> None:
     """Networks and secrets stay in use until the tasks using them have stopped."""
     async for attempt in retrying_for(timeout, every=0.5, on=SwarmError):
         with attempt:
-            await remove(ident)
+            await swarm.remove(kind, ident)
 
 
-async def _remove_round(swarm: SwarmClient, db: str) -> None:
+async def _remove_round(swarm: SwarmApi, db: str) -> None:
     """Remove the services of `db` but its anchor, then every secret, config and network of
     it that no task uses any more; `_StillInUse` when some could not go yet."""
     for s in await swarm.services_of(db):
@@ -32,22 +42,13 @@ async def _remove_round(swarm: SwarmClient, db: str) -> None:
             await swarm.remove_service(s["ID"])
     failures: list[str] = []
     removals = [
-        *(
-            (swarm.remove_secret, x["ID"])
-            for x in await swarm.secrets_with_label(names.LABEL_DATABASE, db)
-        ),
-        *(
-            (swarm.remove_config, x["ID"])
-            for x in await swarm.configs_with_label(names.LABEL_DATABASE, db)
-        ),
-        *(
-            (swarm.remove_network, x["Id"])
-            for x in await swarm.networks_with_label(names.LABEL_DATABASE, db)
-        ),
+        (kind, kind.id_of(x))
+        for kind in DEPENDENTS
+        for x in await swarm.with_label(kind, names.LABEL_DATABASE, db)
     ]
-    for remove, ident in removals:
+    for kind, ident in removals:
         try:
-            await remove(ident)
+            await swarm.remove(kind, ident)
         except SwarmError as e:
             failures.append(str(e))
     if failures:
@@ -55,7 +56,7 @@ async def _remove_round(swarm: SwarmClient, db: str) -> None:
 
 
 async def purge_database(
-    swarm: SwarmClient, db: str, timeout: float = DEPENDENT_REMOVAL_TIMEOUT
+    swarm: SwarmApi, db: str, timeout: float = DEPENDENT_REMOVAL_TIMEOUT
 ) -> None:
     """Remove every service, secret, config and network of `db`, the anchor last.
 
@@ -69,21 +70,21 @@ async def purge_database(
     await swarm.remove_service(names.anchor_service(db))
 
 
-async def _service_stopped(swarm: SwarmClient, service_id: str) -> bool:
+async def _service_stopped(swarm: SwarmApi, service_id: str) -> bool:
     return not await swarm.containers(label=f"com.docker.swarm.service.id={service_id}")
 
 
-async def leftovers(swarm: SwarmClient, db: str | None = None) -> list[str]:
+async def leftovers(swarm: SwarmApi, db: str | None = None) -> list[str]:
     """Names of objects shoal created (for `db`, or any) that still exist."""
     key, value = (names.LABEL_DATABASE, db) if db else (names.LABEL_MANAGED, "true")
-    found = [f"service {s['Spec']['Name']}" for s in await swarm.services_with_label(key, value)]
-    found += [f"secret {s['Spec']['Name']}" for s in await swarm.secrets_with_label(key, value)]
-    found += [f"config {c['Spec']['Name']}" for c in await swarm.configs_with_label(key, value)]
-    found += [f"network {n['Name']}" for n in await swarm.networks_with_label(key, value)]
-    return found
+    return [
+        f"{kind.noun} {kind.name_of(x)}"
+        for kind in (SERVICES, *DEPENDENTS)
+        for x in await swarm.with_label(kind, key, value)
+    ]
 
 
-async def purge_everything(swarm: SwarmClient, timeout: float = DEPENDENT_REMOVAL_TIMEOUT) -> None:
+async def purge_everything(swarm: SwarmApi, timeout: float = DEPENDENT_REMOVAL_TIMEOUT) -> None:
     """`shoal down`: every object labelled shoal.managed; the swarm itself is left alone.
 
     The operators go first, and their containers must be gone before anything else is
@@ -98,9 +99,6 @@ async def purge_everything(swarm: SwarmClient, timeout: float = DEPENDENT_REMOVA
             await purge_database(swarm, db, timeout)
     for s in await swarm.services_with_label(names.LABEL_MANAGED, "true"):
         await swarm.remove_service(s["ID"])
-    for sec in await swarm.secrets_with_label(names.LABEL_MANAGED, "true"):
-        await _retry_remove(swarm.remove_secret, sec["ID"], timeout)
-    for cfg in await swarm.configs_with_label(names.LABEL_MANAGED, "true"):
-        await _retry_remove(swarm.remove_config, cfg["ID"], timeout)
-    for net in await swarm.networks_with_label(names.LABEL_MANAGED, "true"):
-        await _retry_remove(swarm.remove_network, net["Id"], timeout)
+    for kind in DEPENDENTS:
+        for x in await swarm.with_label(kind, names.LABEL_MANAGED, "true"):
+            await _retry_remove(swarm, kind, kind.id_of(x), timeout)

@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiodocker
-
 from shoal import names
 from shoal.swarm.client import SwarmClient
 from shoal.swarm.store import DatabaseStore
@@ -65,11 +63,8 @@ async def _exec_in_operator(client: SwarmClient, argv: list[str]) -> bytes:
                 f"the operator runs {where}, not on the node this command talks to: point "
                 f"DOCKER_HOST (or --host) at that node's engine and run it again"
             )
-        docker = aiodocker.Docker(url=endpoint)
-        try:
-            return await _exec_in_operator_here(SwarmClient(docker), argv)
-        finally:
-            await docker.close()
+        async with SwarmClient(url=endpoint) as there:
+            return await _exec_in_operator_here(there, argv)
     return await _exec_in_operator_here(client, argv)
 
 
@@ -79,19 +74,12 @@ async def _exec_in_operator_here(client: SwarmClient, argv: list[str]) -> bytes:
     )
     if not containers:
         raise OperatorUnavailable("the operator's container is not running on its node")
-    container = await client.docker.containers.get(containers[0]["Id"])
-    exe = await container.exec(argv, stdout=True, stderr=True)
-    chunks: list[bytes] = []
-    errors: list[bytes] = []
-    async with exe.start(detach=False) as stream:
-        while (msg := await stream.read_out()) is not None:
-            (chunks if msg.stream == 1 else errors).append(msg.data)
-    info = await exe.inspect()
-    if info.get("ExitCode") != 0:
+    code, out, err = await client.exec(containers[0]["Id"], argv)
+    if code != 0:
         raise OperatorUnavailable(
-            f"the operator refused `{' '.join(argv[1:])}`: {b''.join(errors).decode().strip()}"
+            f"the operator refused `{' '.join(argv[1:])}`: {err.decode().strip()}"
         )
-    return b"".join(chunks)
+    return out
 
 
 async def fetch_credentials(client: SwarmClient, name: str) -> dict[str, Any]:

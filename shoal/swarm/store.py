@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 from tenacity import (
@@ -19,12 +19,13 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from typing_extensions import TypeVar as TypeVarWithDefault
 
 from shoal import names
 from shoal.declaration import Database, DeclarationError, validate_document
 from shoal.request import Request, UnreadableRequest, dump_request, parse_request
 from shoal.status import STATUS_FORMAT, DatabaseState, DatabaseStatus
-from shoal.swarm.client import JSON, SwarmClient, SwarmError, VersionConflict
+from shoal.swarm.client import JSON, SwarmApi, SwarmClient, SwarmError, VersionConflict
 
 LABEL_UID = "shoal.uid"
 LABEL_DELETING = "shoal.deleting"
@@ -148,9 +149,19 @@ def _parse_status(
         return fresh, f"the status label is unreadable ({first})"
 
 
-class DatabaseStore:
-    def __init__(self, client: SwarmClient) -> None:
-        self.client = client
+# The client a store talks through: any `SwarmApi` (the unit tests' fake); a bare
+# `DatabaseStore` is one over the real `SwarmClient`, whose other calls (exec, images)
+# the command line reaches through `store.client`.
+Client = TypeVarWithDefault("Client", bound=SwarmApi, default=SwarmClient, covariant=True)
+
+
+class DatabaseStore(Generic[Client]):
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        return self._client
 
     async def get(self, name: str) -> StoredDatabase | None:
         service = await self.client.service(names.anchor_service(name))

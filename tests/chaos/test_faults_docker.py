@@ -12,12 +12,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-import aiodocker
 import pytest
 
 from shoal import names
 from shoal.chaos import dockerapi
 from shoal.chaos.faults import FaultRegistry, parse_fault
+from shoal.swarm.client import SwarmClient
 
 pytestmark = [
     pytest.mark.integration,
@@ -97,12 +97,9 @@ def fake_db() -> object:
 
 
 @pytest.fixture
-async def docker() -> AsyncIterator[aiodocker.Docker]:
-    d = aiodocker.Docker()
-    try:
-        yield d
-    finally:
-        await d.close()
+async def swarm() -> AsyncIterator[SwarmClient]:
+    async with SwarmClient() as client:
+        yield client
 
 
 async def _wait_for(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 60) -> None:
@@ -114,11 +111,11 @@ async def _wait_for(check: Callable[[], Awaitable[bool]], what: str, seconds: fl
         await asyncio.sleep(0.25)
 
 
-async def _running(docker: aiodocker.Docker, service: str) -> str:
+async def _running(swarm: SwarmClient, service: str) -> str:
     found: list[str] = []
 
     async def runs() -> bool:
-        cid = await dockerapi.running_container(docker, service)
+        cid = await dockerapi.running_container(swarm, service)
         found[:] = [cid] if cid else []
         return bool(cid)
 
@@ -126,15 +123,16 @@ async def _running(docker: aiodocker.Docker, service: str) -> str:
     return found[0]
 
 
-async def _state(docker: aiodocker.Docker, cid: str) -> dict[str, object]:
-    info = await docker.containers.container(cid).show()
+async def _state(swarm: SwarmClient, cid: str) -> dict[str, object]:
+    info = await swarm.container(cid)
+    assert info is not None, f"no container {cid}"
     state: dict[str, object] = info["State"]
     return state
 
 
-async def _task_state(docker: aiodocker.Docker, service: str, cid: str) -> str | None:
+async def _task_state(swarm: SwarmClient, service: str, cid: str) -> str | None:
     """Swarm's state of the task whose container is `cid` (None: no such task)."""
-    tasks = await docker.tasks.list(filters={"service": service})
+    tasks = await swarm.tasks(service=service)
     for t in tasks:
         status = t.get("Status", {})
         if status.get("ContainerStatus", {}).get("ContainerID") == cid:
@@ -142,9 +140,9 @@ async def _task_state(docker: aiodocker.Docker, service: str, cid: str) -> str |
     return None
 
 
-async def _rules(docker: aiodocker.Docker, cid: str) -> str:
+async def _rules(swarm: SwarmClient, cid: str) -> str:
     _, out = await dockerapi.run_once(
-        docker,
+        swarm,
         name=f"shoal-chaos-test-{uuid.uuid4().hex[:6]}",
         image=names.IMAGE_BASE,
         cmd=["iptables", "-S"],
@@ -155,11 +153,11 @@ async def _rules(docker: aiodocker.Docker, cid: str) -> str:
     return out
 
 
-async def _ping(docker: aiodocker.Docker, db: FakeDb, member: str) -> int:
+async def _ping(swarm: SwarmClient, db: FakeDb, member: str) -> int:
     """ping's exit code for the member's task, from a client container on the database's
     network: 0 answered, 1 no answer at all (anything else: the check itself failed)."""
     code, out = await dockerapi.run_once(
-        docker,
+        swarm,
         name=f"shoal-chaos-test-{uuid.uuid4().hex[:6]}",
         image=names.IMAGE_BASE,
         cmd=["ping", "-c", "3", "-i", "0.3", "-W", "1", f"tasks.{member}"],
@@ -170,56 +168,54 @@ async def _ping(docker: aiodocker.Docker, db: FakeDb, member: str) -> int:
     return code
 
 
-async def test_pause_and_undo(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
-    cid = await _running(docker, fake_db.members[0])
-    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+async def test_pause_and_undo(fake_db: FakeDb, swarm: SwarmClient) -> None:
+    cid = await _running(swarm, fake_db.members[0])
+    reg = FaultRegistry(swarm, fake_db.name, "t" + uuid.uuid4().hex[:6])
     fault = await reg.inject(parse_fault("pause-primary"), random.Random(1))
     assert fault.target.name == fake_db.members[0] and fault.target.container_id == cid
-    assert (await _state(docker, cid))["Paused"] is True
+    assert (await _state(swarm, cid))["Paused"] is True
     assert await reg.undo_all() == []
-    assert (await _state(docker, cid))["Paused"] is False
+    assert (await _state(swarm, cid))["Paused"] is False
     assert reg.active == []
 
 
-async def test_partition_and_loss_rules_are_removed(
-    fake_db: FakeDb, docker: aiodocker.Docker
-) -> None:
+async def test_partition_and_loss_rules_are_removed(fake_db: FakeDb, swarm: SwarmClient) -> None:
     member = fake_db.members[1]
-    cid = await _running(docker, member)
+    cid = await _running(swarm, member)
 
     async def answers() -> bool:
-        return await _ping(docker, fake_db, member) == 0
+        return await _ping(swarm, fake_db, member) == 0
 
     await _wait_for(answers, f"{member} answers a client on the network before the partition")
-    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+    reg = FaultRegistry(swarm, fake_db.name, "t" + uuid.uuid4().hex[:6])
     fault = await reg.inject(parse_fault("partition-replica"), random.Random(1))
     assert fault.target.container_id == cid
     await reg.inject(parse_fault("loss-replica"), random.Random(1))
-    rules = await _rules(docker, cid)
+    rules = await _rules(swarm, cid)
     assert "-A INPUT ! -i lo -j DROP" in rules and "statistic" in rules
-    assert await _ping(docker, fake_db, member) == 1, f"{member} still answers, partitioned"
+    assert await _ping(swarm, fake_db, member) == 1, f"{member} still answers, partitioned"
     assert await reg.undo_all() == []
-    assert "DROP" not in await _rules(docker, cid)
-    assert await dockerapi.list_run_containers(docker, reg.run_id) == []
+    assert "DROP" not in await _rules(swarm, cid)
+    assert await dockerapi.list_run_containers(swarm, reg.run_id) == []
     await _wait_for(answers, f"{member} answers again once the partition is undone")
 
 
-async def test_kill_replica_is_replaced(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
+async def test_kill_replica_is_replaced(fake_db: FakeDb, swarm: SwarmClient) -> None:
     member = fake_db.members[1]
-    cid = await _running(docker, member)
-    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+    cid = await _running(swarm, member)
+    reg = FaultRegistry(swarm, fake_db.name, "t" + uuid.uuid4().hex[:6])
     fault = await reg.inject(parse_fault("kill-replica"), random.Random(1))
     assert fault.target.container_id == cid
 
     async def killed() -> bool:  # SIGKILL: exit code 128 + 9
-        state = await _state(docker, cid)
+        state = await _state(swarm, cid)
         return state["Running"] is False and state["ExitCode"] == 137
 
     async def task_dead() -> bool:
-        return await _task_state(docker, member, cid) not in (None, "running")
+        return await _task_state(swarm, member, cid) not in (None, "running")
 
     async def replaced() -> bool:
-        return await dockerapi.running_container(docker, member) not in (None, cid)
+        return await dockerapi.running_container(swarm, member) not in (None, cid)
 
     await _wait_for(killed, f"the killed container {cid[:12]} exited by SIGKILL")
     await _wait_for(task_dead, f"Swarm reports the task of {cid[:12]} dead")
@@ -227,10 +223,10 @@ async def test_kill_replica_is_replaced(fake_db: FakeDb, docker: aiodocker.Docke
     await _wait_for(replaced, f"Swarm runs a new container for {member}")
 
 
-async def test_cancelled_run_is_undone(fake_db: FakeDb, docker: aiodocker.Docker) -> None:
+async def test_cancelled_run_is_undone(fake_db: FakeDb, swarm: SwarmClient) -> None:
     """A run cancelled (Ctrl-C) while a fault is active leaves nothing behind."""
-    cid = await _running(docker, fake_db.members[0])
-    reg = FaultRegistry(docker, fake_db.name, "t" + uuid.uuid4().hex[:6])
+    cid = await _running(swarm, fake_db.members[0])
+    reg = FaultRegistry(swarm, fake_db.name, "t" + uuid.uuid4().hex[:6])
 
     async def run() -> None:
         await reg.inject(parse_fault("pause-primary"), random.Random(1))
@@ -241,8 +237,8 @@ async def test_cancelled_run_is_undone(fake_db: FakeDb, docker: aiodocker.Docker
     for _ in range(100):  # both faults in effect, as Docker reports them
         if (
             len(reg.active) == 2
-            and (await _state(docker, cid))["Paused"] is True
-            and "-A INPUT ! -i lo -j DROP" in await _rules(docker, cid)
+            and (await _state(swarm, cid))["Paused"] is True
+            and "-A INPUT ! -i lo -j DROP" in await _rules(swarm, cid)
         ):
             break
         await asyncio.sleep(0.2)
@@ -253,13 +249,13 @@ async def test_cancelled_run_is_undone(fake_db: FakeDb, docker: aiodocker.Docker
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await reg.undo_all() == []
-    assert (await _state(docker, cid))["Paused"] is False
-    assert "DROP" not in await _rules(docker, cid)
-    assert await dockerapi.list_run_containers(docker, reg.run_id) == []
+    assert (await _state(swarm, cid))["Paused"] is False
+    assert "DROP" not in await _rules(swarm, cid)
+    assert await dockerapi.list_run_containers(swarm, reg.run_id) == []
 
 
-async def test_unknown_target_fails_cleanly(docker: aiodocker.Docker) -> None:
-    reg = FaultRegistry(docker, "nosuchdb" + uuid.uuid4().hex[:4], "t1")
+async def test_unknown_target_fails_cleanly(swarm: SwarmClient) -> None:
+    reg = FaultRegistry(swarm, "nosuchdb" + uuid.uuid4().hex[:4], "t1")
     with pytest.raises(dockerapi.ChaosDockerError):
         await reg.inject(parse_fault("kill-primary"), random.Random(1))
     assert reg.active == []

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiodocker
 import pytest
 
 from shoal.operator.dashboard import dashboard_queries, load, raw_queries, substitute
@@ -44,6 +43,7 @@ from shoal.platform.monitoring import (
     prometheus_config_dir,
     remove_monitoring,
 )
+from shoal.swarm.client import SwarmClient
 from tests.integration.support import (
     ROOT,
     apply,
@@ -221,12 +221,12 @@ def _unique() -> str:
 
 
 async def _deploy(service: str, image: str, port: int) -> str:
-    async with aiodocker.Docker() as d:
+    async with SwarmClient() as d:
         return await deploy_monitoring(d, name=service, image=image, port=port)
 
 
 async def _remove(service: str) -> None:
-    async with aiodocker.Docker() as d:
+    async with SwarmClient() as d:
         await remove_monitoring(d, name=service)
 
 

@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import aiodocker
 import pytest
 
 from shoal import names
@@ -53,14 +52,14 @@ async def _token_secret() -> tuple[str, str] | None:
 
 
 async def _prometheus(service: str, image: str, port: int, secret: tuple[str, str]) -> str:
-    async with aiodocker.Docker() as d:
+    async with SwarmClient() as d:
         return await deploy_monitoring(
             d, name=service, image=image, port=port, http_token_secret=secret
         )
 
 
 async def _remove(service: str) -> None:
-    async with aiodocker.Docker() as d:
+    async with SwarmClient() as d:
         await remove_monitoring(d, name=service)
 
 

@@ -1,96 +1,27 @@
-"""The operator lease (shoal/swarm/lease.py) against an in-memory fake of the three
-`SwarmClient` calls it uses, with Swarm's compare-and-swap semantics: every update names the
-version it read and fails with `VersionConflict` when the service changed since. Fakes are for
-unit tests only; the integration tests exercise the real swarm.
+"""The operator lease (shoal/swarm/lease.py) against the shared in-memory fake of Swarm
+(tests/conftest.py), with Swarm's compare-and-swap semantics: every update names the version
+it read and fails with `VersionConflict` when the service changed since. Fakes are for unit
+tests only; the integration tests exercise the real swarm.
 
 Proves: two contenders never both hold; a take-over happens only after `duration` of silence
 on the candidate's own clock; fencing tokens strictly increase; a release lets a standby take
-over at once. `FakeSwarm` and `Clock` are reused by test_store.py.
+over at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import json
-from typing import Any
 
 import pytest
 
 from shoal import names
-from shoal.swarm.client import JSON, SwarmError, VersionConflict
+from shoal.swarm.client import JSON, SwarmError
 from shoal.swarm.lease import Lease, LeaseRecord, LeaseSettings, lease_spec
+from tests.conftest import FakeSwarm
 
 pytestmark = pytest.mark.unit
-
-
-class FakeSwarm:
-    def __init__(self) -> None:
-        self.by_id: dict[str, JSON] = {}
-        self._next_id = 0
-        self._next_version = 10
-        self.updates = 0
-        self.conflicts_to_inject = 0  # the next N updates fail as if someone wrote first
-        self.yield_on_read = False  # let other coroutines run between a read and a write
-
-    def _find(self, name_or_id: str) -> JSON | None:
-        if name_or_id in self.by_id:
-            return self.by_id[name_or_id]
-        for s in self.by_id.values():
-            if s["Spec"]["Name"] == name_or_id:
-                return s
-        return None
-
-    def _bump(self) -> int:
-        self._next_version += 1
-        return self._next_version
-
-    async def service(self, name_or_id: str) -> JSON | None:
-        found = self._find(name_or_id)
-        snapshot = copy.deepcopy(found)
-        if self.yield_on_read:
-            await asyncio.sleep(0)
-        return snapshot
-
-    async def services_with_label(self, key: str, value: str | None = None) -> list[JSON]:
-        return [
-            copy.deepcopy(s)
-            for s in self.by_id.values()
-            if key in s["Spec"].get("Labels", {})
-            and (value is None or s["Spec"]["Labels"][key] == value)
-        ]
-
-    async def create_service(self, spec: JSON) -> str:
-        if self._find(spec["Name"]) is not None:
-            raise SwarmError(f"Docker API error 409: service {spec['Name']} already exists")
-        self._next_id += 1
-        sid = f"svc{self._next_id}"
-        self.by_id[sid] = {
-            "ID": sid,
-            "Version": {"Index": self._bump()},
-            "Spec": copy.deepcopy(spec),
-        }
-        return sid
-
-    async def update_service(self, service_id: str, version: int, spec: JSON) -> None:
-        current = self.by_id.get(service_id)
-        if current is None:
-            raise SwarmError(f"Docker API error 404: service {service_id} not found")
-        if self.conflicts_to_inject > 0:
-            self.conflicts_to_inject -= 1
-            current["Version"]["Index"] = self._bump()  # someone else wrote in between
-        if current["Version"]["Index"] != version:
-            raise VersionConflict("update out of sequence")
-        current["Spec"] = copy.deepcopy(spec)
-        current["Version"]["Index"] = self._bump()
-        self.updates += 1
-
-    # --- test helpers ------------------------------------------------------------------
-    def labels(self, name: str) -> dict[str, Any]:
-        found = self._find(name)
-        assert found is not None, name
-        return dict(found["Spec"]["Labels"])
 
 
 class Clock:

@@ -26,7 +26,7 @@ from shoal.swarm.store import (
     anchor_spec,
     parse_anchor,
 )
-from tests.unit.test_lease import FakeSwarm
+from tests.conftest import FakeSwarm
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +40,7 @@ def decl(name: str = "orders", members: int = 3, engine: str = "postgres") -> st
 
 def store_with_fake() -> tuple[DatabaseStore, FakeSwarm]:
     swarm = FakeSwarm()
-    return DatabaseStore(swarm), swarm  # type: ignore[arg-type]
+    return DatabaseStore(swarm), swarm
 
 
 def anchor_labels(db: Database, **extra: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """The waits on Swarm (swarm/client.py: `retrying_for`, `while_raft_busy`, `poll`) and the
-removals built on them (swarm/cleanup.py), against a fake Swarm."""
+removals built on them (swarm/cleanup.py), against the shared fake Swarm (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from shoal import names
 from shoal.swarm.cleanup import purge_database, purge_everything
-from shoal.swarm.client import NotFound, SwarmError, poll, retrying_for, while_raft_busy
+from shoal.swarm.client import SERVICES, NotFound, SwarmError, poll, retrying_for, while_raft_busy
+from tests.conftest import FakeSwarm
 
 pytestmark = pytest.mark.unit
 
@@ -83,83 +84,48 @@ async def test_while_raft_busy_waits_only_for_an_election() -> None:
                 raise SwarmError("no such service")
 
 
-class FakeSwarm:
-    """Services, secrets and networks by id; a secret is `busy` for a number of removals."""
-
-    def __init__(self, db: str, busy: int = 0) -> None:
-        self.db = db
-        self.services = {
-            "anchor": {"ID": "anchor", "Spec": {"Labels": {names.LABEL_ROLE: "anchor"}}},
-            "m0": {"ID": "m0", "Spec": {"Labels": {names.LABEL_ROLE: "member"}}},
+def database(db: str = "orders", busy: int = 0) -> FakeSwarm:
+    """A database's anchor, one member, a secret busy for `busy` removals, a network."""
+    swarm = FakeSwarm()
+    labels = {names.LABEL_MANAGED: "true", names.LABEL_DATABASE: db}
+    for name, role, replicas in ((names.anchor_service(db), "anchor", 0), (f"{db}-0", "member", 1)):
+        swarm.objects["services"][name] = {
+            "ID": name,
+            "Version": {"Index": 1},
+            "Spec": {
+                "Name": name,
+                "Labels": {**labels, names.LABEL_ROLE: role},
+                "Mode": {"Replicated": {"Replicas": replicas}},
+            },
         }
-        self.secrets = {"sec": busy}
-        self.networks = {"net"}
-        self.removed: list[str] = []
-        self.running: dict[str, int] = {}
+    swarm.objects["secrets"]["sec"] = {"ID": "sec", "Spec": {"Name": "sec", "Labels": labels}}
+    swarm.objects["networks"]["net"] = {"Id": "net", "Name": "net", "Labels": labels}
+    swarm.busy["sec"] = busy
+    return swarm
 
-    async def services_of(self, db: str) -> list[dict[str, Any]]:
-        assert db == self.db
-        return list(self.services.values())
 
-    async def services_with_label(self, key: str, value: str) -> list[dict[str, Any]]:
-        if key == names.LABEL_ROLE:
-            return [s for s in self.services.values() if s["Spec"]["Labels"].get(key) == value]
-        return []
-
-    async def remove_service(self, name_or_id: str) -> bool:
-        key = "anchor" if name_or_id == names.anchor_service(self.db) else name_or_id
-        self.removed.append(f"service {key}")
-        return self.services.pop(key, None) is not None
-
-    async def secrets_with_label(self, key: str, value: str) -> list[dict[str, Any]]:
-        return [{"ID": s} for s in self.secrets] if value == self.db else []
-
-    async def remove_secret(self, ident: str) -> bool:
-        if self.secrets[ident] > 0:
-            self.secrets[ident] -= 1
-            raise SwarmError(f"secret {ident} is in use by service m0")
-        del self.secrets[ident]
-        self.removed.append(f"secret {ident}")
-        return True
-
-    async def configs_with_label(self, key: str, value: str) -> list[dict[str, Any]]:
-        return []
-
-    async def networks_with_label(self, key: str, value: str) -> list[dict[str, Any]]:
-        return [{"Id": n} for n in self.networks] if value == self.db else []
-
-    async def remove_network(self, ident: str) -> bool:
-        self.networks.discard(ident)
-        self.removed.append(f"network {ident}")
-        return True
-
-    async def containers(self, label: str) -> list[dict[str, Any]]:
-        service = label.rpartition("=")[2]
-        left = self.running.get(service, 0)
-        if left:
-            self.running[service] = left - 1
-            return [{"Id": "c"}]
-        return []
+def removed(swarm: FakeSwarm) -> list[str]:
+    return [line.removeprefix("remove ") for line in swarm.log if line.startswith("remove ")]
 
 
 async def test_purge_database_retries_what_is_in_use_and_removes_the_anchor_last() -> None:
-    swarm = FakeSwarm("orders", busy=2)
-    await purge_database(swarm, "orders", timeout=10)  # type: ignore[arg-type]
-    assert swarm.removed[0] == "service m0"
-    assert swarm.removed[-1] == "service anchor"
-    assert "secret sec" in swarm.removed and "network net" in swarm.removed
-    assert not swarm.services and not swarm.secrets and not swarm.networks
+    swarm = database("orders", busy=2)
+    await purge_database(swarm, "orders", timeout=10)
+    assert removed(swarm)[0] == "service orders-0"
+    assert removed(swarm)[-1] == "service shoal-db-orders"
+    assert "secret sec" in removed(swarm) and "network net" in removed(swarm)
+    assert not any(swarm.objects.values())
 
 
 async def test_purge_database_gives_up_naming_what_is_left() -> None:
-    swarm = FakeSwarm("orders", busy=10**6)
-    with pytest.raises(SwarmError, match="could not remove everything of orders: secret sec"):
-        await purge_database(swarm, "orders", timeout=0.2)  # type: ignore[arg-type]
-    assert "anchor" in swarm.services
+    swarm = database("orders", busy=10**6)
+    with pytest.raises(SwarmError, match=r"could not remove everything of orders: .*secret sec"):
+        await purge_database(swarm, "orders", timeout=0.2)
+    assert "shoal-db-orders" in swarm.names(SERVICES)
 
 
 async def test_purge_database_does_not_retry_another_error() -> None:
-    swarm = FakeSwarm("orders")
+    swarm = database("orders")
     calls = 0
 
     async def services_of(db: str) -> list[dict[str, Any]]:
@@ -169,14 +135,19 @@ async def test_purge_database_does_not_retry_another_error() -> None:
 
     swarm.services_of = services_of  # type: ignore[method-assign]
     with pytest.raises(NotFound):
-        await purge_database(swarm, "orders", timeout=10)  # type: ignore[arg-type]
+        await purge_database(swarm, "orders", timeout=10)
     assert calls == 1
 
 
 async def test_purge_everything_waits_for_the_operator_to_stop_first() -> None:
-    swarm = FakeSwarm("orders")
-    swarm.services["op"] = {"ID": "op", "Spec": {"Labels": {names.LABEL_ROLE: "operator"}}}
-    swarm.running["op"] = 2
-    await purge_everything(swarm, timeout=10)  # type: ignore[arg-type]
-    assert swarm.removed[0] == "service op"
-    assert swarm.running["op"] == 0
+    swarm = database("orders")
+    swarm.objects["services"]["op"] = {
+        "ID": "op",
+        "Version": {"Index": 1},
+        "Spec": {"Name": "shoal-operator", "Labels": {names.LABEL_ROLE: "operator"}},
+    }
+    swarm.lingering["op"] = 2  # its container outlives the service for two polls
+    await purge_everything(swarm, timeout=10)
+    assert removed(swarm)[0] == "service shoal-operator"
+    assert swarm.lingering["op"] == 0
+    assert not any(swarm.objects.values())

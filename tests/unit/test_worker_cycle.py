@@ -1,0 +1,218 @@
+"""`DatabaseWorker.cycle` (shoal/operator/worker.py) end to end against the shared fake Swarm
+(tests/conftest.py): the real store, lease, observer, PostgreSQL planner and applier; only
+Docker is faked, and the members' agents answer through the plugin's probe seam with probes
+recorded on a real cluster (recordings/, as test_pg_planner.py uses them). Engine actions
+(which go to the agents over HTTP) are recorded instead of sent."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import pytest
+
+from shoal import names
+from shoal.credentials import DatabaseCredentials
+from shoal.declaration import Database, validate_document
+from shoal.operator.context import OperatorContext
+from shoal.operator.members import ensure_infrastructure, member_service_spec
+from shoal.operator.metrics import OperatorMetrics
+from shoal.operator.worker import DatabaseWorker
+from shoal.plugins.base import Action, ApplyContext, LeaseGrant, Observation, Plan
+from shoal.plugins.postgres.model import PgProbe
+from shoal.plugins.postgres.plugin import PostgresPlugin
+from shoal.status import DatabaseState, DatabaseStatus
+from shoal.swarm.client import NETWORKS, SECRETS, SERVICES
+from shoal.swarm.lease import Lease, LeaseRecord, LeaseSettings, lease_spec
+from shoal.swarm.store import DatabaseStore
+from tests.conftest import FakeSwarm
+
+pytestmark = pytest.mark.unit
+
+RECORDINGS = Path(__file__).parent / "recordings"
+KEY = b"k" * 32
+MEMBERS = ["orders-0", "orders-1", "orders-2"]
+
+
+def recording(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((RECORDINGS / f"{name}.json").read_text())
+    return doc
+
+
+class RecordedPostgres(PostgresPlugin):
+    """The PostgreSQL plugin whose agents answer with recorded probes (a member missing from
+    `probes` does not answer), and whose engine actions are recorded, not sent."""
+
+    def __init__(self, probes: dict[str, PgProbe], applied: list[str]) -> None:
+        super().__init__(image="shoal/postgres:test")
+        self.probes = probes
+        self.probed: list[str] = []
+        self.plans: list[Plan] = []
+        self.applied = applied  # shared with the fake's log: one order for every action
+
+    async def probe(
+        self,
+        http: aiohttp.ClientSession,
+        member: str,
+        credentials: DatabaseCredentials,
+        lease: LeaseGrant | None = None,
+    ) -> PgProbe | None:
+        self.probed.append(member)
+        return self.probes.get(member)
+
+    def plan(self, observation: Observation[PgProbe]) -> Plan:
+        planned = super().plan(observation)
+        self.plans.append(planned)
+        return planned
+
+    async def apply(self, action: Action, ctx: ApplyContext) -> None:
+        self.applied.append(f"engine {action.describe()}")
+
+
+async def operator(
+    swarm: FakeSwarm, plugin: PostgresPlugin, *, after_token: int = 0
+) -> OperatorContext:
+    """An operator holding the lease, with a fencing token above `after_token` (the one the
+    recorded status was written with)."""
+    if after_token:  # released by its last holder: taken at once, with the next token
+        await swarm.create_service(lease_spec(LeaseRecord("", after_token, 0)))
+    lease = Lease(swarm, "operator-test", LeaseSettings(duration=600.0))  # type: ignore[arg-type]
+    assert await lease.step()
+    assert lease.token == after_token + 1
+    return OperatorContext(
+        swarm=swarm,
+        store=DatabaseStore(swarm),
+        http=cast(aiohttp.ClientSession, None),  # the plugin's probe seam is used instead
+        key=KEY,
+        lease=lease,
+        metrics=OperatorMetrics(),
+        plugins={"postgres": plugin},
+    )
+
+
+def declaration(doc: dict[str, Any]) -> Database:
+    return validate_document(doc["declaration"])
+
+
+def stored_status(swarm: FakeSwarm, db: str = "orders") -> DatabaseStatus:
+    raw = swarm.labels(names.anchor_service(db))[names.LABEL_STATUS]
+    return DatabaseStatus.model_validate(json.loads(raw))
+
+
+def anchor_writes(swarm: FakeSwarm) -> int:
+    return swarm.log.count(f"update service {names.anchor_service('orders')}")
+
+
+def same_status(a: DatabaseStatus, b: DatabaseStatus | None) -> bool:
+    assert b is not None
+    return a.model_dump(mode="json") == b.model_dump(mode="json")
+
+
+async def test_a_declared_database_without_members_gets_its_infrastructure_and_members() -> None:
+    swarm = FakeSwarm()
+    plugin = RecordedPostgres({}, swarm.log)
+    ctx = await operator(swarm, plugin)
+    await ctx.store.apply(declaration(recording("healthy")))
+    swarm.log.clear()
+    worker = DatabaseWorker(ctx, "orders")
+
+    # first cycle: the networks and secrets, then the status
+    await worker.cycle()
+    assert [type(a).__name__ for a in plugin.plans[-1].actions] == ["EnsureInfrastructure"]
+    assert swarm.names(NETWORKS) == {names.CONTROL_NETWORK, names.database_network("orders")}
+    assert len(swarm.names(SECRETS)) == 3 + 3 + 3  # shared; an agent token and a TLS bundle each
+    assert swarm.log[-1] == "update service shoal-db-orders"  # the status, after the actions
+    status = stored_status(swarm)
+    assert status.state == DatabaseState.CREATING and status.fence_token == ctx.lease.token
+    assert plugin.probed == []  # no member runs: nobody to ask
+
+    # second cycle: one service per member, in order; the status write loses a
+    # compare-and-swap once (someone wrote the anchor meanwhile), re-reads and lands
+    swarm.log.clear()
+    swarm.conflicts_to_inject = 1
+    await worker.cycle()
+    assert swarm.log == [
+        "create service orders-0",
+        "create service orders-1",
+        "create service orders-2",
+        "update service shoal-db-orders",
+    ]
+    assert swarm.conflicts_to_inject == 0
+    assert same_status(stored_status(swarm), worker.last_status)
+    networks = {n["Name"]: n["Id"] for n in swarm.objects["networks"].values()}
+    for i, member in enumerate(MEMBERS):
+        service = await swarm.service(member)
+        assert service is not None
+        spec = service["Spec"]
+        assert spec["Labels"][names.LABEL_ROLE] == "member"
+        assert spec["Labels"][names.LABEL_MEMBER] == str(i)
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        assert container["Image"] == "shoal/postgres:test" and container["Mounts"] == []
+        assert {n["Target"] for n in spec["TaskTemplate"]["Networks"]} == set(networks.values())
+        assert len(container["Secrets"]) == 5
+        assert swarm.task_of(member)["Status"]["State"] == "running"
+    assert swarm.names(SERVICES) == {names.LEASE_SERVICE, names.anchor_service("orders"), *MEMBERS}
+
+    # third cycle: Swarm runs them now, so their agents are asked (none answers yet)
+    await worker.cycle()
+    assert plugin.probed == MEMBERS
+
+
+async def test_a_dead_primary_task_starts_a_failover_and_the_status_lands_on_the_anchor() -> None:
+    doc = recording("primary-killed")
+    recorded = DatabaseStatus.model_validate(doc["status"])
+    assert recorded.primary == "orders-1"
+    swarm = FakeSwarm()
+    probes = {m: PgProbe.from_json(raw) for m, raw in doc["probes"].items() if raw is not None}
+    plugin = RecordedPostgres(probes, swarm.log)
+    # the recorded status was written with fencing token 3: this operator holds 4
+    ctx = await operator(swarm, plugin, after_token=recorded.fence_token)
+    db = declaration(doc)
+    await ctx.store.apply(db)
+    stored = await ctx.store.get("orders")
+    assert stored is not None
+    assert await ctx.store.write_status("orders", recorded)
+    credentials = DatabaseCredentials.derive(KEY, stored.uid)
+    infra = await ensure_infrastructure(swarm, db, stored.uid, credentials)
+    for i in range(db.spec.members):
+        await swarm.create_service(member_service_spec(db, i, plugin.member_image(), infra))
+    for m in MEMBERS:  # the containers the status remembers holding each member's data
+        swarm.task_of(m)["ID"] = recorded.progress[f"task:{m}"]
+    swarm.task_dies("orders-1")  # Swarm reports the primary's task failed
+    swarm.log.clear()
+    worker = DatabaseWorker(ctx, "orders")
+
+    await worker.cycle()
+    assert plugin.probed == ["orders-0", "orders-2"]  # a dead task is not probed
+    planned = plugin.plans[-1]
+    assert planned.status.state == DatabaseState.FAILING_OVER
+    assert [type(a).__name__ for a in planned.actions] == ["Follow", "Follow"]
+    # every action applied, in the plan's order, and then the status written
+    assert swarm.log == [
+        *(f"engine {a.describe()}" for a in planned.actions),
+        "update service shoal-db-orders",
+    ]
+    written = stored_status(swarm)
+    assert same_status(written, worker.last_status)
+    assert written.state == DatabaseState.FAILING_OVER
+    assert written.fence_token == 4 == ctx.lease.token
+
+    # once both standbys stopped following the dead primary, the one with the newest WAL is
+    # promoted and the promotion in flight is remembered on the anchor
+    for m in ("orders-0", "orders-2"):
+        probes[m] = dataclasses.replace(probes[m], upstream=None, receiving=False)
+    swarm.log.clear()
+    plugin.probed.clear()
+    await worker.cycle()
+    planned = plugin.plans[-1]
+    assert [type(a).__name__ for a in planned.actions] == ["Promote"]
+    assert swarm.log == [
+        f"engine {planned.actions[0].describe()}",
+        "update service shoal-db-orders",
+    ]
+    written = stored_status(swarm)
+    assert same_status(written, worker.last_status)
+    assert written.progress["promoting"] == "orders-0"
