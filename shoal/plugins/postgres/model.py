@@ -10,14 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from shoal.plugins.base import Action
 
 
-def setting_text(v: str | int | float | bool) -> str:
-    """A declared parameter as PostgreSQL's configuration text (booleans as on/off); the one
-    conversion used for both the bootstrap parameters and later reconfiguration."""
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    return str(v)
-
-
 class UnusableAnswer(ValueError):
     """An agent's answer that is malformed or of a newer format: no usable answer."""
 

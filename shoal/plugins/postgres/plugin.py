@@ -29,6 +29,7 @@ from shoal.plugins.base import (
 )
 from shoal.plugins.postgres import naming, planner
 from shoal.plugins.postgres.agent import lease
+from shoal.plugins.postgres.agent.parameters import setting_text
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -40,7 +41,6 @@ from shoal.plugins.postgres.model import (
     Promote,
     RenewCertificate,
     UnusableAnswer,
-    setting_text,
 )
 
 if TYPE_CHECKING:
