@@ -56,6 +56,12 @@ class PgProbe(BaseModel):
     stalled_seconds: float = 0.0
 
     @property
+    def answered(self) -> bool:
+        """False when the agent runs PostgreSQL but its query failed: the role is unknown,
+        and a primary in that state may still be committing for the clients it has."""
+        return not (self.state == "running" and self.role is None)
+
+    @property
     def has_data(self) -> bool:
         return self.state == "running" and self.system_identifier is not None
 

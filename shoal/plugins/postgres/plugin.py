@@ -274,9 +274,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         return probe.task_id
 
     def answered(self, probe: PgProbe) -> bool:
-        # The agent runs PostgreSQL but its query failed: the role is unknown, and a primary
-        # in that state may still be committing for the clients it has.
-        return not (probe.state == "running" and probe.role is None)
+        return probe.answered
 
     def plan(self, observation: Observation[PgProbe]) -> Plan:
         return planner.plan(observation)
