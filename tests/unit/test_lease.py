@@ -17,6 +17,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal import names
 from shoal.swarm.client import JSON, SwarmError, VersionConflict
@@ -153,6 +155,25 @@ def test_record_of_a_newer_or_unknown_format_is_refused(fmt: str | int) -> None:
 )
 def test_unreadable_record_is_an_empty_unheld_lease(raw: str | None) -> None:
     assert LeaseRecord.from_label(raw) == LeaseRecord(holder="", token=0, beat=0)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+_KEYS = st.sampled_from(["format", "holder", "token", "beat", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.dictionaries(_KEYS, _JSON).map(json.dumps))
+def test_fuzz_a_label_is_a_record_or_refused(raw: str) -> None:
+    """Whatever the label holds: a record (an empty one when unreadable), or a refusal."""
+    try:
+        rec = LeaseRecord.from_label(raw)
+    except NewerLeaseFormat:
+        return
+    assert LeaseRecord.from_label(rec.to_label()) == rec
 
 
 def test_record_with_missing_fields_takes_defaults() -> None:
