@@ -101,8 +101,8 @@ class PgProbe(BaseModel):
     )  # fmt: skip
     @classmethod
     def _null_is_default(cls, v: Any, info: ValidationInfo) -> Any:
-        if v is None:
-            return _DEFAULTS[info.field_name or ""]
+        if v is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
         return v
 
     @field_validator("upstream", "task_id", mode="before")
@@ -131,12 +131,6 @@ class PgProbe(BaseModel):
     @classmethod
     def _hex(cls, v: Any) -> Any:
         return int(v, 16) if isinstance(v, str) else v
-
-
-_DEFAULTS: dict[str, Any] = {
-    "receiving": False, "slots": (), "synchronous_standby_names": "", "fence_token": 0,
-    "parameters": {}, "history": (), "durability_overrides": (), "stalled_seconds": 0.0,
-}  # fmt: skip
 
 
 # --- engine actions ----------------------------------------------------------------------
