@@ -21,7 +21,19 @@ from shoal import names
 from shoal.tls import DatabaseCA, database_ca
 
 KEY_PATHS = (Path("/run/secrets") / names.OPERATOR_KEY_SECRET,)
-PURPOSES = ("superuser", "replication", "app", "agent-token", "agent-token-root")
+# Every credential, by purpose: the HMAC's input, so a purpose is never renamed. A password
+# every member shares is given to members as one Docker secret each, mounted as the file
+# named here under /run/secrets, where the member agent reads it (None: no member gets it).
+PURPOSES: dict[str, str | None] = {
+    "superuser": "superuser-password",
+    "replication": "replication-password",
+    "app": "app-password",
+    # database-wide: mounted only in members made before per-member tokens
+    "agent-token": None,
+    # never mounted: each member's own agent token is derived from it (`agent_token_for`)
+    "agent-token-root": None,
+}
+SHARED_FILES: dict[str, str] = {p: f for p, f in PURPOSES.items() if f is not None}
 
 
 class MissingKey(RuntimeError):
@@ -55,33 +67,33 @@ def derive(key: bytes, db_uid: str, purpose: str) -> str:
 
 @dataclass(frozen=True)
 class DatabaseCredentials:
-    superuser: str
-    replication: str
-    app: str
-    agent_token: str  # database-wide: mounted only in members made before per-member tokens
-    agent_token_root: str  # never mounted: each member's own token is derived from it
+    by_purpose: dict[str, str]  # every purpose in PURPOSES -> its credential
     ca: DatabaseCA  # signs the members' server certificates (shoal/tls.py)
 
     @staticmethod
     def derive(key: bytes, db_uid: str) -> DatabaseCredentials:
         return DatabaseCredentials(
-            superuser=derive(key, db_uid, "superuser"),
-            replication=derive(key, db_uid, "replication"),
-            app=derive(key, db_uid, "app"),
-            agent_token=derive(key, db_uid, "agent-token"),
-            agent_token_root=derive(key, db_uid, "agent-token-root"),
-            ca=database_ca(key, db_uid),
+            {p: derive(key, db_uid, p) for p in PURPOSES}, database_ca(key, db_uid)
         )
 
-    def by_purpose(self) -> dict[str, str]:
-        """The credentials every member shares (one Docker secret each)."""
-        return {"superuser": self.superuser, "replication": self.replication, "app": self.app}
+    @property
+    def app(self) -> str:
+        return self.by_purpose["app"]
+
+    @property
+    def agent_token(self) -> str:
+        """Database-wide: only members made before per-member tokens hold it."""
+        return self.by_purpose["agent-token"]
+
+    def shared(self) -> dict[str, str]:
+        """The credentials every member shares (one Docker secret each), by purpose."""
+        return {p: self.by_purpose[p] for p in SHARED_FILES}
 
     def agent_token_for(self, member: str) -> str:
         """The bearer token of one member's agent: each member has its own, so a member's
         token (readable in its container) opens no other member's agent. The root they are
         derived from is never handed out."""
-        root = self.agent_token_root.encode()
+        root = self.by_purpose["agent-token-root"].encode()
         mac = hmac.new(root, f"member/{member}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")[:32]
 

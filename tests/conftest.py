@@ -230,6 +230,13 @@ class FakeSwarm(ByKind):
         self._end(task, "failed", "task: non-zero exit (137)")
 
     # --- for the tests ----------------------------------------------------------------------
+    def write_label(self, service: str, key: str, value: str) -> None:
+        """Set a service label as another writer would (its version moves on)."""
+        svc = self._lookup(SERVICES, service)
+        assert svc is not None, f"no service {service}"
+        svc["Spec"].setdefault("Labels", {})[key] = value
+        svc["Version"]["Index"] = next(self._versions)
+
     def labels(self, name: str) -> dict[str, Any]:
         """The labels of the service `name` as stored now."""
         found = self._lookup(SERVICES, name)

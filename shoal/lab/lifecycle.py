@@ -192,10 +192,6 @@ def _load_archive(node: LabNode, archive: Path) -> str | None:
     return None if result.returncode == 0 else result.stderr.strip() or "docker load failed"
 
 
-def image_exists_local(tag: str) -> bool:
-    return image_id(tag) is not None
-
-
 def image_id(tag: str, host: str | None = None) -> str | None:
     """The id of the image `tag` names on the local engine (or on `host`); None if none."""
     found = docker("image", "inspect", "--format", "{{.Id}}", tag, host=host, check=False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shoal import names
-from shoal.credentials import DatabaseCredentials, secret_payload
+from shoal.credentials import SHARED_FILES, DatabaseCredentials, secret_payload
 from shoal.declaration import Database
 from shoal.operator.placement import constraints_with_pin
 from shoal.swarm.client import JSON, SwarmApi, SwarmError
@@ -27,15 +27,9 @@ RESTART_POLICY: JSON = {"Condition": "any", "Delay": 0, "MaxAttempts": 0}
 # acknowledged commit is on a standby already: a long graceful stop protects nothing, while
 # a fence (a forced update) waits this long before Swarm kills the old container.
 STOP_GRACE_NS = 1 * 10**9
-SECRET_FILES = {
-    "superuser": "superuser-password",
-    "replication": "replication-password",
-    "app": "app-password",
-}  # shared by every member; each member's own agent token is the file "agent-token"
-
-
-AGENT_TOKEN = "agent-token"
-TLS_BUNDLE = "tls.pem"  # the member's own key, its server certificate and the CA
+# The files a member's own secrets are mounted as (the shared ones: credentials.SHARED_FILES).
+AGENT_TOKEN = "agent-token"  # its agent's bearer token
+TLS_BUNDLE = "tls.pem"  # its own key, its server certificate and the CA
 
 
 @dataclass(frozen=True)
@@ -50,18 +44,29 @@ class Infrastructure:
     control_subnets: tuple[str, ...] = ()
 
 
-def secret_name(db: str, uid: str, purpose: str) -> str:
-    # The uid in the name: a database deleted and declared again never meets the previous
-    # incarnation's secrets.
-    return f"shoal-{db}-{uid[:8]}-{purpose}"
+@dataclass(frozen=True)
+class SecretNames:
+    """The names of a database's Docker secrets."""
+
+    shared: dict[str, str]  # purpose (credentials.SHARED_FILES) -> name
+    agent_tokens: dict[int, str]  # member index -> its own agent token's secret
+    tls: dict[int, str]  # member index -> its own TLS bundle's secret
+
+    def all(self) -> list[str]:
+        return [*self.shared.values(), *self.agent_tokens.values(), *self.tls.values()]
 
 
-def agent_token_secret_name(db: str, uid: str, index: int) -> str:
-    return secret_name(db, uid, f"{AGENT_TOKEN}-{index}")
+def secret_names(db: str, uid: str, members: int) -> SecretNames:
+    def name(what: str) -> str:
+        # The uid in the name: a database deleted and declared again never meets the
+        # previous incarnation's secrets.
+        return f"shoal-{db}-{uid[:8]}-{what}"
 
-
-def tls_secret_name(db: str, uid: str, index: int) -> str:
-    return secret_name(db, uid, f"tls-{index}")
+    return SecretNames(
+        shared={purpose: name(purpose) for purpose in SHARED_FILES},
+        agent_tokens={i: name(f"{AGENT_TOKEN}-{i}") for i in range(members)},
+        tls={i: name(f"tls-{i}") for i in range(members)},
+    )
 
 
 def tls_bundle(credentials: DatabaseCredentials, db: str, index: int, now: datetime) -> str:
@@ -110,20 +115,19 @@ async def ensure_infrastructure(
         names.database_network(db.name), db_labels(db.name, "network")
     )
     labels = db_labels(db.name, "secret")
+    wanted = secret_names(db.name, uid, db.spec.members)
     secrets: dict[str, tuple[str, str]] = {}
-    for purpose, value in credentials.by_purpose().items():
-        name = secret_name(db.name, uid, purpose)
+    for purpose, value in credentials.shared().items():
+        name = wanted.shared[purpose]
         secrets[purpose] = (await swarm.ensure_secret(name, secret_payload(value), labels), name)
     tokens: dict[int, tuple[str, str]] = {}
-    for index in range(db.spec.members):
-        name = agent_token_secret_name(db.name, uid, index)
+    for index, name in wanted.agent_tokens.items():
         token = credentials.agent_token_for(names.member_service(db.name, index))
         tokens[index] = (await swarm.ensure_secret(name, secret_payload(token), labels), name)
     bundles: dict[int, tuple[str, str]] = {}
     now = datetime.now(UTC)
-    for index in range(db.spec.members):
+    for index, name in wanted.tls.items():
         # Made once (an existing secret is kept); renewals go through the agent.
-        name = tls_secret_name(db.name, uid, index)
         bundle = tls_bundle(credentials, db.name, index, now)
         bundles[index] = (await swarm.ensure_secret(name, secret_payload(bundle), labels), name)
     return Infrastructure(
@@ -151,10 +155,7 @@ async def infrastructure_ready(swarm: SwarmApi, db: Database, uid: str) -> bool:
     if control is None or network is None:
         return False
     present = {s["Spec"]["Name"] for s in secrets}
-    wanted = [secret_name(db.name, uid, p) for p in SECRET_FILES]
-    wanted += [agent_token_secret_name(db.name, uid, i) for i in range(db.spec.members)]
-    wanted += [tls_secret_name(db.name, uid, i) for i in range(db.spec.members)]
-    return all(name in present for name in wanted)
+    return all(name in present for name in secret_names(db.name, uid, db.spec.members).all())
 
 
 def _secret_file(secret_id: str, secret_name: str, file_name: str) -> JSON:
@@ -199,7 +200,7 @@ def member_service_spec(
                 ),
                 "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
                 "Secrets": [
-                    _secret_file(sid, sname, SECRET_FILES[purpose])
+                    _secret_file(sid, sname, SHARED_FILES[purpose])
                     for purpose, (sid, sname) in sorted(infra.secrets.items())
                 ]
                 + [

@@ -1,9 +1,10 @@
 """The operator's HTTP endpoint (port 9650): metrics, health, a JSON API and a status page.
 
 Routes
-  GET /                         human status page (server-rendered, then refreshed by a
-                                small inline script polling /api/v1/databases every 2 s);
-                                `/?db=NAME` shows that one database only
+  GET /                         human status page, rendered here only: a small inline
+                                script (static/status.js) fetches the page again every 2 s
+                                and swaps in its fresh parts; `/?db=NAME` shows that one
+                                database only
   GET /metrics                  Prometheus exposition
   GET /healthz                  200 "ok" or 503 with the reason
   GET /api/v1/databases         JSON list of DatabaseStatus

@@ -7,6 +7,10 @@ election: a candidate watches the record and takes over only after it has seen n
 needed. Each take-over increments `token`, the fencing token: members' agents and the status
 store refuse requests carrying a token older than the newest they have seen, so a deposed
 operator that wakes up late can change nothing.
+
+The record is versioned (`format`; absent in records of earlier operators, which is format 1).
+An operator that meets a newer format than `LEASE_FORMAT` neither takes, renews, advances nor
+releases the lease, and never overwrites the record: it logs why and does not act.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shoal import names
 from shoal.swarm.client import JSON, SwarmClient, SwarmError, VersionConflict
@@ -32,24 +39,44 @@ class LeaseSettings:
     safety_margin: float = 3.0
 
 
-@dataclass(frozen=True)
-class LeaseRecord:
-    holder: str
-    token: int
-    beat: int
+LEASE_FORMAT = 1
+
+
+class NewerLeaseFormat(Exception):
+    """The lease record is of a format this operator does not know: it must not act on it."""
+
+
+class LeaseRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    format: int = Field(default=LEASE_FORMAT, ge=1)
+    holder: str = ""
+    token: int = 0
+    beat: int = 0
 
     def to_label(self) -> str:
-        return json.dumps({"holder": self.holder, "token": self.token, "beat": self.beat})
+        return json.dumps(self.model_dump())
 
     @staticmethod
     def from_label(raw: str | None) -> LeaseRecord:
+        """The record in the lease label. One that cannot be read is an empty, unheld lease
+        (as it always was); one of a newer format raises `NewerLeaseFormat`."""
         try:
-            d = json.loads(raw or "{}")
-            return LeaseRecord(
-                str(d.get("holder", "")), int(d.get("token", 0)), int(d.get("beat", 0))
+            d: Any = json.loads(raw or "{}")
+        except ValueError:
+            return LeaseRecord()
+        if not isinstance(d, dict):
+            return LeaseRecord()
+        fmt = d.get("format", 1)
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt > LEASE_FORMAT:
+            raise NewerLeaseFormat(
+                f"the lease record has format {fmt!r}, newer than this operator's "
+                f"({LEASE_FORMAT}): not taking, renewing or overwriting it"
             )
-        except (ValueError, TypeError, AttributeError):
-            return LeaseRecord("", 0, 0)
+        try:
+            return LeaseRecord.model_validate(d)
+        except ValidationError:
+            return LeaseRecord()
 
 
 def lease_spec(record: LeaseRecord) -> JSON:
@@ -81,6 +108,7 @@ class Lease:
     # Swarm's certain word that the holder's container is dead lets a candidate take over at
     # once instead of waiting out `duration` (a dead process cannot act any more).
     holder_dead: Callable[[str], Awaitable[bool]] | None = None
+    _refusal: str = ""  # why the last record read was refused ("" when it was not)
 
     @property
     def held(self) -> bool:
@@ -93,17 +121,20 @@ class Lease:
         try:
             service = await self.client.service(names.LEASE_SERVICE)
             if service is None:
-                record = LeaseRecord(self.identity, 1, 0)
-                await self.client.create_service(lease_spec(record))
-                self._won(record, started)
+                first = LeaseRecord(holder=self.identity, token=1)
+                await self.client.create_service(lease_spec(first))
+                self._won(first, started)
                 return True
             version = int(service["Version"]["Index"])
-            record = LeaseRecord.from_label(
-                service["Spec"].get("Labels", {}).get(names.LABEL_LEASE)
-            )
+            record = self._read(service)
+            if record is None:
+                self._lost()
+                return False
             self.holder = record.holder
             if record.holder == self.identity and record.token == self.token and self.token:
-                renewed = LeaseRecord(self.identity, record.token, record.beat + 1)
+                renewed = LeaseRecord(
+                    holder=self.identity, token=record.token, beat=record.beat + 1
+                )
                 await self.client.update_service(service["ID"], version, lease_spec(renewed))
                 self._valid_until = started + self.settings.duration - self.settings.safety_margin
                 return self.held
@@ -118,7 +149,7 @@ class Lease:
             ):
                 self._lost()
                 return False
-            taken = LeaseRecord(self.identity, record.token + 1, 0)
+            taken = LeaseRecord(holder=self.identity, token=record.token + 1)
             await self.client.update_service(service["ID"], version, lease_spec(taken))
             self._won(taken, started)
             return True
@@ -144,8 +175,8 @@ class Lease:
             return False
         if service is None:
             return False
-        record = LeaseRecord.from_label(service["Spec"].get("Labels", {}).get(names.LABEL_LEASE))
-        if record.holder != self.identity or record.token != self.token:
+        record = self._read(service)
+        if record is None or record.holder != self.identity or record.token != self.token:
             self._lost()
             return False
         return self.held
@@ -160,13 +191,11 @@ class Lease:
             service = await self.client.service(names.LEASE_SERVICE)
             if service is None:
                 return False
-            record = LeaseRecord.from_label(
-                service["Spec"].get("Labels", {}).get(names.LABEL_LEASE)
-            )
-            if record.holder != self.identity or record.token != self.token:
+            record = self._read(service)
+            if record is None or record.holder != self.identity or record.token != self.token:
                 self._lost()
                 return False
-            ahead = LeaseRecord(self.identity, seen + 1, record.beat + 1)
+            ahead = LeaseRecord(holder=self.identity, token=seen + 1, beat=record.beat + 1)
             await self.client.update_service(
                 service["ID"], int(service["Version"]["Index"]), lease_spec(ahead)
             )
@@ -189,18 +218,32 @@ class Lease:
             service = await self.client.service(names.LEASE_SERVICE)
             if service is None:
                 return
-            record = LeaseRecord.from_label(service["Spec"]["Labels"].get(names.LABEL_LEASE))
-            if record.holder != self.identity:
+            record = self._read(service)
+            if record is None or record.holder != self.identity:
                 return
             await self.client.update_service(
                 service["ID"],
                 int(service["Version"]["Index"]),
-                lease_spec(LeaseRecord("", record.token, record.beat + 1)),
+                lease_spec(LeaseRecord(token=record.token, beat=record.beat + 1)),
             )
         except SwarmError:
             pass
         finally:
             self._lost()
+
+    def _read(self, service: JSON) -> LeaseRecord | None:
+        """The service's lease record; None, logged once, when it is of a newer format."""
+        try:
+            record = LeaseRecord.from_label(
+                service["Spec"].get("Labels", {}).get(names.LABEL_LEASE)
+            )
+        except NewerLeaseFormat as e:
+            if self._refusal != str(e):
+                log.error("%s", e, extra={"event": "lease-refused"})
+            self._refusal = str(e)
+            return None
+        self._refusal = ""
+        return record
 
     def _won(self, record: LeaseRecord, started: float) -> None:
         if self.token != record.token:

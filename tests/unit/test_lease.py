@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal import names
 from shoal.swarm.client import JSON, SwarmError
-from shoal.swarm.lease import Lease, LeaseRecord, LeaseSettings, lease_spec
+from shoal.swarm.lease import Lease, LeaseRecord, LeaseSettings, NewerLeaseFormat, lease_spec
 from tests.conftest import FakeSwarm
 
 pytestmark = pytest.mark.unit
@@ -50,31 +53,77 @@ def contender(swarm: FakeSwarm, identity: str, clock: Clock) -> Lease:
 
 # --- LeaseRecord -------------------------------------------------------------------------
 def test_record_round_trips_through_its_label() -> None:
-    rec = LeaseRecord("op-a", 7, 42)
+    rec = LeaseRecord(holder="op-a", token=7, beat=42)
     assert LeaseRecord.from_label(rec.to_label()) == rec
-    assert json.loads(rec.to_label()) == {"holder": "op-a", "token": 7, "beat": 42}
+    assert json.loads(rec.to_label()) == {"format": 1, "holder": "op-a", "token": 7, "beat": 42}
+
+
+def test_record_without_format_is_format_1() -> None:
+    """Records written by operators from before the field."""
+    raw = '{"holder": "op-a", "token": 7, "beat": 42}'
+    assert LeaseRecord.from_label(raw) == LeaseRecord(holder="op-a", token=7, beat=42)
+
+
+@pytest.mark.parametrize("fmt", [2, 99, '"2"', "null", "1.5", "true"])
+def test_record_of_a_newer_or_unknown_format_is_refused(fmt: str | int) -> None:
+    with pytest.raises(NewerLeaseFormat):
+        LeaseRecord.from_label(f'{{"format": {fmt}, "holder": "x", "token": 3, "beat": 1}}')
 
 
 @pytest.mark.parametrize(
     "raw",
-    [None, "", "not json", "[1, 2]", '"a string"', "42", '{"token": "x"}', '{"beat": [1]}'],
+    [
+        None,
+        "",
+        "not json",
+        "[1, 2]",
+        '"a string"',
+        "42",
+        '{"token": "x"}',
+        '{"beat": [1]}',
+        '{"format": 0, "holder": "x"}',
+        '{"holder": {"a": 1}}',
+    ],
 )
 def test_unreadable_record_is_an_empty_unheld_lease(raw: str | None) -> None:
-    assert LeaseRecord.from_label(raw) == LeaseRecord("", 0, 0)
+    assert LeaseRecord.from_label(raw) == LeaseRecord(holder="", token=0, beat=0)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+_KEYS = st.sampled_from(["format", "holder", "token", "beat", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.dictionaries(_KEYS, _JSON).map(json.dumps))
+def test_fuzz_a_label_is_a_record_or_refused(raw: str) -> None:
+    """Whatever the label holds: a record (an empty one when unreadable), or a refusal."""
+    try:
+        rec = LeaseRecord.from_label(raw)
+    except NewerLeaseFormat:
+        return
+    assert LeaseRecord.from_label(rec.to_label()) == rec
 
 
 def test_record_with_missing_fields_takes_defaults() -> None:
-    assert LeaseRecord.from_label('{"holder": "x"}') == LeaseRecord("x", 0, 0)
-    assert LeaseRecord.from_label('{"token": "3", "beat": 1}') == LeaseRecord("", 3, 1)
+    assert LeaseRecord.from_label('{"holder": "x"}') == LeaseRecord(holder="x", token=0, beat=0)
+    assert LeaseRecord.from_label('{"token": "3", "beat": 1}') == LeaseRecord(
+        holder="", token=3, beat=1
+    )
 
 
 def test_lease_spec_is_a_zero_replica_labelled_service() -> None:
-    spec = lease_spec(LeaseRecord("h", 2, 0))
+    spec = lease_spec(LeaseRecord(holder="h", token=2, beat=0))
     assert spec["Name"] == names.LEASE_SERVICE
     assert spec["Mode"] == {"Replicated": {"Replicas": 0}}
     assert spec["Labels"][names.LABEL_ROLE] == "lease"
     assert spec["Labels"][names.LABEL_MANAGED] == "true"
-    assert LeaseRecord.from_label(spec["Labels"][names.LABEL_LEASE]) == LeaseRecord("h", 2, 0)
+    assert LeaseRecord.from_label(spec["Labels"][names.LABEL_LEASE]) == LeaseRecord(
+        holder="h", token=2, beat=0
+    )
 
 
 # --- Lease.step --------------------------------------------------------------------------
@@ -83,7 +132,7 @@ async def test_first_contender_creates_the_lease_with_token_1() -> None:
     a = contender(swarm, "a", clock)
     assert await a.step()
     assert a.held and a.token == 1
-    assert record(swarm) == LeaseRecord("a", 1, 0)
+    assert record(swarm) == LeaseRecord(holder="a", token=1, beat=0)
 
 
 async def test_holder_renews_and_keeps_its_token() -> None:
@@ -93,7 +142,7 @@ async def test_holder_renews_and_keeps_its_token() -> None:
     for beat in range(1, 6):
         clock.advance(SETTINGS.renew_every)
         assert await a.step()
-        assert record(swarm) == LeaseRecord("a", 1, beat)
+        assert record(swarm) == LeaseRecord(holder="a", token=1, beat=beat)
     assert a.held
 
 
@@ -137,7 +186,7 @@ async def test_take_over_only_after_duration_of_silence_on_the_candidates_clock(
     clock_b.advance(0.02)
     assert await b.step()
     assert b.held and b.token == 2
-    assert record(swarm) == LeaseRecord("b", 2, 0)
+    assert record(swarm) == LeaseRecord(holder="b", token=2, beat=0)
 
 
 async def test_any_change_of_the_record_restarts_the_candidates_wait() -> None:
@@ -225,7 +274,7 @@ async def test_release_lets_a_standby_take_over_at_once() -> None:
     assert not await b.step()
     await a.release()
     assert not a.held and a.token == 0
-    assert record(swarm) == LeaseRecord("", 1, 1)
+    assert record(swarm) == LeaseRecord(holder="", token=1, beat=1)
     assert await b.step()  # no waiting for `duration`
     assert b.token == 2 and record(swarm).holder == "b"
 
@@ -338,3 +387,47 @@ async def test_an_absurd_token_seen_on_a_member_cannot_lock_the_holder_out() -> 
     await b.step()
     assert not await b.advance_past(absurd + 5), "only the holder may advance"
     assert record(swarm).holder == "a"
+
+
+# --- a record of a newer format -----------------------------------------------------------
+def _write_newer(swarm: FakeSwarm, **fields: Any) -> str:
+    """Rewrite the lease label as a newer operator would; returns the raw label."""
+    raw = json.dumps({"format": 2, **fields})
+    swarm.write_label(names.LEASE_SERVICE, names.LABEL_LEASE, raw)
+    return raw
+
+
+async def test_newer_format_is_never_taken_even_after_silence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    swarm = FakeSwarm()
+    clock = Clock()
+    a = contender(swarm, "a", clock)
+    await a.step()
+    raw = _write_newer(swarm, holder="z", token=9, fencing={"epoch": 1})
+    b = contender(swarm, "b", clock)
+    for _ in range(3):
+        assert not await b.step()
+        clock.advance(SETTINGS.duration + 1)
+    assert not b.held and b.token == 0
+    assert swarm.labels(names.LEASE_SERVICE)[names.LABEL_LEASE] == raw  # never overwritten
+    refusals = [r for r in caplog.records if getattr(r, "event", "") == "lease-refused"]
+    assert len(refusals) == 1 and "format 2" in refusals[0].getMessage()  # logged once
+
+
+async def test_holder_meeting_a_newer_format_stops_acting_and_leaves_it() -> None:
+    swarm = FakeSwarm()
+    clock = Clock()
+    a = contender(swarm, "a", clock)
+    assert await a.step()
+    raw = _write_newer(swarm, holder="a", token=a.token, beat=5)
+    assert not await a.confirm()
+    assert not a.held
+    a.token = 1  # as if it still believed it held: renewal, advance and release all refuse
+    assert not await a.step()
+    a.token = 1
+    a._valid_until = clock() + 5
+    assert not await a.advance_past(7)
+    a.token = 1
+    await a.release()
+    assert swarm.labels(names.LEASE_SERVICE)[names.LABEL_LEASE] == raw

@@ -9,12 +9,13 @@ import json
 import pytest
 
 from shoal import names
+from shoal.credentials import SHARED_FILES
 from shoal.declaration import load_declaration
 from shoal.operator.members import (
     RESTART_POLICY,
-    SECRET_FILES,
     Infrastructure,
     member_service_spec,
+    secret_names,
 )
 from shoal.swarm.client import JSON
 
@@ -37,7 +38,7 @@ INFRA = Infrastructure(
     network_id="net-db",
     control_network_id="net-control",
     secrets={
-        purpose: (f"id-{purpose}", f"shoal-orders-0123abcd-{purpose}") for purpose in SECRET_FILES
+        purpose: (f"id-{purpose}", f"shoal-orders-0123abcd-{purpose}") for purpose in SHARED_FILES
     },
     agent_tokens={i: (f"id-token-{i}", f"shoal-orders-0123abcd-agent-token-{i}") for i in range(3)},
     tls={i: (f"id-tls-{i}", f"shoal-orders-0123abcd-tls-{i}") for i in range(3)},
@@ -83,12 +84,12 @@ def test_credentials_only_as_secret_files(spec: JSON) -> None:
     secrets = cs["Secrets"]
     # the shared credentials, and this member's own agent token and TLS key (no other
     # member's)
-    assert {s["SecretID"] for s in secrets} == {f"id-{p}" for p in SECRET_FILES} | {
+    assert {s["SecretID"] for s in secrets} == {f"id-{p}" for p in SHARED_FILES} | {
         "id-token-1",
         "id-tls-1",
     }
     assert {s["File"]["Name"] for s in secrets} == {
-        *SECRET_FILES.values(),
+        *SHARED_FILES.values(),
         "agent-token",
         "tls.pem",
     }
@@ -167,3 +168,17 @@ def test_every_member_gets_an_agent_token_of_its_own() -> None:
     assert again.agent_token_for("orders-0") == creds.agent_token_for("orders-0")
     other = DatabaseCredentials.derive(b"k" * 32, "uid-2")
     assert other.agent_token_for("orders-0") != creds.agent_token_for("orders-0")
+
+
+def test_secret_names_keep_their_form() -> None:
+    """Existing databases' secrets carry these names: they must never change."""
+    wanted = secret_names("orders", "0123abcd-rest-of-the-uid", 2)
+    assert wanted.all() == [
+        "shoal-orders-0123abcd-superuser",
+        "shoal-orders-0123abcd-replication",
+        "shoal-orders-0123abcd-app",
+        "shoal-orders-0123abcd-agent-token-0",
+        "shoal-orders-0123abcd-agent-token-1",
+        "shoal-orders-0123abcd-tls-0",
+        "shoal-orders-0123abcd-tls-1",
+    ]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shoal import names
-from shoal.plugins.postgres.agent import api, pg
+from shoal.plugins.postgres.agent import api, parameters, pg
 
 pytestmark = pytest.mark.unit
 
@@ -32,14 +32,15 @@ def test_quote_literal() -> None:
         pg.quote_literal("a\x00")
 
 
-def test_param_value() -> None:
-    assert pg.param_value(True) == "on"
-    assert pg.param_value(False) == "off"
-    assert pg.param_value(150) == "150"
-    assert pg.param_value(0.5) == "0.5"
-    assert pg.param_value("8MB") == "8MB"
+def test_setting_text() -> None:
+    """The one conversion of a parameter's value, shared by the operator and the agent."""
+    assert parameters.setting_text(True) == "on"
+    assert parameters.setting_text(False) == "off"
+    assert parameters.setting_text(150) == "150"
+    assert parameters.setting_text(0.5) == "0.5"
+    assert parameters.setting_text("8MB") == "8MB"
     with pytest.raises(ValueError):
-        pg.param_value([1])
+        parameters.setting_text([1])
 
 
 def test_auto_conf_round_trip() -> None:

@@ -91,7 +91,7 @@ def observe(
     status = DatabaseStatus.model_validate(doc["status"])
     obs_members = []
     for i, (name, raw) in enumerate(sorted(doc["probes"].items())):
-        probe = PgProbe.from_json(raw) if raw is not None else None
+        probe = PgProbe.parse(raw) if raw is not None else None
         remembered = PgProgress.from_status(status.progress).data_tasks.get(name, f"task-{name}")
         fresh = probe is not None and probe.state == "empty"
         # `replaced`: Swarm has replaced the member's task (a fence); True while it still
@@ -844,7 +844,7 @@ def _with_certificates(
         dataclasses.replace(
             m,
             certificate_serial=100 + i if known else None,
-            probe=dataclasses.replace(m.probe, certificate_serial=served.get(m.name))
+            probe=m.probe.model_copy(update={"certificate_serial": served.get(m.name)})
             if m.probe is not None
             else None,
         )

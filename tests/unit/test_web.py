@@ -292,3 +292,16 @@ def test_formatters() -> None:
     assert fmt_seconds(None) == DASH
     assert fmt_seconds(0.25) == "250 ms"
     assert fmt_seconds(300) == "5.0 min"
+
+
+async def test_the_page_script_renders_nothing_itself(client: Client) -> None:
+    """The server is the only renderer: the script fetches the page again and swaps in the
+    parts it finds by id, so each must be in the server's page."""
+    page = await (await client.get("/")).text()
+    script = page[page.index("<script>") : page.index("</script>")]
+    assert "createElement" not in script and "innerHTML" not in script
+    assert "/api/v1/databases" not in script
+    parts = re.search(r"var PARTS = \[([^\]]*)\]", script)
+    assert parts is not None
+    for part in re.findall(r'"(\w+)"', parts.group(1)):
+        assert f'id="{part}"' in page, part

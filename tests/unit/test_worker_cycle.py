@@ -166,7 +166,7 @@ async def test_a_dead_primary_task_starts_a_failover_and_the_status_lands_on_the
     recorded = DatabaseStatus.model_validate(doc["status"])
     assert recorded.primary == "orders-1"
     swarm = FakeSwarm()
-    probes = {m: PgProbe.from_json(raw) for m, raw in doc["probes"].items() if raw is not None}
+    probes = {m: PgProbe.parse(raw) for m, raw in doc["probes"].items() if raw is not None}
     plugin = RecordedPostgres(probes, swarm.log)
     # the recorded status was written with fencing token 3: this operator holds 4
     ctx = await operator(swarm, plugin, after_token=recorded.fence_token)

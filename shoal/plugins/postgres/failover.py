@@ -259,7 +259,7 @@ def _lease_wait(old: PgMember | None, best: PgMember, released: float) -> float:
 
 
 def _role_unknown(m: PgMember) -> bool:
-    return m.probe is None or (m.probe.state == "running" and m.probe.role is None)
+    return m.probe is None or not m.probe.answered
 
 
 def _position(m: PgMember) -> tuple[int, int, int]:

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shoal.plugins.base import Action
 
 
-def setting_text(v: str | int | float | bool) -> str:
-    """A declared parameter as PostgreSQL's configuration text (booleans as on/off); the one
-    conversion used for both the bootstrap parameters and later reconfiguration."""
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    return str(v)
+class UnusableAnswer(ValueError):
+    """An agent's answer that is malformed or of a newer format: no usable answer."""
 
 
-@dataclass(frozen=True)
-class PgProbe:
-    """A member agent's `GET /state`, typed. LSNs are byte positions."""
+# The newest format of the agent's `GET /state` answer this parser knows. The agent writes
+# its own (agent/member.py: STATE_FORMAT, absent before it was introduced: format 1); a unit
+# test keeps the two equal, so a new agent format cannot ship without the parser learning it.
+PROBE_FORMAT = 1
 
-    state: str  # empty | bootstrapping | cloning | running | stopped | failed
-    role: str | None = None  # primary | standby
+
+class PgProbe(BaseModel):
+    """A member agent's `GET /state`, typed and validated. LSNs are byte positions.
+
+    `parse` turns an answer into one; it raises `UnusableAnswer` when the answer is malformed
+    or of a format newer than `PROBE_FORMAT`: then the member gave no usable answer, and is
+    counted like one that did not answer (plugin.py: `probe`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    state: Literal["empty", "bootstrapping", "cloning", "running", "stopped", "failed"] = "failed"
+    role: Literal["primary", "standby"] | None = None
     system_identifier: str | None = None
     timeline: int | None = None
     wal_lsn: int | None = None
@@ -32,7 +41,7 @@ class PgProbe:
     synchronous_standby_names: str = ""
     lag_seconds: float | None = None
     fence_token: int = 0
-    parameters: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
     task_id: str | None = None  # the Swarm task of the container that answered
     # A primary's timeline history: (ancestor timeline, LSN where it ended), oldest first.
@@ -40,11 +49,17 @@ class PgProbe:
     # A primary's role- or database-level settings that weaken durability ("app in every
     # database: synchronous_commit"): reset by the next Configure.
     durability_overrides: tuple[str, ...] = ()
-    # The serial of the TLS certificate PostgreSQL serves; None without TLS.
+    # The serial of the TLS certificate PostgreSQL serves (hex on the wire); None without TLS.
     certificate_serial: int | None = None
     # A standby told to follow `upstream` that has not streamed from it for this long, by
     # its agent's clock (0: streaming, or following nobody). Its WAL may be gone upstream.
     stalled_seconds: float = 0.0
+
+    @property
+    def answered(self) -> bool:
+        """False when the agent runs PostgreSQL but its query failed: the role is unknown,
+        and a primary in that state may still be committing for the clients it has."""
+        return not (self.state == "running" and self.role is None)
 
     @property
     def has_data(self) -> bool:
@@ -59,45 +74,63 @@ class PgProbe:
         return self.has_data and self.role == "standby"
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> PgProbe:
-        def opt_int(v: Any) -> int | None:
-            return int(v) if v is not None else None
+    def parse(answer: object) -> PgProbe:
+        """The agent's answer, typed; `UnusableAnswer` says why it cannot be used."""
+        if not isinstance(answer, dict):
+            raise UnusableAnswer(f"the answer is not an object but {type(answer).__name__}")
+        fmt = answer.get("format", 1)
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+            raise UnusableAnswer(f"the answer's format {fmt!r} is not a format")
+        if fmt > PROBE_FORMAT:
+            raise UnusableAnswer(
+                f"the answer's format {fmt} is newer than this operator's ({PROBE_FORMAT})"
+            )
+        try:
+            return PgProbe.model_validate(answer)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise UnusableAnswer(
+                f"the answer is malformed ({e.error_count()} problem(s); {where}: {err['msg']})"
+            ) from None
 
-        slots = d.get("slots") or []
-        return PgProbe(
-            state=str(d.get("state", "failed")),
-            role=d.get("role"),
-            system_identifier=(
-                str(d["system_identifier"]) if d.get("system_identifier") is not None else None
-            ),
-            timeline=opt_int(d.get("timeline")),
-            wal_lsn=opt_int(d.get("wal_lsn")),
-            replay_lsn=opt_int(d.get("replay_lsn")),
-            receiving=bool(d.get("receiving", False)),
-            upstream=d.get("upstream") or None,
-            slots=tuple(sorted(str(s["name"]) if isinstance(s, dict) else str(s) for s in slots)),
-            synchronous_standby_names=str(d.get("synchronous_standby_names") or ""),
-            lag_seconds=float(d["lag_seconds"]) if d.get("lag_seconds") is not None else None,
-            fence_token=int(d.get("fence_token") or 0),
-            parameters={str(k): str(v) for k, v in (d.get("parameters") or {}).items()},
-            error=d.get("error"),
-            task_id=str(d["task_id"]) if d.get("task_id") else None,
-            durability_overrides=tuple(str(x) for x in d.get("durability_overrides") or []),
-            history=tuple(
-                (int(h[0]), int(h[1]))
-                for h in d.get("history") or []
-                if isinstance(h, list | tuple) and len(h) == 2
-            ),
-            certificate_serial=_hex_or_none(d.get("certificate_serial")),
-            stalled_seconds=float(d.get("stalled_seconds") or 0.0),
-        )
+    # -- the wire's shapes: null for "nothing", slots as objects, the serial in hex
+    @field_validator(
+        "receiving", "slots", "synchronous_standby_names", "fence_token", "parameters",
+        "history", "durability_overrides", "stalled_seconds", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _null_is_default(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        return v
 
+    @field_validator("upstream", "task_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return v or None
 
-def _hex_or_none(v: Any) -> int | None:
-    try:
-        return int(str(v), 16) if v is not None else None
-    except ValueError:
-        return None
+    @field_validator("system_identifier", mode="before")
+    @classmethod
+    def _identifier_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("slots", mode="before")
+    @classmethod
+    def _slot_names(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return [s["name"] if isinstance(s, dict) and "name" in s else s for s in v]
+        return v
+
+    @field_validator("slots")
+    @classmethod
+    def _sorted(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(v))
+
+    @field_validator("certificate_serial", mode="before")
+    @classmethod
+    def _hex(cls, v: Any) -> Any:
+        return int(v, 16) if isinstance(v, str) else v
 
 
 # --- engine actions ----------------------------------------------------------------------

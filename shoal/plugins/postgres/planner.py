@@ -19,6 +19,7 @@ from shoal.plugins.base import (
     RemoveMember,
 )
 from shoal.plugins.postgres import naming
+from shoal.plugins.postgres.agent.parameters import setting_text
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.failover import adopt, end_timeline, plan_failover, plan_switchover
 from shoal.plugins.postgres.model import (
@@ -29,7 +30,6 @@ from shoal.plugins.postgres.model import (
     Follow,
     PgProbe,
     RenewCertificate,
-    setting_text,
 )
 from shoal.plugins.postgres.progress import PgProgress
 from shoal.plugins.postgres.view import Cluster, member_statuses

@@ -29,6 +29,7 @@ from shoal.plugins.base import (
 )
 from shoal.plugins.postgres import naming, planner
 from shoal.plugins.postgres.agent import lease
+from shoal.plugins.postgres.agent.parameters import setting_text
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -39,7 +40,7 @@ from shoal.plugins.postgres.model import (
     PgProbe,
     Promote,
     RenewCertificate,
-    setting_text,
+    UnusableAnswer,
 )
 
 if TYPE_CHECKING:
@@ -212,6 +213,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
 
     def __init__(self, image: str | None = None) -> None:
         self.image = image or self.image_recipe.alias
+        self._unusable: dict[str, str] = {}  # member -> why its last answer was unusable
 
     def member_image(self) -> str:
         return self.image
@@ -251,7 +253,19 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         lease: LeaseGrant | None = None,
     ) -> PgProbe | None:
         data = await self.probe_document(http, member, credentials, lease)
-        return PgProbe.from_json(data) if data is not None else None
+        if data is None:
+            return None
+        try:
+            probe = PgProbe.parse(data)
+        except UnusableAnswer as e:
+            # Counted like no answer: unreachable, so a failover waits for Swarm's word or
+            # `unreachableSeconds` (docs/failure-modes.md, "An agent's answer it cannot read").
+            if self._unusable.get(member) != str(e):
+                log.warning("%s: %s", member, e, extra={"event": "probe-unusable"})
+            self._unusable[member] = str(e)
+            return None
+        self._unusable.pop(member, None)
+        return probe
 
     def fence_token_seen(self, probe: PgProbe) -> int:
         return probe.fence_token
@@ -260,9 +274,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         return probe.task_id
 
     def answered(self, probe: PgProbe) -> bool:
-        # The agent runs PostgreSQL but its query failed: the role is unknown, and a primary
-        # in that state may still be committing for the clients it has.
-        return not (probe.state == "running" and probe.role is None)
+        return probe.answered
 
     def plan(self, observation: Observation[PgProbe]) -> Plan:
         return planner.plan(observation)

@@ -97,7 +97,7 @@ def check_params(raw: Any) -> dict[str, str]:
         if why is not None:
             raise HttpError(400, f"field 'parameters': {k} {why}")
         try:
-            out[k] = pg.param_value(v)
+            out[k] = parameters.setting_text(v)
             pg.quote_literal(out[k])
         except ValueError as e:
             raise HttpError(400, f"field 'parameters': {k}: {e}") from e

@@ -50,6 +50,10 @@ FENCE_FILE = pg.STATE_DIR / "fence.json"
 CLONE_MARKER = pg.STATE_DIR / "clone-in-progress"
 BOOTSTRAP_MARKER = pg.STATE_DIR / "bootstrap-in-progress"
 STATES = ("empty", "bootstrapping", "cloning", "running", "stopped", "failed")
+# The format of the `GET /state` answer (its "format" field). Raise it with any change an
+# operator reading the previous format would misread: such an operator then counts this
+# member as unreachable instead of guessing (the operator's parser: model.py PROBE_FORMAT).
+STATE_FORMAT = 1
 CRASH_RESTARTS = 3  # restarts after PostgreSQL died on its own, at most, within CRASH_WINDOW
 CRASH_WINDOW = 300.0
 CRASH_START_ATTEMPTS = 5
@@ -343,7 +347,8 @@ SELECT json_build_object(
         with self._lock:
             state, error, fence = self.state, self.error, self.fence
         body: dict[str, Any] = {
-            "member": self.member, "state": state, "error": error, "role": None,
+            "format": STATE_FORMAT, "member": self.member, "state": state, "error": error,
+            "role": None,
             "system_identifier": None, "timeline": None, "wal_lsn": None,
             "replay_lsn": None, "receiving": False, "upstream": None, "replication": [],
             "slots": [], "synchronous_standby_names": "", "lag_seconds": None,

@@ -6,7 +6,8 @@ user is likely to try are refused with the reason: they run shell commands, load
 write files at a path, weaken what `durability` promises, or are set by shoal itself
 (docs/security.md, "Parameters by allowlist"). The same module decides in the operator (the
 declaration is refused with exit 2, nothing changes) and in the member agent (a request that
-got past the operator is refused with HTTP 400), so the rule is written once.
+got past the operator is refused with HTTP 400), so the rule is written once; so is how a
+value becomes PostgreSQL's text (`setting_text`).
 
 Standard library only: the agent runs it inside the member image.
 """
@@ -143,6 +144,17 @@ ROLE_LEVEL_GUARDED: tuple[str, ...] = ("synchronous_commit", "default_transactio
 
 ALLOWED_NAMES: frozenset[str] = frozenset(n for names in ALLOWED.values() for n in names)
 assert not ALLOWED_NAMES & REFUSED.keys(), "a parameter is both allowed and refused"
+
+
+def setting_text(value: object) -> str:
+    """A parameter's value as PostgreSQL's configuration text: booleans as on/off, numbers
+    and strings as written. The one conversion, for the operator (the declaration's values
+    at bootstrap and in every Configure) and the agent (the values a request carries)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError(f"unsupported value type {type(value).__name__}")
 
 
 def refusal(name: str) -> str | None:

@@ -80,14 +80,6 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def param_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, int | float | str):
-        return str(value)
-    raise ValueError(f"unsupported value type {type(value).__name__}")
-
-
 def parse_conf_value(raw: str) -> str:
     raw = raw.strip()
     if len(raw) >= 2 and raw[0] == "'" and raw[-1] == "'":
