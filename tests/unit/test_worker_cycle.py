@@ -78,7 +78,7 @@ async def operator(
     """An operator holding the lease, with a fencing token above `after_token` (the one the
     recorded status was written with)."""
     if after_token:  # released by its last holder: taken at once, with the next token
-        await swarm.create_service(lease_spec(LeaseRecord("", after_token, 0)))
+        await swarm.create_service(lease_spec(LeaseRecord(holder="", token=after_token, beat=0)))
     lease = Lease(swarm, "operator-test", LeaseSettings(duration=600.0))  # type: ignore[arg-type]
     assert await lease.step()
     assert lease.token == after_token + 1
