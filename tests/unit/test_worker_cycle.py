@@ -6,7 +6,6 @@ recorded on a real cluster (recordings/, as test_pg_planner.py uses them). Engin
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -203,7 +202,7 @@ async def test_a_dead_primary_task_starts_a_failover_and_the_status_lands_on_the
     # once both standbys stopped following the dead primary, the one with the newest WAL is
     # promoted and the promotion in flight is remembered on the anchor
     for m in ("orders-0", "orders-2"):
-        probes[m] = dataclasses.replace(probes[m], upstream=None, receiving=False)
+        probes[m] = probes[m].model_copy(update={"upstream": None, "receiving": False})
     swarm.log.clear()
     plugin.probed.clear()
     await worker.cycle()
