@@ -48,7 +48,7 @@ def lab_nodes() -> list[dict[str, Any]]:
 
 def manager_but(node: str) -> str:
     """A manager of the lab other than `node`."""
-    return next(n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != node)
+    return str(next(n["name"] for n in lab_nodes() if n["role"] == "manager" and n["name"] != node))
 
 
 def member_nodes(st: dict[str, Any]) -> dict[str, str | None]:

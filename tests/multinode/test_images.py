@@ -124,6 +124,18 @@ def test_every_node_holds_the_images_so_a_lost_registry_blocks_no_new_task(
         )
     finally:
         subprocess.run(["docker", "service", "rm", probe], capture_output=True, timeout=60)
+        # `service rm` returns before the task's container stops: a later test that
+        # removes the image from this node would find it in use.
+        wait_for(
+            lambda: (
+                not on_node(
+                    target, "ps", "-q", "-f", f"label=com.docker.swarm.service.name={probe}"
+                ).stdout.split()
+            ),
+            120,
+            f"the container of {probe} to stop on {target}",
+            every=2,
+        )
         registry_replicas(1)
         wait_for(lambda: running_registry_task() is not None, 180, "the registry to run again")
 
