@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -16,7 +17,7 @@ from rich.table import Table
 from shoal import names
 from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, fail, out, run
 from shoal.declaration import Database, DeclarationError, load_declaration
-from shoal.request import FailoverRequest, ReinitRequest, SwitchoverRequest
+from shoal.request import FailoverRequest, ReinitRequest, Request, SwitchoverRequest
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.cleanup import leftovers, purge_database
 from shoal.swarm.client import poll
@@ -40,6 +41,34 @@ async def _must_get(store: DatabaseStore, name: str) -> StoredDatabase:
     if stored is None:
         raise BadInput(f"no database named {name!r} (see `shoal get`)")
     return stored
+
+
+def _member_named(stored: StoredDatabase, to: str | None) -> None:
+    """Refuse a `--to` that names no member of the database."""
+    name = stored.declaration.name
+    members = [names.member_service(name, i) for i in range(stored.declaration.spec.members)]
+    if to is not None and to not in members:
+        raise BadInput(f"--to: {to!r} is not a member of {name} ({', '.join(members)})")
+
+
+async def _request_and_wait(
+    store: DatabaseStore,
+    name: str,
+    request: Request,
+    done: Callable[[DatabaseStatus], bool],
+    timeout: float,
+    what: str,
+) -> DatabaseStatus:
+    """Store `request` on the anchor and wait until the operator's status says `done`."""
+    await store.set_request(name, request)
+
+    async def settled() -> bool:
+        return done((await _must_get(store, name)).status)
+
+    if not await poll(settled, timeout):
+        s = (await _must_get(store, name)).status
+        raise Failed(f"{what} did not complete: {s.message or s.state.value}")
+    return (await _must_get(store, name)).status
 
 
 def describe_timeline(s: DatabaseStatus) -> str:
@@ -193,27 +222,21 @@ def register(app: typer.Typer) -> None:
 
         async def go(store: DatabaseStore) -> None:
             stored = await _must_get(store, name)
-            members = [
-                names.member_service(name, i) for i in range(stored.declaration.spec.members)
-            ]
-            if to is not None and to not in members:
-                raise BadInput(f"--to: {to!r} is not a member of {name} ({', '.join(members)})")
+            _member_named(stored, to)
             old = stored.status.primary
             if stored.status.state != DatabaseState.HEALTHY:
                 raise Failed(
                     f"{name} is {stored.status.state.value}; switch over a Healthy database"
                 )
-            rid = uuid.uuid4().hex[:12]
-            await store.set_request(name, SwitchoverRequest(id=rid, to=to))
-
-            async def done() -> bool:
-                s = (await _must_get(store, name)).status
-                return s.primary != old and s.state == DatabaseState.HEALTHY
-
-            if not await poll(done, timeout):
-                s = (await _must_get(store, name)).status
-                raise Failed(f"switchover did not complete: {s.message or s.state.value}")
-            out.print(f"{name}: primary is now {(await _must_get(store, name)).status.primary}")
+            now = await _request_and_wait(
+                store,
+                name,
+                SwitchoverRequest(id=uuid.uuid4().hex[:12], to=to),
+                lambda s: s.primary != old and s.state == DatabaseState.HEALTHY,
+                timeout,
+                "switchover",
+            )
+            out.print(f"{name}: primary is now {now.primary}")
 
         run(go)
 
@@ -239,25 +262,20 @@ def register(app: typer.Typer) -> None:
 
         async def go(store: DatabaseStore) -> None:
             stored = await _must_get(store, name)
-            members = [
-                names.member_service(name, i) for i in range(stored.declaration.spec.members)
-            ]
-            if to not in members:
-                raise BadInput(f"--to: {to!r} is not a member of {name} ({', '.join(members)})")
+            _member_named(stored, to)
             if stored.status.state not in (DatabaseState.UNAVAILABLE, DatabaseState.FAILING_OVER):
                 raise BadInput(
                     f"{name} is {stored.status.state.value}: a forced failover is only for a "
                     "database without a writable primary (use `shoal switchover`)"
                 )
-            rid = uuid.uuid4().hex[:12]
-            await store.set_request(name, FailoverRequest(id=rid, to=to, accept_data_loss=True))
-
-            async def done() -> bool:
-                return (await _must_get(store, name)).status.primary == to
-
-            if not await poll(done, timeout):
-                s = (await _must_get(store, name)).status
-                raise Failed(f"forced failover did not complete: {s.message or s.state.value}")
+            await _request_and_wait(
+                store,
+                name,
+                FailoverRequest(id=uuid.uuid4().hex[:12], to=to, accept_data_loss=True),
+                lambda s: s.primary == to,
+                timeout,
+                "forced failover",
+            )
             out.print(f"{name}: primary is now {to} (data loss accepted)")
 
         run(go)

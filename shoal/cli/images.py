@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 
 from shoal.platform.engine import PlatformError, ensure_engine
-from shoal.platform.images import build_all, resolve_images
+from shoal.platform.images import BuiltImages, build_all, resolve_images
 
 app = typer.Typer(help="Build the operator and member images locally.", no_args_is_help=True)
 
@@ -44,17 +45,8 @@ def build(
             output=output if verbose else None,
         )
     except PlatformError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
-    if as_json:
-        typer.echo(json.dumps(images.as_dict(), indent=2))
-    else:
-        typer.echo(f"base      {images.base}")
-        typer.echo(f"operator  {images.operator}  (alias {images.operator_alias})")
-        for engine, tag in images.members.items():
-            typer.echo(f"{engine:<9} {tag}  (alias {images.member_aliases[engine]})")
-        typer.echo(f"registry  {images.registry}")
-        typer.echo("built     " + (", ".join(images.built) or "nothing (up to date)"))
+        _fail(exc)
+    _print(images, as_json, built=True)
 
 
 @app.command("show")
@@ -63,11 +55,25 @@ def show(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -
     try:
         images = resolve_images()
     except PlatformError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        _fail(exc)
+    _print(images, as_json, built=False)
+
+
+def _fail(exc: PlatformError) -> NoReturn:
+    _err.print(f"[red]error:[/red] {exc}", highlight=False)
+    raise typer.Exit(1) from exc
+
+
+def _print(images: BuiltImages, as_json: bool, built: bool) -> None:
+    """The tags, as JSON or one per line; after a build, with their aliases and what was
+    built."""
     if as_json:
         typer.echo(json.dumps(images.as_dict(), indent=2))
-    else:
-        tags = {"base": images.base, "operator": images.operator, **images.members}
-        for key, tag in {**tags, "registry": images.registry}.items():
-            typer.echo(f"{key:<9} {tag}")
+        return
+    aliases = {"operator": images.operator_alias, **images.member_aliases} if built else {}
+    tags = {"base": images.base, "operator": images.operator, **images.members}
+    for key, tag in {**tags, "registry": images.registry}.items():
+        alias = f"  (alias {aliases[key]})" if key in aliases else ""
+        typer.echo(f"{key:<9} {tag}{alias}")
+    if built:
+        typer.echo("built     " + (", ".join(images.built) or "nothing (up to date)"))

@@ -170,16 +170,22 @@ class Lease:
         if not self.held:
             return False
         try:
-            service = await self.client.service(names.LEASE_SERVICE)
+            own = await self._own_record()
         except SwarmError:
             return False
+        return own is not None and self.held
+
+    async def _own_record(self) -> tuple[JSON, LeaseRecord] | None:
+        """The lease service and its record while the record is ours, with our token; None
+        when the service is gone, and None (the lease lost) when the record is another's."""
+        service = await self.client.service(names.LEASE_SERVICE)
         if service is None:
-            return False
+            return None
         record = self._read(service)
         if record is None or record.holder != self.identity or record.token != self.token:
             self._lost()
-            return False
-        return self.held
+            return None
+        return service, record
 
     async def advance_past(self, seen: int) -> bool:
         """A member recorded a fencing token above ours (written by a bug, or by hand): take
@@ -188,13 +194,10 @@ class Lease:
         if not self.held or seen <= self.token:
             return self.held
         try:
-            service = await self.client.service(names.LEASE_SERVICE)
-            if service is None:
+            own = await self._own_record()
+            if own is None:
                 return False
-            record = self._read(service)
-            if record is None or record.holder != self.identity or record.token != self.token:
-                self._lost()
-                return False
+            service, record = own
             ahead = LeaseRecord(holder=self.identity, token=seen + 1, beat=record.beat + 1)
             await self.client.update_service(
                 service["ID"], int(service["Version"]["Index"]), lease_spec(ahead)
