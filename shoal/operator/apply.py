@@ -3,7 +3,9 @@ secrets, the proxy, requests) are the operator's; the engine's own go to its plu
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from shoal import names
@@ -32,6 +34,7 @@ from shoal.plugins.base import (
     RemoveProxy,
     ReplaceMember,
 )
+from shoal.swarm.cleanup import purge_database
 from shoal.swarm.client import SwarmError
 from shoal.swarm.store import StoredDatabase
 
@@ -76,18 +79,18 @@ class Applier:
         log.info("%s", action.describe(), extra={"event": "action", "database": self.name})
         match action:
             case EnsureInfrastructure():
-                await self._still_declared(stored)
-                await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
+                async with self._creating(stored):
+                    await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
             case CreateMember(index=i):
-                await self._still_declared(stored)
-                infra = await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
-                pin = placement.pin_for(i) if placement is not None else None
-                spec = member_service_spec(db, i, plugin.member_image(), infra, pin=pin)
-                try:
-                    await ctx.swarm.create_service(spec)
-                except SwarmError:
-                    if await ctx.swarm.service(spec["Name"]) is None:
-                        raise
+                async with self._creating(stored):
+                    infra = await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
+                    pin = placement.pin_for(i) if placement is not None else None
+                    spec = member_service_spec(db, i, plugin.member_image(), infra, pin=pin)
+                    try:
+                        await ctx.swarm.create_service(spec)
+                    except SwarmError:
+                        if await ctx.swarm.service(spec["Name"]) is None:
+                            raise
             case RemoveMember(index=i):
                 await ctx.swarm.remove_service(names.member_service(self.name, i))
             case ReplaceMember(member=m, reason=why):
@@ -111,11 +114,11 @@ class Applier:
             case ClearRequest(request_id=rid):
                 await ctx.store.clear_request(self.name, rid)
             case EnsureProxy(port=port, members=members):
-                await self._still_declared(stored)
                 backend = plugin.proxy_backend
                 if backend is None:  # plan_proxy plans none for such an engine
                     raise ActionFailed(f"engine {plugin.engine.value} has no read-write proxy")
-                await ensure_proxy(ctx.swarm, db, backend, plugin.member_image(), port, members)
+                async with self._creating(stored):
+                    await ensure_proxy(ctx.swarm, db, backend, plugin.member_image(), port, members)
             case RemoveProxy():
                 await remove_proxy(ctx.swarm, self.name)
             case PruneProxyConfigs(configs=configs):
@@ -125,6 +128,28 @@ class Applier:
                     action,
                     ApplyContext(ctx.swarm, ctx.http, credentials, ctx.lease.token, db),
                 )
+
+    @contextlib.asynccontextmanager
+    async def _creating(self, stored: StoredDatabase) -> AsyncIterator[None]:
+        """Around anything that creates objects of the database: the anchor is read before
+        (`_still_declared`) and again after. A `shoal delete` that purged everything and
+        removed the anchor in between (`delete --wait` may already have seen the database
+        gone) would leave what was just created behind, owned by nothing: seen in CI as a
+        database network left after `delete --wait`. Then it is purged again at once (also
+        while the anchor is still marked Deleting: the purge may have passed already). A
+        database declared again meanwhile (another uid) is left alone: only its name is
+        shared, and its own objects are its own."""
+        await self._still_declared(stored)
+        yield
+        current = await self.ctx.store.get(self.name)
+        if current is None or (current.deleting and current.uid == stored.uid):
+            log.warning(
+                "%s was deleted while this cycle created objects of it: removing them",
+                self.name,
+                extra={"event": "gone", "database": self.name},
+            )
+            await purge_database(self.ctx.swarm, self.name)
+            raise DatabaseGone(f"{self.name} was deleted during the cycle; removed what it made")
 
     async def _still_declared(self, stored: StoredDatabase) -> None:
         """Re-read the anchor right before creating anything: `shoal delete` may have purged

@@ -16,6 +16,7 @@ import pytest
 from shoal import names
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, validate_document
+from shoal.operator.apply import DatabaseGone
 from shoal.operator.context import OperatorContext
 from shoal.operator.members import ensure_infrastructure, member_service_spec
 from shoal.operator.metrics import OperatorMetrics
@@ -24,7 +25,8 @@ from shoal.plugins.base import Action, ApplyContext, LeaseGrant, Observation, Pl
 from shoal.plugins.postgres.model import PgProbe
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseState, DatabaseStatus
-from shoal.swarm.client import NETWORKS, SECRETS, SERVICES
+from shoal.swarm.cleanup import purge_database
+from shoal.swarm.client import JSON, NETWORKS, SECRETS, SERVICES, Kind
 from shoal.swarm.lease import Lease, LeaseRecord, LeaseSettings, lease_spec
 from shoal.swarm.store import DatabaseStore
 from tests.conftest import FakeSwarm
@@ -215,3 +217,33 @@ async def test_a_dead_primary_task_starts_a_failover_and_the_status_lands_on_the
     written = stored_status(swarm)
     assert same_status(written, worker.last_status)
     assert written.progress["promoting"] == "orders-0"
+
+
+async def test_a_delete_that_lands_while_a_cycle_creates_leaves_nothing_behind() -> None:
+    """`shoal delete` purges everything and removes the anchor between the cycle's check of
+    the anchor and its creations (seen in CI: `delete --wait` returned, then the database's
+    network was there again, owned by nothing). What the cycle made is removed at once."""
+
+    class DeletedMidway(FakeSwarm):
+        deleted = False
+
+        async def create(self, kind: Kind, spec: JSON) -> str:
+            database_network = names.database_network("orders")
+            if kind is NETWORKS and spec["Name"] == database_network and not self.deleted:
+                self.deleted = True  # the CLI's whole delete, right before this creation
+                assert await DatabaseStore(self).mark_deleting("orders")
+                await purge_database(self, "orders")
+            return await super().create(kind, spec)
+
+    swarm = DeletedMidway()
+    plugin = RecordedPostgres({}, swarm.log)
+    ctx = await operator(swarm, plugin)
+    await ctx.store.apply(declaration(recording("healthy")))
+    worker = DatabaseWorker(ctx, "orders")
+    with pytest.raises(DatabaseGone):
+        await worker.cycle()
+    assert swarm.deleted
+    assert await swarm.with_label(NETWORKS, names.LABEL_DATABASE, "orders") == []
+    assert await swarm.with_label(SECRETS, names.LABEL_DATABASE, "orders") == []
+    assert await swarm.services_of("orders") == []
+    assert swarm.names(NETWORKS) == {names.CONTROL_NETWORK}
