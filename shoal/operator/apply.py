@@ -134,11 +134,11 @@ class Applier:
         """Around anything that creates objects of the database: the anchor is read before
         (`_still_declared`) and again after. A `shoal delete` that purged everything and
         removed the anchor in between (`delete --wait` may already have seen the database
-        gone) would leave what was just created behind, owned by nothing: seen in CI as a
-        database network left after `delete --wait`. Then it is purged again at once (also
-        while the anchor is still marked Deleting: the purge may have passed already). A
-        database declared again meanwhile (another uid) is left alone: only its name is
-        shared, and its own objects are its own."""
+        gone) would leave what was just created behind, owned by nothing (the window between
+        the check and the creations; tests/unit/test_worker_cycle.py stages it). Then it is
+        purged again at once (also while the anchor is still marked Deleting: the purge may
+        have passed already). A database declared again meanwhile (another uid) is left
+        alone: only its name is shared, and its own objects are its own."""
         await self._still_declared(stored)
         yield
         current = await self.ctx.store.get(self.name)

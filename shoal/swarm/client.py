@@ -108,7 +108,14 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout: float, every: floa
         retry=retry_if_result(lambda ok: not ok),
         retry_error_callback=lambda _state: False,
     )
-    answer: bool = await until_true(check)
+
+    async def ask() -> bool:
+        # Awaited here: tenacity awaits only what it recognises as a coroutine function, and
+        # a lambda returning a coroutine is not one (its coroutine counted as a true answer:
+        # `shoal delete --wait` returned at once).
+        return await check()
+
+    answer: bool = await until_true(ask)
     return answer
 
 

@@ -39,6 +39,26 @@ async def test_poll_answers_false_when_the_time_is_up() -> None:
     assert calls >= 2
 
 
+async def test_poll_awaits_a_lambda_that_returns_a_coroutine() -> None:
+    """As `shoal delete --wait` calls it: `poll(lambda: _purged(store, name), ...)`. The
+    coroutine itself must never count as the answer (it did: the delete returned at once
+    while the database's network was still there)."""
+    answers = iter([False, False, True])
+
+    async def purged(name: str) -> bool:
+        assert name == "orders"
+        return next(answers)
+
+    assert await poll(lambda: purged("orders"), timeout=5, every=0.01) is True
+    assert next(answers, None) is None  # asked until it said yes, not once
+    never = await poll(lambda: purged_never(), timeout=0.1, every=0.02)
+    assert never is False
+
+
+async def purged_never() -> bool:
+    return False
+
+
 async def test_poll_raises_what_the_check_raises() -> None:
     async def check() -> bool:
         raise SwarmError("boom")
