@@ -64,3 +64,5 @@ class EngineSection:
     # The problem with a `spec.version` of this engine (a full message, ending in
     # `got ...`), or None when the version is accepted.
     version_problem: Callable[[str], str | None]
+    # Whether the engine's members archive and back up to `spec.backup` (docs/backup.md).
+    backups: bool = False

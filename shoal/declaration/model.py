@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from shoal.declaration.backup import BackupSpec, RestoreSpec
 from shoal.fields import EngineSection, StrictModel, between, show
 from shoal.plugins.mongodb.spec import SECTION as MONGODB_SECTION
 from shoal.plugins.mongodb.spec import MongoSection
@@ -160,6 +161,8 @@ class Spec(StrictModel):
     postgres: PostgresSection = Field(default_factory=PostgresSection)
     mongodb: MongoSection = Field(default_factory=MongoSection)
     expose: Expose = Field(default_factory=Expose)
+    backup: BackupSpec | None = None
+    restore: RestoreSpec | None = None
 
     # Cross-field rules are field validators reading the fields validated before them
     # (`info.data`), so that they are reported together with every other problem; a rule
@@ -204,6 +207,24 @@ class Spec(StrictModel):
             )
         return v
 
+    @field_validator("backup")
+    @classmethod
+    def _backup(cls, v: BackupSpec | None, info: ValidationInfo) -> BackupSpec | None:
+        engine = info.data.get("engine")
+        if v is not None and engine in SECTIONS and not SECTIONS[engine].backups:
+            raise ValueError(f"backups of engine {engine.value} are not supported yet")
+        return v
+
+    @field_validator("restore")
+    @classmethod
+    def _restore(cls, v: RestoreSpec | None, info: ValidationInfo) -> RestoreSpec | None:
+        if v is not None and info.data.get("backup", False) is None:
+            raise ValueError(
+                "needs spec.backup: the archive to restore from (its bucket and path) and "
+                "where this database archives"
+            )
+        return v
+
     @field_validator(*(engine.value for engine in SECTIONS))
     @classmethod
     def _section_of_its_engine(cls, v: StrictModel, info: ValidationInfo) -> StrictModel:
@@ -239,6 +260,17 @@ class Database(StrictModel):
     kind: Literal["Database"]
     metadata: Metadata
     spec: Spec
+
+    @field_validator("spec")
+    @classmethod
+    def _restore_from_another(cls, v: Spec, info: ValidationInfo) -> Spec:
+        metadata = info.data.get("metadata")
+        if v.restore is not None and metadata is not None and v.restore.source == metadata.name:
+            raise ValueError(
+                f"restore.from must name another database, got {metadata.name!r} (a database "
+                "is restored into a new one; the archive it restores from stays untouched)"
+            )
+        return v
 
     @property
     def name(self) -> str:

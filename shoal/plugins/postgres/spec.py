@@ -64,4 +64,5 @@ SECTION = EngineSection(
     model=PostgresSection,
     default_version="15",
     version_problem=_version_problem,
+    backups=True,
 )
