@@ -23,6 +23,7 @@ from shoal.operator.metrics import OperatorMetrics
 from shoal.operator.worker import DatabaseWorker
 from shoal.plugins.base import Action, ApplyContext, LeaseGrant, Observation, Plan
 from shoal.plugins.postgres.model import PgProbe
+from shoal.plugins.postgres.planner import list_for
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.cleanup import purge_database
@@ -247,3 +248,53 @@ async def test_a_delete_that_lands_while_a_cycle_creates_leaves_nothing_behind()
     assert await swarm.with_label(SECRETS, names.LABEL_DATABASE, "orders") == []
     assert await swarm.services_of("orders") == []
     assert swarm.names(NETWORKS) == {names.CONTROL_NETWORK}
+
+
+async def healthy_database() -> tuple[FakeSwarm, OperatorContext, DatabaseWorker]:
+    """A 3-member database as the `healthy` recording saw it: every member's task runs, every
+    agent answers, the stored status is the recorded one (written with token 3)."""
+    doc = recording("healthy")
+    recorded = DatabaseStatus.model_validate(doc["status"])
+    swarm = FakeSwarm()
+    probes = {m: PgProbe.parse(raw) for m, raw in doc["probes"].items() if raw is not None}
+    db = declaration(doc)
+    # The recording's standbys list no synchronous standbys of their own: what the planner
+    # asks of each (it would configure them every cycle otherwise; the probes are fixed).
+    for m in ("orders-0", "orders-2"):
+        wanted = list_for(m, MEMBERS, db.spec.durability)
+        probes[m] = probes[m].model_copy(update={"synchronous_standby_names": wanted})
+    plugin = RecordedPostgres(probes, swarm.log)
+    ctx = await operator(swarm, plugin, after_token=recorded.fence_token)
+    await ctx.store.apply(db)
+    stored = await ctx.store.get("orders")
+    assert stored is not None
+    assert await ctx.store.write_status("orders", recorded)
+    credentials = DatabaseCredentials.derive(KEY, stored.uid)
+    infra = await ensure_infrastructure(swarm, db, stored.uid, credentials)
+    for i in range(db.spec.members):
+        await swarm.create_service(member_service_spec(db, i, plugin.member_image(), infra))
+    for m in MEMBERS:
+        swarm.task_of(m)["ID"] = recorded.progress[f"task:{m}"]
+    return swarm, ctx, DatabaseWorker(ctx, "orders")
+
+
+# Docker API round trips of one steady-state pass of a healthy database (nothing to do, the
+# status unchanged), as the cycle makes them today: the anchor, the database's services, the
+# nodes, its members' tasks, its proxy's configs, the control network, its network and its
+# secrets. A guard against more, to be lowered as they are shared between databases.
+READS_PER_STEADY_PASS = 8
+
+
+async def test_a_steady_pass_of_a_healthy_database_makes_few_docker_calls() -> None:
+    """A regression guard on Docker API round trips (issue 13: they were most of the
+    operator's busy time at 20 databases), not a timing test."""
+    swarm, _ctx, worker = await healthy_database()
+    await worker.cycle()  # the first pass writes the status with this operator's token
+    for _ in range(5):
+        swarm.calls.clear()
+        delay, _engine = await worker.cycle()
+        assert worker.last_status is not None
+        assert worker.last_status.state == DatabaseState.HEALTHY
+        assert delay > 1.0  # nothing to do: the worker sleeps until its periodic pass
+        assert not any(c.startswith(("POST", "DELETE")) for c in swarm.calls), swarm.calls
+        assert len(swarm.calls) <= READS_PER_STEADY_PASS, swarm.calls
