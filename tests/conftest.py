@@ -163,10 +163,11 @@ class FakeSwarm(ByKind):
 
     # --- tasks, nodes, the engine ----------------------------------------------------------
     async def tasks(self, **filters: str | list[str]) -> list[JSON]:
-        self.calls.append("GET tasks" + "".join(f"?{k}" for k in sorted(filters)))
+        self.calls.append("GET tasks" + "".join(f"?{k}={filters[k]}" for k in sorted(filters)))
         await self._read()
         wanted = _as_list(filters.get("service"))
         desired = _as_list(filters.get("desired-state"))
+        labels = _as_list(filters.get("label"))
         out = []
         for t in self.task_list:
             svc = self.objects["services"].get(t["ServiceID"])
@@ -174,6 +175,8 @@ class FakeSwarm(ByKind):
             if wanted and not names & set(wanted):
                 continue
             if desired and t["DesiredState"] not in desired:
+                continue
+            if not all(_label_matches(t["ServiceLabels"], label) for label in labels):
                 continue
             out.append(copy.deepcopy(t))
         return out
@@ -302,6 +305,10 @@ class FakeSwarm(ByKind):
             "ID": f"task{n}",
             "ServiceID": service["ID"],
             "ServiceName": service["Spec"]["Name"],  # not Docker's: the fake's own index
+            # Not shown by Docker either: the service's labels when the task was made, which
+            # Docker's `label` filter of GET /tasks matches (swarmkit's ServiceAnnotations).
+            "ServiceLabels": dict(service["Spec"].get("Labels") or {}),
+            "Spec": copy.deepcopy(service["Spec"].get("TaskTemplate") or {}),
             "NodeID": self.node_id,
             "DesiredState": "running",
             "Version": {"Index": next(self._versions)},
@@ -322,6 +329,12 @@ class FakeSwarm(ByKind):
 def _labels(kind: Kind, obj: JSON) -> Mapping[str, str]:
     labels = obj.get("Labels") if kind.name_at_top else obj["Spec"].get("Labels")
     return labels or {}
+
+
+def _label_matches(labels: Mapping[str, str], wanted: str) -> bool:
+    """Docker's label filter: `key` (present) or `key=value`."""
+    key, eq, value = wanted.partition("=")
+    return key in labels and (not eq or labels[key] == value)
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:
