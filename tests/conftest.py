@@ -67,16 +67,22 @@ class FakeSwarm(ByKind):
         self.busy: dict[str, int] = {}  # object name -> removals refused as "in use"
         self.lingering: dict[str, int] = {}  # service id -> polls its containers outlive it
         self.log: list[str] = []  # every change, in order: "create service orders-0", ...
+        # Every Docker API round trip the real `SwarmClient` would make for the calls made
+        # so far, as "METHOD path" ("GET services/shoal-db-orders", "GET tasks?filters"):
+        # one entry per `SwarmClient.call`, so tests can bound how many a cycle makes.
+        self.calls: list[str] = []
         self._serial = itertools.count(1)
         self._versions = itertools.count(11)
 
     # --- the primitives of ByKind -------------------------------------------------------
     async def find(self, kind: Kind, name: str) -> JSON | None:
+        self.calls.append(f"GET {kind.path}?name={name}")
         await self._read()
         found = next((o for o in self.objects[kind.path].values() if kind.name_of(o) == name), None)
         return copy.deepcopy(found)
 
     async def with_label(self, kind: Kind, key: str, value: str | None = None) -> list[JSON]:
+        self.calls.append(f"GET {kind.path}?label={key}" + (f"={value}" if value else ""))
         await self._read()
         return [
             copy.deepcopy(o)
@@ -86,6 +92,7 @@ class FakeSwarm(ByKind):
 
     async def create(self, kind: Kind, spec: JSON) -> str:
         name = str(spec["Name"])
+        self.calls.append(f"POST {kind.path}/create {name}")
         if self._lookup(kind, name) is not None:
             raise SwarmError(
                 f"Docker API error 409: {kind.noun} {name} already exists",
@@ -110,6 +117,7 @@ class FakeSwarm(ByKind):
         return ident
 
     async def remove(self, kind: Kind, name_or_id: str) -> bool:
+        self.calls.append(f"DELETE {kind.path}/{name_or_id}")
         obj = self._lookup(kind, name_or_id)
         if obj is None:
             return False
@@ -127,11 +135,13 @@ class FakeSwarm(ByKind):
 
     # --- services ------------------------------------------------------------------------
     async def service(self, name_or_id: str) -> JSON | None:
+        self.calls.append(f"GET services/{name_or_id}")
         found = copy.deepcopy(self._lookup(SERVICES, name_or_id))
         await self._read()
         return found
 
     async def update_service(self, service_id: str, version: int, spec: JSON) -> None:
+        self.calls.append(f"POST services/{spec['Name']}/update")
         current = self.objects["services"].get(service_id)
         if current is None:
             raise NotFound(f"service {service_id} not found", 404)
@@ -153,9 +163,11 @@ class FakeSwarm(ByKind):
 
     # --- tasks, nodes, the engine ----------------------------------------------------------
     async def tasks(self, **filters: str | list[str]) -> list[JSON]:
+        self.calls.append("GET tasks" + "".join(f"?{k}={filters[k]}" for k in sorted(filters)))
         await self._read()
         wanted = _as_list(filters.get("service"))
         desired = _as_list(filters.get("desired-state"))
+        labels = _as_list(filters.get("label"))
         out = []
         for t in self.task_list:
             svc = self.objects["services"].get(t["ServiceID"])
@@ -164,13 +176,17 @@ class FakeSwarm(ByKind):
                 continue
             if desired and t["DesiredState"] not in desired:
                 continue
+            if not all(_label_matches(t["ServiceLabels"], label) for label in labels):
+                continue
             out.append(copy.deepcopy(t))
         return out
 
     async def nodes(self) -> list[JSON]:
+        self.calls.append("GET nodes")
         return copy.deepcopy(self.node_list)
 
     async def info(self) -> JSON:
+        self.calls.append("GET info")
         return {"Name": self.hostname, "Swarm": {"NodeID": self.node_id}}
 
     async def events(self, **filters: list[str]) -> AsyncIterator[JSON]:
@@ -180,6 +196,7 @@ class FakeSwarm(ByKind):
             yield event
 
     async def subnets_in_use(self) -> list[str]:
+        self.calls.append("GET networks")
         return [
             str(c["Subnet"])
             for n in self.objects["networks"].values()
@@ -189,6 +206,7 @@ class FakeSwarm(ByKind):
 
     # --- containers of this node (those of its running tasks) ----------------------------
     async def containers(self, **filters: str | list[str]) -> list[JSON]:
+        self.calls.append("GET containers/json")
         labels = _as_list(filters.get("label"))
         states = _as_list(filters.get("status"))
         out: list[JSON] = []
@@ -213,6 +231,7 @@ class FakeSwarm(ByKind):
     async def kill_container(
         self, container_id: str, signal: str = "SIGKILL", *, timeout: float | None = 30.0
     ) -> None:
+        self.calls.append(f"POST containers/{container_id}/kill")
         task = next(
             (
                 t
@@ -286,6 +305,10 @@ class FakeSwarm(ByKind):
             "ID": f"task{n}",
             "ServiceID": service["ID"],
             "ServiceName": service["Spec"]["Name"],  # not Docker's: the fake's own index
+            # Not shown by Docker either: the service's labels when the task was made, which
+            # Docker's `label` filter of GET /tasks matches (swarmkit's ServiceAnnotations).
+            "ServiceLabels": dict(service["Spec"].get("Labels") or {}),
+            "Spec": copy.deepcopy(service["Spec"].get("TaskTemplate") or {}),
             "NodeID": self.node_id,
             "DesiredState": "running",
             "Version": {"Index": next(self._versions)},
@@ -306,6 +329,12 @@ class FakeSwarm(ByKind):
 def _labels(kind: Kind, obj: JSON) -> Mapping[str, str]:
     labels = obj.get("Labels") if kind.name_at_top else obj["Spec"].get("Labels")
     return labels or {}
+
+
+def _label_matches(labels: Mapping[str, str], wanted: str) -> bool:
+    """Docker's label filter: `key` (present) or `key=value`."""
+    key, eq, value = wanted.partition("=")
+    return key in labels and (not eq or labels[key] == value)
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

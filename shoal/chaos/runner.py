@@ -20,7 +20,8 @@ from shoal import names
 from shoal.chaos import dockerapi
 from shoal.chaos.checker import MemberRead, check
 from shoal.chaos.engines import session_class
-from shoal.chaos.faults import FaultError, FaultRegistry, parse_faults
+from shoal.chaos.fault_names import parse_faults
+from shoal.chaos.faults import FaultError, FaultRegistry
 from shoal.chaos.history import parse_lines, save_ops
 from shoal.chaos.report import build_report, write_report
 from shoal.chaos.suite import Suite, schedule

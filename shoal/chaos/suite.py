@@ -11,7 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shoal.chaos.faults import parse_faults
+from shoal.chaos.fault_names import parse_faults
 
 BUILTIN = ("smoke", "full", "safety", "nodes")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from shoal.chaos.faults import all_fault_names, parse_faults
+from shoal.chaos.fault_names import all_fault_names, parse_faults
 
 app = typer.Typer(help="The chaos suite.", no_args_is_help=True)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from shoal.declaration import DeclarationError
-from shoal.swarm.client import SwarmClient, SwarmError, raft_busy, while_raft_busy
-from shoal.swarm.store import DatabaseStore
+if TYPE_CHECKING:  # imported where used: `shoal --help` needs none of them
+    from shoal.swarm.store import DatabaseStore
 
 T = TypeVar("T")
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -63,6 +62,9 @@ def run(coro_fn: Callable[[DatabaseStore], Coroutine[Any, Any, T]]) -> T:
     have been committed. Every command reads the anchor before it writes and writes it by
     compare-and-swap, so running it again is what the user would do by hand and is safe:
     an apply whose first write went through finds its declaration there and is unchanged."""
+    from shoal.declaration import DeclarationError
+    from shoal.swarm.client import SwarmClient, SwarmError, raft_busy, while_raft_busy
+    from shoal.swarm.store import DatabaseStore
 
     async def main() -> T:
         said = False

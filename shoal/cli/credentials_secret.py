@@ -10,9 +10,10 @@ and `shoal down` leave them; the label `shoal.credentials-of` says where they ca
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from shoal.credentials import secret_payload
-from shoal.swarm.client import SwarmClient, SwarmError
+if TYPE_CHECKING:  # imported where used: checking a name at start-up needs neither
+    from shoal.swarm.client import SwarmClient
 
 LABEL_CREDENTIALS_OF = "shoal.credentials-of"
 # Docker's secret names: 1-64 characters, alphanumerics and [-_.], starting alphanumeric.
@@ -48,6 +49,9 @@ async def store_credentials(
 ) -> tuple[str, str]:
     """Create SECRET-ca and SECRET; refuses (changing nothing) when either exists, and
     removes the CA's secret again if the URI's cannot be made. Returns both names."""
+    from shoal.credentials import secret_payload
+    from shoal.swarm.client import SwarmError
+
     for existing in (name, ca_secret(name)):
         if await swarm.secret(existing) is not None:
             raise SecretExists(

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.live import Live
@@ -16,14 +17,14 @@ from rich.table import Table
 
 from shoal import names
 from shoal.cli.common import EXIT_BAD_INPUT, BadInput, Failed, err, fail, out, run
-from shoal.declaration import Database, DeclarationError, load_declaration
-from shoal.request import FailoverRequest, ReinitRequest, Request, SwitchoverRequest
-from shoal.status import DatabaseState, DatabaseStatus
-from shoal.swarm.cleanup import leftovers, purge_database
-from shoal.swarm.client import poll
-from shoal.swarm.store import DatabaseStore, StoredDatabase
 
-TERMINAL_BAD = {DatabaseState.LOST}
+# The models and the Docker client are imported where a command runs: `shoal --help` and
+# every command's start-up need none of them (pydantic models, aiodocker, aiohttp).
+if TYPE_CHECKING:
+    from shoal.declaration import Database
+    from shoal.request import Request
+    from shoal.status import DatabaseStatus
+    from shoal.swarm.store import DatabaseStore, StoredDatabase
 
 
 def _read(path: Path) -> str:
@@ -60,6 +61,8 @@ async def _request_and_wait(
     what: str,
 ) -> DatabaseStatus:
     """Store `request` on the anchor and wait until the operator's status says `done`."""
+    from shoal.swarm.client import poll
+
     await store.set_request(name, request)
 
     async def settled() -> bool:
@@ -102,6 +105,9 @@ async def wait_healthy(
     store: DatabaseStore, name: str, generation: int, timeout: float
 ) -> DatabaseStatus:
     """Wait with a live progress line until the database is Healthy at `generation`."""
+    from shoal.status import DatabaseState
+    from shoal.swarm.client import poll
+
     last: DatabaseStatus | None = None
     started = time.monotonic()
     with Live(console=err, transient=True, refresh_per_second=4) as live:
@@ -117,7 +123,7 @@ async def wait_healthy(
                 f"[bold]{name}[/bold] {last.state.value} {ready} ready "
                 f"({time.monotonic() - started:.0f}s) {last.message}"
             )
-            if last.state in TERMINAL_BAD:
+            if last.state == DatabaseState.LOST:
                 raise Failed(f"{name} is {last.state.value}: {last.message}")
             return last.state == DatabaseState.HEALTHY and last.generation >= generation
 
@@ -219,6 +225,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(120, help="Seconds to wait for the new primary."),
     ) -> None:
         """Planned primary change; no acknowledged write is lost."""
+        from shoal.request import SwitchoverRequest
+        from shoal.status import DatabaseState
 
         async def go(store: DatabaseStore) -> None:
             stored = await _must_get(store, name)
@@ -259,6 +267,8 @@ def register(app: typer.Typer) -> None:
                 "may hold acknowledged writes that the new primary lacks)"
             )
             raise typer.Exit(EXIT_BAD_INPUT)
+        from shoal.request import FailoverRequest
+        from shoal.status import DatabaseState
 
         async def go(store: DatabaseStore) -> None:
             stored = await _must_get(store, name)
@@ -291,6 +301,8 @@ def register(app: typer.Typer) -> None:
         if not accept_data_loss:
             err.print("reinit: refusing without --accept-data-loss (the old data is gone for good)")
             raise typer.Exit(2)
+        from shoal.request import ReinitRequest
+        from shoal.status import DatabaseState
 
         async def go(store: DatabaseStore) -> None:
             stored = await _must_get(store, name)
@@ -309,6 +321,8 @@ def register(app: typer.Typer) -> None:
         wait: bool = typer.Option(False, "--wait", help="Wait until every object is gone."),
     ) -> None:
         """Remove the database and everything shoal created for it."""
+        from shoal.swarm.cleanup import leftovers, purge_database
+        from shoal.swarm.client import poll
 
         async def go(store: DatabaseStore) -> None:
             if not await store.mark_deleting(name) and not await leftovers(store.client, name):
@@ -323,6 +337,8 @@ def register(app: typer.Typer) -> None:
 
 
 async def _gone(store: DatabaseStore, name: str) -> bool:
+    from shoal.swarm.cleanup import leftovers
+
     return not await leftovers(store.client, name)
 
 
@@ -330,6 +346,8 @@ async def _purged(store: DatabaseStore, name: str) -> bool:
     """Gone, or purge again: an operator cycle that was already in flight when the database
     was deleted may have re-created an object. Never touches a database declared again under
     the same name meanwhile (its anchor exists)."""
+    from shoal.swarm.cleanup import purge_database
+
     if await _gone(store, name):
         return True
     if await store.get(name) is None:
@@ -338,6 +356,8 @@ async def _purged(store: DatabaseStore, name: str) -> bool:
 
 
 def load_or_exit(text: str) -> Database:
+    from shoal.declaration import DeclarationError, load_declaration
+
     try:
         return load_declaration(text)
     except DeclarationError as e:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 
-from shoal.platform.engine import PlatformError, ensure_engine
-from shoal.platform.images import BuiltImages, build_all, resolve_images
+if TYPE_CHECKING:  # imported where a command runs: `shoal --help` needs neither
+    from shoal.platform.engine import PlatformError
+    from shoal.platform.images import BuiltImages
 
 app = typer.Typer(help="Build the operator and member images locally.", no_args_is_help=True)
 
@@ -29,6 +30,8 @@ def build(
 ) -> None:
     """Build the base, operator, member (one per engine) and registry images (a no-op when
     up to date)."""
+    from shoal.platform.engine import PlatformError, ensure_engine
+    from shoal.platform.images import build_all
 
     def progress(message: str) -> None:
         _err.print(f"[bold]images:[/bold] {message}", highlight=False)
@@ -52,6 +55,9 @@ def build(
 @app.command("show")
 def show(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """Print the tags the current source tree builds, without building."""
+    from shoal.platform.engine import PlatformError
+    from shoal.platform.images import resolve_images
+
     try:
         images = resolve_images()
     except PlatformError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import typer
@@ -23,9 +23,11 @@ from shoal.cli.common import (
     run,
 )
 from shoal.cli.credentials_secret import SecretExists, check_secret_name, store_credentials
-from shoal.credentials import DatabaseCredentials, load_operator_key
-from shoal.swarm import operator_exec
-from shoal.swarm.store import DatabaseStore
+
+# Imported where a command runs: `shoal --help` and start-up need none of them (the
+# credentials' cryptography, the Docker client).
+if TYPE_CHECKING:
+    from shoal.swarm.store import DatabaseStore
 
 app = typer.Typer(help="Deploy the operator service, or run its process.", no_args_is_help=True)
 
@@ -145,6 +147,7 @@ def run_cmd(
 
 
 def credentials_document(stored: Any, key: bytes) -> dict[str, Any]:
+    from shoal.credentials import DatabaseCredentials
     from shoal.plugins.registry import engine_plugin
 
     creds = DatabaseCredentials.derive(key, stored.uid)
@@ -163,6 +166,8 @@ def credentials_document(stored: Any, key: bytes) -> dict[str, Any]:
 @app.command("credentials", hidden=True)
 def credentials_inside(name: str) -> None:
     """Inside the operator container: derive a database's credentials from the key."""
+    from shoal.credentials import load_operator_key
+
     key = load_operator_key()
 
     async def go(store: DatabaseStore) -> None:
@@ -175,6 +180,8 @@ def credentials_inside(name: str) -> None:
 
 
 async def fetch_credentials(store: DatabaseStore, name: str) -> dict[str, Any]:
+    from shoal.swarm import operator_exec
+
     """Ask the operator (the only holder of the key) through `docker exec`."""
     try:
         return await operator_exec.fetch_credentials(store.client, name)
@@ -281,6 +288,7 @@ def snapshot(name: str) -> None:
     """Inside the operator container: print what the operator observes of a database (every
     member's probe as the engine reports it, and its Swarm task), as JSON. Used to record
     real observations for the planner's unit tests, and for debugging."""
+    from shoal.credentials import DatabaseCredentials, load_operator_key
     from shoal.plugins.base import member_http_session
     from shoal.plugins.registry import engine_plugin
 

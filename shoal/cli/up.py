@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from shoal import names
 from shoal.cli.common import REGISTRY_OPTION, check_registry, err, fail, out, run
 from shoal.cli.db import load_or_exit, members_table, wait_healthy
-from shoal.swarm.cleanup import purge_everything
-from shoal.swarm.client import SwarmClient
-from shoal.swarm.store import DatabaseStore
+
+if TYPE_CHECKING:  # imported where a command runs: `shoal --help` needs neither
+    from shoal.swarm.client import SwarmClient
+    from shoal.swarm.store import DatabaseStore
 
 
 def _say(message: str) -> None:
@@ -99,6 +101,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def down() -> None:
         """Remove everything shoal created; the swarm itself is left alone."""
+        from shoal.swarm.cleanup import purge_everything
 
         async def go(store: DatabaseStore) -> None:
             await purge_everything(store.client)

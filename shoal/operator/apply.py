@@ -74,9 +74,24 @@ class Applier:
         credentials: DatabaseCredentials,
         placement: PlacementPlan | None = None,
     ) -> None:
+        log.info("%s", action.describe(), extra={"event": "action", "database": self.name})
+        try:
+            await self._apply(action, stored, plugin, credentials, placement)
+        finally:
+            # What the workers share of Swarm (operator/shared.py) is read again: the next
+            # pass must see Swarm as this action left it, even one that failed halfway.
+            self.ctx.shared.changed(self.name)
+
+    async def _apply(
+        self,
+        action: Action,
+        stored: StoredDatabase,
+        plugin: EnginePlugin[Any],
+        credentials: DatabaseCredentials,
+        placement: PlacementPlan | None,
+    ) -> None:
         ctx = self.ctx
         db = stored.declaration
-        log.info("%s", action.describe(), extra={"event": "action", "database": self.name})
         match action:
             case EnsureInfrastructure():
                 async with self._creating(stored):

@@ -17,7 +17,7 @@ from shoal.operator.leases import LeaseBook
 from shoal.operator.members import infrastructure_ready
 from shoal.operator.placement import read_pin
 from shoal.operator.proxy import observe_proxy
-from shoal.plugins.base import EnginePlugin, MemberObservation, Observation
+from shoal.plugins.base import EnginePlugin, MemberObservation, Observation, ProxyObservation
 from shoal.swarm.client import JSON
 from shoal.swarm.nodes import NodeInfo, node_info
 from shoal.swarm.store import StoredDatabase
@@ -94,13 +94,16 @@ class Observer:
             idx = names.member_index(self.name, s["Spec"]["Name"])
             if idx is not None:
                 by_index[idx] = s
-        # Independent reads of Swarm go out together (each is a round trip to the manager,
-        # slow on a busy one): the nodes and tasks now, the infrastructure and the proxy
-        # alongside the probes below.
-        raw_nodes, every = await all_of(
-            swarm.nodes(),
-            swarm.tasks(service=[s["Spec"]["Name"] for s in services]) if services else _empty(),
+        # The nodes and the tasks are the same reads for every database: shared for a moment
+        # (operator/shared.py; a death seen by the task poll is in the read the woken worker
+        # takes). Independent reads go out together (each may be a round trip to the
+        # manager, slow on a busy one); the infrastructure and the proxy alongside the probes.
+        shared = self.ctx.shared
+        raw_nodes, of_swarm = await all_of(
+            shared.nodes.get(), shared.tasks.get() if services else _empty()
         )
+        member_ids = {s["ID"] for s in services}
+        every: list[JSON] = [t for t in of_swarm if t.get("ServiceID") in member_ids]
         nodes = {n.id: n for n in map(node_info, raw_nodes)}
         tasks: dict[str, JSON] = {}
         earlier_running: set[str] = set()
@@ -143,8 +146,8 @@ class Observer:
         grants = [self._leases.grant(n, granted, declared, token) for n in member_names]
         sent = time.monotonic()
         infra_ready, proxy, *probes = await all_of(
-            infrastructure_ready(swarm, db, stored.uid),
-            observe_proxy(swarm, self.name, plugin.member_image(), of_db),
+            self._infrastructure_ready(stored),
+            self._proxy(plugin.member_image(), of_db),
             *(
                 plugin.probe(self.ctx.http, n, credentials, grant) if _may_answer(info) else _none()
                 for n, info, grant in zip(member_names, infos, grants, strict=True)
@@ -204,6 +207,27 @@ class Observer:
             monotonic=time.monotonic(),
             nodes=tuple(nodes.values()),
         )
+
+    async def _infrastructure_ready(self, stored: StoredDatabase) -> bool:
+        """Whether the database's networks and secrets are all there; once they are, Swarm is
+        not asked again for a while (operator/shared.py: none of them can be removed while
+        a member uses it, and every action of the operator asks afresh)."""
+        db = stored.declaration
+        shared = self.ctx.shared
+        if shared.infrastructure_known_ready(self.name, stored.uid, db.spec.members):
+            return True
+        ready = await infrastructure_ready(self.ctx.swarm, db, stored.uid)
+        if ready:
+            shared.infrastructure_ready(self.name, stored.uid, db.spec.members)
+        return ready
+
+    async def _proxy(self, image: str, services: list[JSON]) -> ProxyObservation:
+        configs = [
+            c
+            for c in await self.ctx.shared.proxy_configs.get()
+            if c["Spec"].get("Labels", {}).get(names.LABEL_DATABASE) == self.name
+        ]
+        return observe_proxy(self.name, image, services, configs)
 
 
 class UnreachableClock:

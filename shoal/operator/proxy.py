@@ -173,17 +173,19 @@ def _image_matches(image: str, want: str) -> bool:
     return image == want or image.startswith(want + "@")
 
 
-async def observe_proxy(
-    swarm: SwarmApi, db: str, image: str, services: list[JSON]
+def observe_proxy(
+    db: str, image: str, services: list[JSON], configs: list[JSON]
 ) -> ProxyObservation:
     """`services`: the database's services as just listed (by its label); the proxy is one
     of them, so no lookup by name is needed (one for a proxy that does not exist is a 404,
-    and an error line in dockerd's log, every cycle)."""
-    configs = tuple(
+    and an error line in dockerd's log, every cycle). `configs`: the database's configs of
+    the proxy role (operator/shared.py reads them for every database at once)."""
+    found = tuple(
         sorted(
             c["Spec"]["Name"]
-            for c in await swarm.configs_with_label(names.LABEL_DATABASE, db)
+            for c in configs
             if c["Spec"].get("Labels", {}).get(names.LABEL_ROLE) == PROXY_ROLE
+            and c["Spec"].get("Labels", {}).get(names.LABEL_DATABASE) == db
         )
     )
     service = next(
@@ -196,7 +198,7 @@ async def observe_proxy(
         None,
     )
     if service is None:
-        return ProxyObservation(configs=configs)
+        return ProxyObservation(configs=found)
     spec = service["Spec"]
     container = spec.get("TaskTemplate", {}).get("ContainerSpec", {})
     ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
@@ -206,7 +208,7 @@ async def observe_proxy(
         port=int(ports[0]["PublishedPort"]) if ports and "PublishedPort" in ports[0] else None,
         config=str(used[0]["ConfigName"]) if used else None,
         image_current=_image_matches(str(container.get("Image", "")), image),
-        configs=configs,
+        configs=found,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -33,6 +34,7 @@ from shoal.status import DatabaseStatus
 from shoal.swarm.cleanup import purge_database
 from shoal.swarm.client import JSON, SwarmClient, SwarmError
 from shoal.swarm.lease import Lease, LeaseSettings
+from shoal.swarm.nodes import node_info
 from shoal.swarm.store import DatabaseStore
 from shoal.swarm.tasks import DEAD_TASK_STATES
 
@@ -44,6 +46,7 @@ class OperatorSettings:
     port: int = names.OPERATOR_PORT
     resync_seconds: float = 2.0  # how often the list of databases is re-read
     task_poll_seconds: float = 0.25
+    node_poll_seconds: float = 1.0
     lease: LeaseSettings = field(default_factory=LeaseSettings)
 
 
@@ -60,6 +63,7 @@ class Operator:
         self._purges: dict[str, asyncio.Task[None]] = {}
         self._last_error = ""
         self._task_fingerprint: dict[str, str] = {}
+        self._node_fingerprint: str | None = None
 
     # --- StatusSource for the web app ---------------------------------------------------
     def databases(self) -> list[DatabaseStatus]:
@@ -87,6 +91,9 @@ class Operator:
                 metrics=self.metrics,
                 plugins=engine_plugins(),
             )
+            # The polls below keep the shared reads fresh: a worker reuses what they read.
+            ctx.shared.tasks.ttl = 2 * self.settings.task_poll_seconds
+            ctx.shared.nodes.ttl = self.settings.node_poll_seconds + self.settings.task_poll_seconds
             runner = web.AppRunner(make_app(self, self.metrics, token=load_http_token()))
             await runner.setup()
             site = web.TCPSite(runner, "0.0.0.0", self.settings.port)
@@ -155,6 +162,7 @@ class Operator:
                     del self._worker_tasks[name]
                     self.workers.pop(name, None)
                     self.metrics.forget(name)
+                    ctx.shared.forget(name)
             await asyncio.sleep(self.settings.resync_seconds)
 
     def _finish_deletions(self, ctx: OperatorContext, deleting: set[str]) -> None:
@@ -179,43 +187,71 @@ class Operator:
 
     async def _poll_tasks(self, ctx: OperatorContext) -> None:
         """Swarm emits no task events: poll the task list and wake a database's worker the
-        moment one of its members' tasks changes state (a death on any node)."""
-        while True:
+        moment one of its members' tasks changes state (a death on any node); poll the
+        nodes less often, and wake every worker when one changes state (a node declared
+        down). The reads are the ones the workers share (operator/shared.py)."""
+        every = max(1, round(self.settings.node_poll_seconds / self.settings.task_poll_seconds))
+        for n in itertools.count():
             await asyncio.sleep(self.settings.task_poll_seconds)
             if not self._lease.held or not self.workers:
                 continue
-            try:
-                tasks = await ctx.swarm.tasks()
-            except (SwarmError, OSError):
-                continue
-            per_db: dict[str, list[str]] = {}
-            for t in tasks:
-                labels = t.get("Spec", {}).get("ContainerSpec", {}).get("Labels", {}) or {}
-                db = labels.get(names.LABEL_DATABASE)
-                if db:
-                    state = t.get("Status", {}).get("State", "")
-                    per_db.setdefault(db, []).append(f"{t['ID']}:{state}:{t.get('DesiredState')}")
-            for db, items in per_db.items():
-                fp = "|".join(sorted(items))
-                if self._task_fingerprint.get(db) not in (None, fp):
-                    self._poke(db)
-                self._task_fingerprint[db] = fp
+            await self._poll_once(ctx, nodes=n % every == 0)
+
+    async def _poll_once(self, ctx: OperatorContext, *, nodes: bool) -> None:
+        try:
+            # Only the tasks of shoal's databases, on every node and in every state
+            # (shared.py: Docker's `label` filter; no desired-state filter, which would hide
+            # a killed task Swarm has already replaced).
+            tasks = await ctx.shared.tasks.refresh()
+        except (SwarmError, OSError):
+            return
+        per_db: dict[str, list[str]] = {}
+        for t in tasks:
+            labels = t.get("Spec", {}).get("ContainerSpec", {}).get("Labels", {}) or {}
+            db = labels.get(names.LABEL_DATABASE)
+            if db:
+                state = t.get("Status", {}).get("State", "")
+                per_db.setdefault(db, []).append(f"{t['ID']}:{state}:{t.get('DesiredState')}")
+        for db, items in per_db.items():
+            fp = "|".join(sorted(items))
+            if self._task_fingerprint.get(db) not in (None, fp):
+                # The woken worker reads nodes as new as these tasks (a node declared down
+                # and its tasks restarted elsewhere are seen together).
+                ctx.shared.nodes.invalidate()
+                self._poke(db)
+            self._task_fingerprint[db] = fp
+        if not nodes:
+            return
+        try:
+            raw = await ctx.shared.nodes.refresh()
+        except (SwarmError, OSError):
+            return
+        fp = "|".join(sorted(f"{n.id}:{n.state}:{n.active}" for n in map(node_info, raw)))
+        if self._node_fingerprint not in (None, fp):
+            for w in self.workers.values():
+                w.poke()
+        self._node_fingerprint = fp
 
     async def _events(self, ctx: OperatorContext) -> None:
         """Container and service events of this node wake the affected worker at once."""
         while True:
             try:
                 async for event in ctx.swarm.events(type=["container", "service"]):
-                    self._on_event(event)
+                    self._on_event(ctx, event)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the stream breaks when dockerd restarts: reconnect
                 log.debug("event stream interrupted: %s", e)
             await asyncio.sleep(1.0)
 
-    def _on_event(self, ev: JSON) -> None:
+    def _on_event(self, ctx: OperatorContext, ev: JSON) -> None:
         attrs = ev.get("Actor", {}).get("Attributes", {}) or {}
-        self._poke(database_of_event(attrs, self.workers))
+        db = database_of_event(attrs, self.workers)
+        if db is not None and db in self.workers:
+            # A container of it died or a service of it changed: the worker reads the tasks
+            # afresh rather than what the poll read before the event.
+            ctx.shared.tasks.invalidate()
+            self._poke(db)
 
 
 def database_of_event(attributes: dict[str, str], databases: Iterable[str]) -> str | None:

@@ -16,7 +16,8 @@ import pytest
 
 from shoal import names
 from shoal.chaos import dockerapi
-from shoal.chaos.faults import FaultRegistry, parse_fault
+from shoal.chaos.fault_names import parse_fault
+from shoal.chaos.faults import FaultRegistry
 from shoal.swarm.client import SwarmClient
 
 pytestmark = [

@@ -9,7 +9,7 @@ import pytest
 
 from shoal.chaos.checker import MemberRead, check
 from shoal.chaos.engines import Definite, Endpoint, EngineSession, Indefinite
-from shoal.chaos.faults import NODE_FAULTS, FaultSpec, all_fault_names, parse_fault
+from shoal.chaos.fault_names import NODE_FAULTS, FaultSpec, all_fault_names, parse_fault
 from shoal.chaos.history import Op
 from shoal.chaos.report import build_report, per_second, write_report
 from shoal.chaos.suite import load_suite, schedule
@@ -141,7 +141,7 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 def test_compound_faults_parse_in_order_and_bad_ones_are_named() -> None:
-    from shoal.chaos.faults import parse_faults
+    from shoal.chaos.fault_names import parse_faults
 
     specs = parse_faults("pause-replica+kill-primary")
     assert [s.name for s in specs] == ["pause-replica", "kill-primary"]

@@ -20,16 +20,19 @@ from shoal.operator.apply import DatabaseGone
 from shoal.operator.context import OperatorContext
 from shoal.operator.members import ensure_infrastructure, member_service_spec
 from shoal.operator.metrics import OperatorMetrics
+from shoal.operator.runtime import Operator, OperatorSettings
+from shoal.operator.shared import SharedReads
 from shoal.operator.worker import DatabaseWorker
 from shoal.plugins.base import Action, ApplyContext, LeaseGrant, Observation, Plan
 from shoal.plugins.postgres.model import PgProbe
+from shoal.plugins.postgres.planner import list_for
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.cleanup import purge_database
 from shoal.swarm.client import JSON, NETWORKS, SECRETS, SERVICES, Kind
 from shoal.swarm.lease import Lease, LeaseRecord, LeaseSettings, lease_spec
 from shoal.swarm.store import DatabaseStore
-from tests.conftest import FakeSwarm
+from tests.conftest import FakeSwarm, fake_node
 
 pytestmark = pytest.mark.unit
 
@@ -247,3 +250,160 @@ async def test_a_delete_that_lands_while_a_cycle_creates_leaves_nothing_behind()
     assert await swarm.with_label(SECRETS, names.LABEL_DATABASE, "orders") == []
     assert await swarm.services_of("orders") == []
     assert swarm.names(NETWORKS) == {names.CONTROL_NETWORK}
+
+
+async def healthy_database() -> tuple[FakeSwarm, OperatorContext, DatabaseWorker]:
+    """A 3-member database as the `healthy` recording saw it: every member's task runs, every
+    agent answers, the stored status is the recorded one (written with token 3)."""
+    doc = recording("healthy")
+    recorded = DatabaseStatus.model_validate(doc["status"])
+    swarm = FakeSwarm()
+    probes = {m: PgProbe.parse(raw) for m, raw in doc["probes"].items() if raw is not None}
+    db = declaration(doc)
+    # The recording's standbys list no synchronous standbys of their own: what the planner
+    # asks of each (it would configure them every cycle otherwise; the probes are fixed).
+    for m in ("orders-0", "orders-2"):
+        wanted = list_for(m, MEMBERS, db.spec.durability)
+        probes[m] = probes[m].model_copy(update={"synchronous_standby_names": wanted})
+    plugin = RecordedPostgres(probes, swarm.log)
+    ctx = await operator(swarm, plugin, after_token=recorded.fence_token)
+    await ctx.store.apply(db)
+    stored = await ctx.store.get("orders")
+    assert stored is not None
+    assert await ctx.store.write_status("orders", recorded)
+    credentials = DatabaseCredentials.derive(KEY, stored.uid)
+    infra = await ensure_infrastructure(swarm, db, stored.uid, credentials)
+    for i in range(db.spec.members):
+        await swarm.create_service(member_service_spec(db, i, plugin.member_image(), infra))
+    for m in MEMBERS:
+        swarm.task_of(m)["ID"] = recorded.progress[f"task:{m}"]
+    return swarm, ctx, DatabaseWorker(ctx, "orders")
+
+
+class Clock:
+    """A monotonic clock the test moves (the shared reads' TTLs are judged on it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Docker API round trips of steady-state passes of a healthy database (nothing to do, the
+# status unchanged), on average over a minute of passes, before issue 13 eight every pass:
+# the anchor, the database's services, the nodes, its members' tasks, its proxy's configs,
+# the control network, its network and its secrets.
+# - Read live every pass: the anchor (declaration, request, status: a `shoal switchover`
+#   must be seen at once) and the database's services (its members and its proxy).
+# - Shared by every database for a moment (operator/shared.py): the nodes and the tasks
+#   (every pass here, as passes are 3.3 s apart, longer than they are kept; the runtime's
+#   polls read them for all databases at once, and then a pass reads neither), the
+#   proxies' configs (kept 5 s: every other pass).
+# - The infrastructure (three reads) once every 30 s.
+# Alone: 2 + 2 + 1/2 + 3/9 = 4.8 a pass; with the polls keeping the shared reads fresh,
+# 2 + 1/2 + 3/9 = 2.8.
+READS_PER_STEADY_PASS = 5.0
+READS_PER_STEADY_PASS_WITH_POLLS = 3.0
+SIMULATED_SECONDS = 60.0
+
+
+@pytest.mark.parametrize("polled", [False, True])
+async def test_steady_passes_of_a_healthy_database_make_few_docker_calls(polled: bool) -> None:
+    """A regression guard on Docker API round trips (issue 13: they were most of the
+    operator's busy time at 20 databases), not a timing test."""
+    swarm, ctx, worker = await healthy_database()
+    clock = Clock()
+    ctx.shared = SharedReads(swarm, clock=clock)
+    await worker.cycle()  # the first pass writes the status with this operator's token
+    passes = calls = 0
+    while clock.now < 1000.0 + SIMULATED_SECONDS:
+        if polled:  # what the runtime's task and node polls read for every database
+            await ctx.shared.tasks.refresh()
+            await ctx.shared.nodes.refresh()
+        swarm.calls.clear()
+        delay, _engine = await worker.cycle()
+        assert worker.last_status is not None
+        assert worker.last_status.state == DatabaseState.HEALTHY
+        assert not any(c.startswith(("POST", "DELETE")) for c in swarm.calls), swarm.calls
+        assert swarm.calls[:2] == [
+            f"GET services/{names.anchor_service('orders')}",
+            f"GET services?label={names.LABEL_DATABASE}=orders",
+        ]
+        if polled:
+            assert not any(c.startswith(("GET tasks", "GET nodes")) for c in swarm.calls)
+        passes += 1
+        calls += len(swarm.calls)
+        assert delay > 1.0  # nothing to do: the worker sleeps until its periodic pass
+        clock.now += delay
+    bound = READS_PER_STEADY_PASS_WITH_POLLS if polled else READS_PER_STEADY_PASS
+    assert calls / passes <= bound, (calls, passes)
+
+
+async def test_a_death_the_task_poll_sees_is_in_what_the_woken_worker_observes() -> None:
+    """The poll reads only the tasks of shoal's databases, and the worker it wakes observes
+    that very read: no second read, no latency added to a failover. A killed member whose
+    task Swarm has already replaced (desired state `shutdown`) is still in it."""
+    swarm, ctx, worker = await healthy_database()
+    await worker.cycle()
+    await swarm.create_service(
+        {"Name": "someone-else", "TaskTemplate": {}, "Mode": {"Replicated": {"Replicas": 1}}}
+    )
+    op = Operator(OperatorSettings(), KEY)
+    op._lease = ctx.lease
+    op.workers["orders"] = worker
+    swarm.calls.clear()
+    await op._poll_once(ctx, nodes=True)
+    assert swarm.calls == [f"GET tasks?label={names.LABEL_DATABASE}", "GET nodes"]
+    assert not worker.wake.is_set()
+
+    dead = swarm.task_dies("orders-1")  # the primary is killed ...
+    swarm.restart("orders-1")["Status"]["State"] = "preparing"  # ... and Swarm replaces it
+    assert dead["DesiredState"] == "shutdown"
+    swarm.calls.clear()
+    await op._poll_once(ctx, nodes=False)
+    assert swarm.calls == [f"GET tasks?label={names.LABEL_DATABASE}"]
+    assert worker.wake.is_set()
+    seen = {t["ID"]: t for t in await ctx.shared.tasks.get()}
+    assert seen[dead["ID"]]["Status"]["State"] == "failed"
+    assert "someone-else" not in {t["ServiceName"] for t in seen.values()}
+
+    plugin = cast(RecordedPostgres, ctx.plugins["postgres"])
+    del plugin.probes["orders-1"]
+    plugin.probed.clear()
+    swarm.calls.clear()
+    await worker.cycle()
+    assert not any(c.startswith("GET tasks") for c in swarm.calls), swarm.calls
+    assert plugin.probed == ["orders-0", "orders-2"]  # the dead one is not asked
+    assert plugin.plans[-1].status.state == DatabaseState.FAILING_OVER
+
+
+async def test_a_node_that_changes_state_wakes_every_worker() -> None:
+    swarm, ctx, worker = await healthy_database()
+    op = Operator(OperatorSettings(), KEY)
+    op._lease = ctx.lease
+    op.workers["orders"] = worker
+    await op._poll_once(ctx, nodes=True)
+    assert not worker.wake.is_set()
+    swarm.node_list.append(fake_node("node-2", "vm2"))
+    await op._poll_once(ctx, nodes=False)  # nodes are read every node_poll_seconds only
+    assert not worker.wake.is_set()
+    await op._poll_once(ctx, nodes=True)
+    assert worker.wake.is_set()
+    assert [n["ID"] for n in await ctx.shared.nodes.get()] == ["node-1", "node-2"]
+
+
+async def test_the_pass_after_an_action_reads_swarm_afresh() -> None:
+    """Shared reads are never reused past an action of the operator: the pass after it sees
+    Swarm as the action left it (here: the members it created, and their tasks)."""
+    swarm = FakeSwarm()
+    plugin = RecordedPostgres({}, swarm.log)
+    ctx = await operator(swarm, plugin)
+    await ctx.store.apply(declaration(recording("healthy")))
+    worker = DatabaseWorker(ctx, "orders")
+    await worker.cycle()  # the infrastructure
+    await worker.cycle()  # the members
+    swarm.calls.clear()
+    await worker.cycle()  # at once (the worker requeues after 0.05 s)
+    assert f"GET tasks?label={names.LABEL_DATABASE}" in swarm.calls
+    assert plugin.probed == MEMBERS  # their tasks run: they were read after the creation
