@@ -12,6 +12,7 @@ from shoal.cli.common import REGISTRY_OPTION, check_registry, err, fail, out, ru
 from shoal.cli.db import load_or_exit, members_table, wait_healthy
 from shoal.swarm.cleanup import purge_everything
 from shoal.swarm.client import SwarmClient
+from shoal.swarm.operator_exec import operator_services
 from shoal.swarm.store import DatabaseStore
 
 
@@ -25,7 +26,8 @@ async def operator_page(swarm: SwarmClient) -> str:
     nodes = await swarm.nodes()
     if len(nodes) <= 1:
         return f"http://127.0.0.1:{names.OPERATOR_PORT}/"
-    running = await swarm.tasks(service=names.OPERATOR_SERVICE, **{"desired-state": "running"})
+    services = await operator_services(swarm) or [names.OPERATOR_SERVICE]
+    running = await swarm.tasks(service=services, **{"desired-state": "running"})
     on = {str(t.get("NodeID")) for t in running}
     for node in nodes:
         address = str(node.get("Status", {}).get("Addr") or "")
