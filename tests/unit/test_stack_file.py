@@ -23,6 +23,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "stack.yml"
+APP_STACK = ROOT / "examples" / "app-stack.yml"
 # `${NAME}`, `${NAME:?message}`, `${NAME:-default}`: what the docker CLI interpolates.
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[?-])?(?P<arg>[^}]*)\}")
 DURATION = re.compile(r"^(?P<n>\d+)(?P<unit>ms|s|m|h)$")
@@ -174,3 +175,24 @@ def test_the_stack_and_the_operator_lookup_agree_on_the_label() -> None:
     key, value = OPERATOR_ROLE.split("=")
     assert svc["deploy"]["labels"][key] == value  # the service: its tasks, the lease
     assert svc["labels"][key] == value  # the container: `shoal credentials` execs into it
+
+
+def test_the_example_application_stack_uses_only_external_database_objects() -> None:
+    env = {"SHOAL_DB_NETWORK": "shoal-orders", "SHOAL_APP_SECRET": "orders-app",
+           "SHOAL_APP_IMAGE": "shoal/operator:0.1.0"}  # fmt: skip
+    compose = load(APP_STACK, env)
+    assert all(n.get("external") is True for n in compose["networks"].values())
+    assert {s["name"] for s in compose["secrets"].values()} == {"orders-app", "orders-app-ca"}
+    assert all(s.get("external") is True for s in compose["secrets"].values())
+    app = compose["services"]["app"]
+    # The URI names its CA as /run/secrets/SECRET-ca (cli/credentials_secret.py).
+    targets = {s["target"] for s in app["secrets"]}
+    assert targets == {"orders-app", "orders-app-ca"}
+    for config in compose.get("configs", {}).values():
+        assert (APP_STACK.parent / config["file"]).is_file()
+    used = {m["name"] for m in VARIABLE.finditer(APP_STACK.read_text())}
+    assert used == set(env)
+    assert_messages_survive_docker(APP_STACK.read_text())
+    for name in env:
+        with pytest.raises(KeyError):
+            load(APP_STACK, {k: v for k, v in env.items() if k != name})
