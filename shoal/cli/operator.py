@@ -89,7 +89,13 @@ def deploy(
     multi-node swarm, pushes them where every node can pull them)."""
     from dataclasses import replace
 
-    from shoal.platform.deploy import KEEP, HttpToken, install_operator
+    from shoal.platform.deploy import (
+        KEEP,
+        HttpToken,
+        install_operator,
+        stack_operator_problem,
+        stack_operators,
+    )
     from shoal.platform.distribution import DistributionError
     from shoal.platform.images import build_all
 
@@ -106,6 +112,9 @@ def deploy(
         images = replace(images, operator=image)
 
     async def go(store: DatabaseStore) -> None:
+        problem = stack_operator_problem(await stack_operators(store.client))
+        if problem is not None:
+            raise BadInput(problem)
         try:
             placed, changed = await install_operator(
                 store.client,

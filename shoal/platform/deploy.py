@@ -222,3 +222,28 @@ async def prepare_stack(
     await ensure_control_network(swarm)
     await ensure_operator_key(swarm)
     return stack_variables(placed.images)
+
+
+STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` sets
+
+
+async def stack_operators(swarm: SwarmClient) -> dict[str, str]:
+    """Operator services a `docker stack deploy` made: service name -> its stack."""
+    found = await swarm.services_with_label(names.LABEL_ROLE, "operator")
+    return {
+        str(s["Spec"]["Name"]): str(s["Spec"]["Labels"][STACK_NAMESPACE_LABEL])
+        for s in found
+        if STACK_NAMESPACE_LABEL in (s["Spec"].get("Labels") or {})
+    }
+
+
+def stack_operator_problem(found: Mapping[str, str]) -> str | None:
+    """Why `shoal operator deploy` must not add its own operator next to a stack's."""
+    if not found:
+        return None
+    service, stack = next(iter(sorted(found.items())))
+    return (
+        f"the operator runs as the Docker stack {stack!r} (service {service}): run one "
+        f"operator, either update it with `docker stack deploy -c deploy/stack.yml {stack}` "
+        f"or remove it (`docker stack rm {stack}`) before `shoal operator deploy`"
+    )

@@ -1,9 +1,9 @@
 """deploy/stack.yml on the real swarm (docs/operations.md, "The operator as a stack"): the
 documented prerequisite (`shoal operator prepare`) and `docker stack deploy` give a service
 equal to the one `shoal operator deploy` makes in every field shoal relies on; with the
-variables unset the stack is refused and nothing is made; the stack's operator is found by
-shoal (credentials through `docker exec`), takes the lease and reconciles a database to
-Healthy.
+variables unset the stack is refused and nothing is made; `shoal operator deploy` refuses to
+add a second operator next to it; the stack's operator is found by shoal (credentials
+through `docker exec`), takes the lease and reconciles a database to Healthy.
 
 The session's operator (`shoal-operator`, the `operator` fixture) publishes the same host
 port 9650 and would hold the lease: it is scaled to 0 while the stack's operator runs, under
@@ -176,6 +176,14 @@ def test_the_operator_as_a_stack_is_shoals_operator_and_reconciles(
         )
         # Only the external network: no STACK_default made alongside.
         assert not docker("network", "ls", "-q", "-f", f"name={stack}_").split()
+
+        # `shoal operator deploy` does not add a second operator next to the stack's: exit 2,
+        # naming the stack, and shoal-operator is left as it was (scaled to 0).
+        version = inspect("service", names.OPERATOR_SERVICE)["Version"]["Index"]
+        second = shoal("operator", "deploy", timeout=600)
+        assert second.returncode == 2, second.stderr
+        assert f"Docker stack {stack!r}" in second.stderr, second.stderr
+        assert inspect("service", names.OPERATOR_SERVICE)["Version"]["Index"] == version
 
         # It takes the lease (the previous holder's task is finished: at once) and says so
         # on the host-mode port.
