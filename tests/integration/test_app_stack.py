@@ -1,11 +1,13 @@
 """examples/app-stack.yml end to end (docs/operations.md, "Running a database for an
 application stack, end to end"): `shoal credentials --secret` and `docker stack deploy`
 give an application on the database's network that connects with verified TLS and writes;
+re-pointing it at a new secret pair is a second `docker stack deploy`;
 `shoal delete --with-secrets` is refused, changing nothing, while the stack uses the secrets;
 a plain delete keeps them and says so; `--with-secrets` then removes them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -54,6 +56,7 @@ def test_an_application_stack_uses_the_database_through_its_secret(
     secret = f"{db}-app"
     stack = f"{db}app"
     app = f"{stack}_app"
+    rotated = f"{secret}2"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")},
         "SHOAL_DB_NETWORK": names.database_network(db),
@@ -81,12 +84,30 @@ def test_an_application_stack_uses_the_database_through_its_secret(
         # What it wrote is in the database (as the superuser, on the member itself).
         assert int(psql(f"{db}-0", "SELECT count(*) FROM app_visits")) >= 2
 
+        # Re-pointing the application (a new secret pair, e.g. after scaling changed the
+        # member list in the URI): deploy the stack again with the new name, then the old
+        # pair is free to remove.
+        made = shoal("credentials", db, "--secret", rotated, timeout=60)
+        assert made.returncode == 0, made.stderr
+        again = subprocess.run(
+            ["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(APP_STACK),
+             stack],
+            capture_output=True, text=True, timeout=120,
+            env={**env, "SHOAL_APP_SECRET": rotated}, cwd=ROOT,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        wait_for(lambda: _logs(app).count("app: wrote visit 2 ") >= 2, 180, "the re-pointed app")
+        spec = json.loads(docker("service", "inspect", app))[0]["Spec"]
+        mounted = spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
+        assert sorted(m["SecretName"] for m in mounted) == [rotated, f"{rotated}-ca"]
+        docker("secret", "rm", secret, f"{secret}-ca")
+
         # Refused while in use: exit 1 naming the stack's service, and nothing changed.
         refused = shoal("delete", db, "--with-secrets", timeout=60)
         assert refused.returncode == 1, refused.stderr
         assert "in use" in refused.stderr and app in refused.stderr, refused.stderr
         assert status(db).get("state") == "Healthy"
-        assert {secret, f"{secret}-ca"} <= _secrets()
+        assert {rotated, f"{rotated}-ca"} <= _secrets()
 
         subprocess.run(["docker", "stack", "rm", stack], capture_output=True, timeout=60)
         wait_for(lambda: not _containers(app), 90, "the application's containers gone")
@@ -94,12 +115,12 @@ def test_an_application_stack_uses_the_database_through_its_secret(
         # A plain delete keeps the user's secrets, and says so.
         deleted = shoal("delete", db, "--wait", timeout=300)
         assert deleted.returncode == 0, deleted.stderr
-        assert "kept the Docker secrets" in deleted.stderr and secret in deleted.stderr
-        assert {secret, f"{secret}-ca"} <= _secrets()
+        assert "kept the Docker secrets" in deleted.stderr and rotated in deleted.stderr
+        assert {rotated, f"{rotated}-ca"} <= _secrets()
         # Asked, it removes them (the database is gone already: only the secrets remain).
         removed = shoal("delete", db, "--with-secrets", timeout=60)
         assert removed.returncode == 0, removed.stderr
-        assert not {secret, f"{secret}-ca"} & _secrets()
+        assert not {rotated, f"{rotated}-ca"} & _secrets()
         # Nothing of the name left at all: now it is bad input.
         again = shoal("delete", db, "--with-secrets", timeout=60)
         assert again.returncode == 2 and "no database" in again.stderr, again.stderr
@@ -107,5 +128,5 @@ def test_an_application_stack_uses_the_database_through_its_secret(
         subprocess.run(["docker", "stack", "rm", stack], capture_output=True, timeout=60)
         wait_for(lambda: not _containers(app), 90, "the application's containers gone")
         shoal("delete", db, "--wait", timeout=300)
-        for name in (secret, f"{secret}-ca"):
+        for name in (secret, f"{secret}-ca", rotated, f"{rotated}-ca"):
             subprocess.run(["docker", "secret", "rm", name], capture_output=True)
