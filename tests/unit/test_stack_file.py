@@ -7,6 +7,7 @@ tests/integration/test_stack.py checks the service Docker really makes from the 
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,17 @@ import pytest
 import yaml
 
 from shoal import names
-from shoal.platform.deploy import STACK_OPERATOR_IMAGE, operator_service_spec, stack_variables
+from shoal.platform.deploy import (
+    STACK_NAMESPACE_LABEL,
+    STACK_OPERATOR_IMAGE,
+    operator_service_spec,
+    stack_operator_problem,
+    stack_operators,
+    stack_variables,
+)
 from shoal.platform.images import BuiltImages
 from shoal.plugins.registry import image_env, plugin_classes
+from tests.conftest import FakeSwarm
 
 pytestmark = pytest.mark.unit
 
@@ -196,3 +205,46 @@ def test_the_example_application_stack_uses_only_external_database_objects() -> 
     for name in env:
         with pytest.raises(KeyError):
             load(APP_STACK, {k: v for k, v in env.items() if k != name})
+
+
+# --- how shoal finds an operator however it was deployed (on the unit tests' fake swarm) --
+
+
+def stack_operator(stack: str) -> dict[str, Any]:
+    """The service `docker stack deploy -c deploy/stack.yml STACK` makes, on the fake."""
+    spec = operator_service_spec(
+        "op", {"postgres": "pg"}, "key-id", "net", 1, name=f"{stack}_operator"
+    )
+    spec["Labels"] = {**spec["Labels"], STACK_NAMESPACE_LABEL: stack}
+    return spec
+
+
+async def test_a_stack_operator_is_found_by_its_labels(fake_swarm: FakeSwarm) -> None:
+    from shoal.chaos.faults import resolve_target
+    from shoal.swarm.operator_exec import operator_services, running_operator_containers
+
+    await fake_swarm.create_service(stack_operator("shop"))
+    assert await operator_services(fake_swarm) == ["shop_operator"]
+    running = await running_operator_containers(fake_swarm)
+    assert len(running) == 1
+    target = await resolve_target(fake_swarm, "orders", "operator", random.Random(0))
+    assert (target.name, target.container_id) == ("shop_operator", running[0]["Id"])
+    assert await stack_operators(fake_swarm) == {"shop_operator": "shop"}
+    problem = stack_operator_problem(await stack_operators(fake_swarm))
+    assert problem is not None and "'shop'" in problem and "docker stack rm shop" in problem
+
+
+async def test_shoal_operator_deploys_own_service_stays_the_chaos_target(
+    fake_swarm: FakeSwarm,
+) -> None:
+    from shoal.chaos.faults import resolve_target
+
+    spec = operator_service_spec("op", {"postgres": "pg"}, "key-id", "net", 1)
+    await fake_swarm.create_service(spec)
+    await fake_swarm.create_service(
+        operator_service_spec("op", {"postgres": "pg"}, "key-id", "net", 1, name="b-standby")
+    )
+    target = await resolve_target(fake_swarm, "orders", "operator", random.Random(0))
+    assert target.name == names.OPERATOR_SERVICE
+    assert await stack_operators(fake_swarm) == {}
+    assert stack_operator_problem({}) is None
