@@ -218,10 +218,17 @@ class FakeSwarm(ByKind):
             status = t["Status"]
             if t["NodeID"] != self.node_id or status["State"] != "running":
                 continue
+            svc = self.objects["services"].get(t["ServiceID"])
+            # As Docker labels a task's container: the service's ContainerSpec labels too.
+            own = (svc or {}).get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {})
             container = {
                 "Id": status["ContainerStatus"]["ContainerID"],
                 "State": "running",
-                "Labels": {SERVICE_ID_LABEL: t["ServiceID"], SERVICE_NAME_LABEL: t["ServiceName"]},
+                "Labels": {
+                    **(own.get("Labels") or {}),
+                    SERVICE_ID_LABEL: t["ServiceID"],
+                    SERVICE_NAME_LABEL: t["ServiceName"],
+                },
             }
             have = {f"{k}={v}" for k, v in container["Labels"].items()}
             if all(label in have for label in labels) and (not states or "running" in states):

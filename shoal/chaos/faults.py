@@ -39,6 +39,7 @@ from shoal.lab.faults import NodeFault
 from shoal.lab.model import LabError
 from shoal.status import MemberRole
 from shoal.swarm.client import NotFound, SwarmClient, SwarmError
+from shoal.swarm.operator_exec import operator_services
 
 PARTITION_RULES = [("INPUT", "!", "-i", "lo"), ("OUTPUT", "!", "-o", "lo")]
 
@@ -61,7 +62,12 @@ async def resolve_target(swarm: SwarmClient, db: str, selector: str, rng: random
             raise FaultError(f"database {db} has no primary on a known node right now")
         return Target(node, "")
     if selector == "operator":
-        service = names.OPERATOR_SERVICE
+        # `shoal operator deploy`'s service, else one deployed otherwise (a stack's
+        # STACK_operator): operators are found by their label.
+        found = await operator_services(swarm)
+        service = (
+            found[0] if found and names.OPERATOR_SERVICE not in found else names.OPERATOR_SERVICE
+        )
     else:
         status = await dockerapi.database_status(swarm, db)
         members = [m.name for m in status.members] or [

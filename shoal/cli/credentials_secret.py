@@ -66,3 +66,22 @@ async def store_credentials(
         await swarm.remove_secret(ca_id)
         raise
     return name, ca_secret(name)
+
+
+async def credentials_secrets(swarm: SwarmClient, database: str) -> list[str]:
+    """The names of the secrets `shoal credentials DATABASE --secret` made (sorted)."""
+    found = await swarm.secrets_with_label(LABEL_CREDENTIALS_OF, database)
+    return sorted(str(s["Spec"]["Name"]) for s in found)
+
+
+async def services_using(swarm: SwarmClient, secrets: list[str]) -> dict[str, list[str]]:
+    """secret name -> the services that mount it (Docker refuses to remove those)."""
+    if not secrets:
+        return {}
+    users: dict[str, list[str]] = {}
+    for service in await swarm.call("services"):
+        container = service["Spec"].get("TaskTemplate", {}).get("ContainerSpec", {})
+        for mount in container.get("Secrets") or []:
+            if mount.get("SecretName") in secrets:
+                users.setdefault(str(mount["SecretName"]), []).append(str(service["Spec"]["Name"]))
+    return {secret: sorted(set(svcs)) for secret, svcs in sorted(users.items())}

@@ -319,19 +319,56 @@ def register(app: typer.Typer) -> None:
     def delete(
         name: str,
         wait: bool = typer.Option(False, "--wait", help="Wait until every object is gone."),
+        with_secrets: bool = typer.Option(
+            False,
+            "--with-secrets",
+            help="Also remove the Docker secrets `shoal credentials NAME --secret` made "
+            "(they are yours, so they are kept without it); refused, changing nothing, "
+            "while a service uses one.",
+        ),
     ) -> None:
         """Remove the database and everything shoal created for it."""
+        from shoal.cli.credentials_secret import credentials_secrets, services_using
         from shoal.swarm.cleanup import leftovers, purge_database
-        from shoal.swarm.client import poll
+        from shoal.swarm.client import SwarmError, poll
 
         async def go(store: DatabaseStore) -> None:
-            if not await store.mark_deleting(name) and not await leftovers(store.client, name):
+            user_secrets = await credentials_secrets(store.client, name)
+            if with_secrets:
+                used = await services_using(store.client, user_secrets)
+                if used:
+                    by = "; ".join(f"{s} by {', '.join(svcs)}" for s, svcs in used.items())
+                    raise Failed(
+                        f"--with-secrets: the secrets are in use ({by}): remove those "
+                        f"services first (`docker stack rm`, `docker service rm`); "
+                        f"nothing was deleted"
+                    )
+            exists = await store.mark_deleting(name) or bool(await leftovers(store.client, name))
+            if not exists and not (with_secrets and user_secrets):
                 raise BadInput(f"no database named {name!r}")
-            await purge_database(store.client, name)
-            if wait and not await poll(lambda: _purged(store, name), 120, every=1.0):
-                left = ", ".join(await leftovers(store.client, name))
-                raise Failed(f"still present: {left}")
-            out.print(f"database/{name} deleted")
+            if exists:
+                await purge_database(store.client, name)
+                if wait and not await poll(lambda: _purged(store, name), 120, every=1.0):
+                    left = ", ".join(await leftovers(store.client, name))
+                    raise Failed(f"still present: {left}")
+                out.print(f"database/{name} deleted")
+            if not user_secrets:
+                return
+            listed = ", ".join(user_secrets)
+            if not with_secrets:
+                err.print(
+                    f"kept the Docker secrets {listed} (`shoal credentials {name} --secret`): "
+                    f"they are yours; `shoal delete {name} --with-secrets` or "
+                    f"`docker secret rm` removes them",
+                    soft_wrap=True,
+                )
+                return
+            for secret in user_secrets:
+                try:
+                    await store.client.remove_secret(secret)
+                except SwarmError as e:
+                    raise Failed(f"could not remove the secret {secret}: {e}") from None
+            out.print(f"removed the secrets {listed}")
 
         run(go)
 

@@ -91,7 +91,13 @@ def deploy(
     multi-node swarm, pushes them where every node can pull them)."""
     from dataclasses import replace
 
-    from shoal.platform.deploy import KEEP, HttpToken, install_operator
+    from shoal.platform.deploy import (
+        KEEP,
+        HttpToken,
+        install_operator,
+        stack_operator_problem,
+        stack_operators,
+    )
     from shoal.platform.distribution import DistributionError
     from shoal.platform.images import build_all
 
@@ -108,6 +114,9 @@ def deploy(
         images = replace(images, operator=image)
 
     async def go(store: DatabaseStore) -> None:
+        problem = stack_operator_problem(await stack_operators(store.client))
+        if problem is not None:
+            raise BadInput(problem)
         try:
             placed, changed = await install_operator(
                 store.client,
@@ -124,6 +133,47 @@ def deploy(
         out.print(f"operator {'deployed' if changed else 'unchanged'}: {pulled}")
         if await follow_token_in_monitoring(store):
             out.print("Prometheus now scrapes with the operator's HTTP token setting")
+
+    run(go)
+
+
+@app.command("prepare")
+def prepare(
+    registry: str | None = REGISTRY_OPTION,
+    image: str | None = typer.Option(
+        None, help="Operator image (default: the one built from this tree)."
+    ),
+) -> None:
+    """Make what `docker stack deploy -c deploy/stack.yml` needs and cannot create itself
+    (the images, pushed where every node pulls them on a multi-node swarm; the control
+    network; the operator key), then print the stack's variables as `export` lines:
+    eval "$(shoal operator prepare)" && docker stack deploy -c deploy/stack.yml shoal"""
+    import shlex
+    from dataclasses import replace
+
+    from shoal.platform.deploy import prepare_stack
+    from shoal.platform.distribution import DistributionError
+    from shoal.platform.images import build_all
+
+    check_registry(registry)
+    images = build_all(progress=lambda m: err.print(m))
+    if image:
+        images = replace(images, operator=image)
+
+    async def go(store: DatabaseStore) -> None:
+        try:
+            variables = await prepare_stack(
+                store.client, images, registry, progress=lambda m: err.print(m)
+            )
+        except DistributionError as e:
+            fail(str(e))
+        for key, value in variables.items():
+            typer.echo(f"export {key}={shlex.quote(value)}")
+        err.print(
+            "# the operator key and the control network exist; now: "
+            "docker stack deploy -c deploy/stack.yml shoal",
+            style="dim",
+        )
 
     run(go)
 

@@ -22,12 +22,15 @@ def _say(message: str) -> None:
 
 
 async def operator_page(swarm: SwarmClient) -> str:
+    from shoal.swarm.operator_exec import operator_services
+
     """Where the operator's status page answers: port 9650 on the node running it (host-mode
     publish), 127.0.0.1 on a single-node swarm."""
     nodes = await swarm.nodes()
     if len(nodes) <= 1:
         return f"http://127.0.0.1:{names.OPERATOR_PORT}/"
-    running = await swarm.tasks(service=names.OPERATOR_SERVICE, **{"desired-state": "running"})
+    services = await operator_services(swarm) or [names.OPERATOR_SERVICE]
+    running = await swarm.tasks(service=services, **{"desired-state": "running"})
     on = {str(t.get("NodeID")) for t in running}
     for node in nodes:
         address = str(node.get("Status", {}).get("Addr") or "")
@@ -49,7 +52,7 @@ def register(app: typer.Typer) -> None:
         registry: str | None = REGISTRY_OPTION,
     ) -> None:
         """Engine, swarm, images, operator, the example database; waits until Healthy."""
-        from shoal.platform.deploy import install_operator, operator_http_token
+        from shoal.platform.deploy import install_operator, operator_http_token, stack_operators
         from shoal.platform.distribution import DistributionError
         from shoal.platform.engine import PlatformError, ensure_platform
         from shoal.platform.images import build_all
@@ -69,11 +72,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
 
         async def go(store: DatabaseStore) -> None:
-            _say("deploying the operator")
-            try:
-                await install_operator(store.client, images, registry, _say)
-            except DistributionError as e:
-                fail(str(e))
+            stacked = await stack_operators(store.client)
+            if stacked:
+                # The user runs the operator as a stack (deploy/stack.yml): theirs to update.
+                stacks = ", ".join(sorted(set(stacked.values())))
+                _say(f"the operator runs as the Docker stack {stacks}: leaving it as it is")
+            else:
+                _say("deploying the operator")
+                try:
+                    await install_operator(store.client, images, registry, _say)
+                except DistributionError as e:
+                    fail(str(e))
             if with_monitoring:
                 from shoal.platform.monitoring import build_prometheus_image, deploy_monitoring
 

@@ -35,6 +35,7 @@ from shoal.swarm.cleanup import purge_database
 from shoal.swarm.client import JSON, SwarmClient, SwarmError
 from shoal.swarm.lease import Lease, LeaseSettings
 from shoal.swarm.nodes import node_info
+from shoal.swarm.operator_exec import operator_services
 from shoal.swarm.store import DatabaseStore
 from shoal.swarm.tasks import DEAD_TASK_STATES
 
@@ -276,7 +277,9 @@ async def holder_container_dead(swarm: SwarmClient, holder: str) -> bool:
     if len(host) < 12:
         return False
     try:
-        tasks = await swarm.tasks(service=names.OPERATOR_SERVICE)
+        # Every operator service, however deployed (`shoal operator deploy`, a stack).
+        services = await operator_services(swarm)
+        tasks = await swarm.tasks(service=services) if services else []
     except SwarmError:
         return False
     for t in tasks:

@@ -192,3 +192,58 @@ async def operator_http_token(swarm: SwarmClient) -> tuple[str, str] | None:
     """(id, name) of the HTTP token secret the operator service mounts, if any."""
     current = await swarm.service(names.OPERATOR_SERVICE)
     return mounted_http_token(current["Spec"]) if current is not None else None
+
+
+# --- the operator as a Docker stack (deploy/stack.yml) ------------------------------------
+
+STACK_OPERATOR_IMAGE = "SHOAL_OPERATOR_IMAGE"  # the stack file's variable for the image
+
+
+def stack_variables(images: BuiltImages) -> dict[str, str]:
+    """The variables deploy/stack.yml reads: the operator image and, under the names the
+    operator itself reads (`SHOAL_<ENGINE>_IMAGE`), each engine's member image."""
+    return {
+        STACK_OPERATOR_IMAGE: images.operator,
+        **{image_env(engine): tag for engine, tag in sorted(images.members.items())},
+    }
+
+
+async def prepare_stack(
+    swarm: SwarmClient,
+    images: BuiltImages,
+    registry: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """What `docker stack deploy -c deploy/stack.yml` cannot make itself and `shoal operator
+    deploy` makes at deploy time: the images where every node pulls them, the control
+    network (external in the stack: members join it too and it outlives the stack) and the
+    operator key (generated; external in the stack). Returns the stack's variables."""
+    placed = await distribute(swarm, images, registry, progress)
+    await ensure_control_network(swarm)
+    await ensure_operator_key(swarm)
+    return stack_variables(placed.images)
+
+
+STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` sets
+
+
+async def stack_operators(swarm: SwarmClient) -> dict[str, str]:
+    """Operator services a `docker stack deploy` made: service name -> its stack."""
+    found = await swarm.services_with_label(names.LABEL_ROLE, "operator")
+    return {
+        str(s["Spec"]["Name"]): str(s["Spec"]["Labels"][STACK_NAMESPACE_LABEL])
+        for s in found
+        if STACK_NAMESPACE_LABEL in (s["Spec"].get("Labels") or {})
+    }
+
+
+def stack_operator_problem(found: Mapping[str, str]) -> str | None:
+    """Why `shoal operator deploy` must not add its own operator next to a stack's."""
+    if not found:
+        return None
+    service, stack = next(iter(sorted(found.items())))
+    return (
+        f"the operator runs as the Docker stack {stack!r} (service {service}): run one "
+        f"operator, either update it with `docker stack deploy -c deploy/stack.yml {stack}` "
+        f"or remove it (`docker stack rm {stack}`) before `shoal operator deploy`"
+    )

@@ -11,10 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from shoal import names
-from shoal.swarm.client import SwarmClient
+from shoal.swarm.client import JSON, SwarmClient
 from shoal.swarm.store import DatabaseStore
 
 OPERATOR_SHOAL = "/opt/shoal/venv/bin/shoal"
+# How an operator is found: by its labels, not its service's name. `shoal operator deploy`
+# names it `shoal-operator`; `docker stack deploy -c deploy/stack.yml STACK` names it
+# `STACK_operator`; both label the service and its containers `shoal.role=operator`.
+OPERATOR_ROLE = f"{names.LABEL_ROLE}=operator"
+
+
+async def operator_services(client: SwarmClient) -> list[str]:
+    """The names of the operator services (`shoal.role=operator`), however deployed."""
+    found = await client.services_with_label(names.LABEL_ROLE, "operator")
+    return sorted(str(s["Spec"]["Name"]) for s in found)
+
+
+async def running_operator_containers(client: SwarmClient) -> list[JSON]:
+    """The operator containers running on the engine `client` talks to."""
+    return await client.containers(label=OPERATOR_ROLE, status="running")
 
 
 class NoSuchDatabase(LookupError):
@@ -27,7 +42,10 @@ class OperatorUnavailable(RuntimeError):
 
 async def _operator_node(client: SwarmClient) -> str | None:
     """The hostname of the node Swarm runs the operator on, if it runs."""
-    tasks = await client.tasks(service=names.OPERATOR_SERVICE, **{"desired-state": "running"})
+    services = await operator_services(client)
+    if not services:
+        return None
+    tasks = await client.tasks(service=services, **{"desired-state": "running"})
     running = [t for t in tasks if t.get("Status", {}).get("State") == "running"]
     if not running:
         return None
@@ -51,9 +69,7 @@ async def _exec_in_operator(client: SwarmClient, argv: list[str]) -> bytes:
     """Run `argv` in the operator's container: on this node, or on the node that runs it
     when this machine can reach that node's engine (a lab). Docker execs only into
     containers of the engine it is asked."""
-    containers = await client.containers(
-        label=f"com.docker.swarm.service.name={names.OPERATOR_SERVICE}", status="running"
-    )
+    containers = await running_operator_containers(client)
     if not containers:
         node = await _operator_node(client)
         endpoint = _engine_of(node) if node is not None else None
@@ -69,9 +85,7 @@ async def _exec_in_operator(client: SwarmClient, argv: list[str]) -> bytes:
 
 
 async def _exec_in_operator_here(client: SwarmClient, argv: list[str]) -> bytes:
-    containers = await client.containers(
-        label=f"com.docker.swarm.service.name={names.OPERATOR_SERVICE}", status="running"
-    )
+    containers = await running_operator_containers(client)
     if not containers:
         raise OperatorUnavailable("the operator's container is not running on its node")
     code, out, err = await client.exec(containers[0]["Id"], argv)
