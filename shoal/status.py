@@ -102,6 +102,31 @@ class FailoverTimeline(BaseModel):
         return [(ph.name, round(ph.at - t0, 3)) for ph in self.phases]
 
 
+class BackupStatus(BaseModel):
+    """Where a database with spec.backup stands with its archive (docs/backup.md). Times
+    are unix times as the members' agents saw them; read by people, metrics and alerts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    destination: str = ""  # s3://bucket/path/NAME
+    interval_seconds: int = 0  # spec.backup.baseBackups.every
+    last_base_backup_at: float | None = None  # when the newest good base backup ended
+    last_base_backup_id: str | None = None
+    last_base_backup_member: str | None = None
+    base_backups_taken: int = 0  # by this database's operators, counted in the status
+    last_failure_at: float | None = None
+    last_failure: str = ""
+    running_on: str | None = None  # the member taking a base backup now
+    # The primary's archiver: the newest segment archived and when, the segments finished
+    # but not archived yet and how long the oldest has waited, failed attempts since the
+    # primary's PostgreSQL started.
+    archived_wal: str | None = None
+    archived_at: float | None = None
+    pending_segments: int = 0
+    pending_seconds: float = 0.0
+    archive_failures: int = 0
+
+
 # The status label's format. An operator that meets a newer one refuses to act on the
 # database (swarm/store.py) rather than guess at what it means. 2: typed, nested `progress`
 # (format 1's flat string map is still read).
@@ -138,6 +163,7 @@ class DatabaseStatus(BaseModel):
     # (plugins/postgres/progress.py), opaque to everybody else.
     progress: dict[str, Any] = Field(default_factory=dict)
     fence_token: int = 0
+    backup: BackupStatus | None = None
 
     def add_event(self, event: Event, keep: int = 30) -> None:
         self.events = [*self.events, event][-keep:]

@@ -100,7 +100,10 @@ class Applier:
                 async with self._creating(stored):
                     infra = await ensure_infrastructure(ctx.swarm, db, stored.uid, credentials)
                     pin = placement.pin_for(i) if placement is not None else None
-                    spec = member_service_spec(db, i, plugin.member_image(), infra, pin=pin)
+                    spec = member_service_spec(
+                        db, i, plugin.member_image(), infra, pin=pin,
+                        extra_env=plugin.member_env(db),
+                    )  # fmt: skip
                     try:
                         await ctx.swarm.create_service(spec)
                     except SwarmError:

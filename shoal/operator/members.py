@@ -16,6 +16,7 @@ from shoal import names
 from shoal.credentials import SHARED_FILES, DatabaseCredentials, secret_payload
 from shoal.declaration import Database
 from shoal.operator.placement import constraints_with_pin
+from shoal.plugins.base import ActionFailed
 from shoal.swarm.client import JSON, SwarmApi, SwarmError
 
 log = logging.getLogger("shoal.operator")
@@ -30,6 +31,9 @@ STOP_GRACE_NS = 1 * 10**9
 # The files a member's own secrets are mounted as (the shared ones: credentials.SHARED_FILES).
 AGENT_TOKEN = "agent-token"  # its agent's bearer token
 TLS_BUNDLE = "tls.pem"  # its own key, its server certificate and the CA
+# spec.backup's credentials (AWS credentials file format) and optional CA bundle.
+BACKUP_CREDENTIALS = "backup-credentials"
+BACKUP_CA = "backup-ca.pem"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Infrastructure:
     # The shared control network's subnets: members admit no application login from there
     # (only the operator and other databases' members are on it).
     control_subnets: tuple[str, ...] = ()
+    # spec.backup's secrets, the user's own: (secret id, secret name, file name in the member)
+    backup_secrets: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,32 @@ async def ensure_infrastructure(
         tokens,
         bundles,
         await network_subnets(swarm, names.CONTROL_NETWORK),
+        await backup_secrets(swarm, db),
     )
+
+
+def backup_secret_files(db: Database) -> dict[str, str]:
+    """spec.backup's Docker secrets (the user's) -> their file names in a member."""
+    backup = db.spec.backup
+    if backup is None:
+        return {}
+    files = {backup.s3.credentials_secret: BACKUP_CREDENTIALS}
+    if backup.s3.ca_secret is not None:
+        files[backup.s3.ca_secret] = BACKUP_CA
+    return files
+
+
+async def backup_secrets(swarm: SwarmApi, db: Database) -> tuple[tuple[str, str, str], ...]:
+    found = []
+    for name, file_name in backup_secret_files(db).items():
+        secret = await swarm.secret(name)
+        if secret is None:
+            raise ActionFailed(
+                f"spec.backup: the Docker secret {name!r} does not exist: create it "
+                "(docker secret create) before the members can archive"
+            )
+        found.append((str(secret["ID"]), name, file_name))
+    return tuple(found)
 
 
 async def network_subnets(swarm: SwarmApi, name: str) -> tuple[str, ...]:
@@ -155,7 +186,12 @@ async def infrastructure_ready(swarm: SwarmApi, db: Database, uid: str) -> bool:
     if control is None or network is None:
         return False
     present = {s["Spec"]["Name"] for s in secrets}
-    return all(name in present for name in secret_names(db.name, uid, db.spec.members).all())
+    if not all(name in present for name in secret_names(db.name, uid, db.spec.members).all()):
+        return False
+    for name in backup_secret_files(db):
+        if await swarm.secret(name) is None:
+            return False
+    return True
 
 
 def _secret_file(secret_id: str, secret_name: str, file_name: str) -> JSON:
@@ -173,6 +209,7 @@ def member_service_spec(
     infra: Infrastructure,
     force_update: int = 0,
     pin: str | None = None,
+    extra_env: tuple[str, ...] = (),
 ) -> JSON:
     """One member's service. `pin` is the spread value placement chose for it
     (operator/placement.py): Swarm's own spread preference acts within one service only,
@@ -197,7 +234,8 @@ def member_service_spec(
                     [f"SHOAL_CONTROL_SUBNETS={','.join(infra.control_subnets)}"]
                     if infra.control_subnets
                     else []
-                ),
+                )
+                + list(extra_env),
                 "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
                 "Secrets": [
                     _secret_file(sid, sname, SHARED_FILES[purpose])
@@ -206,7 +244,8 @@ def member_service_spec(
                 + [
                     _secret_file(*infra.agent_tokens[index], AGENT_TOKEN),
                     _secret_file(*infra.tls[index], TLS_BUNDLE),
-                ],
+                ]
+                + [_secret_file(*user) for user in infra.backup_secrets],
                 "StopGracePeriod": STOP_GRACE_NS,
                 "Mounts": [],
             },

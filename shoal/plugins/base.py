@@ -276,6 +276,11 @@ class EnginePlugin(ABC, Generic[P]):
     def member_image(self) -> str:
         """The image tag of a data-bearing member."""
 
+    def member_env(self, database: Database) -> tuple[str, ...]:
+        """More `KEY=value` environment for every member of `database` (e.g. where it
+        archives, from spec.backup)."""
+        return ()
+
     @abstractmethod
     async def probe(
         self,

@@ -220,6 +220,14 @@ class DatabaseStore(Generic[Client]):
                         f"to {db.spec.engine.value}; delete the database first"
                     ]
                 )
+            fixed = [
+                f"spec.{field}: cannot change once the database exists (its members archive "
+                "and were made by it); restore into a new database to change it"
+                for field in ("backup", "restore")
+                if getattr(current.declaration.spec, field) != getattr(db.spec, field)
+            ]
+            if fixed:
+                raise DeclarationError(fixed)
             if current.labels.get(names.LABEL_SPEC) == document:
                 return ApplyOutcome.UNCHANGED, current.generation
             generation = current.generation + 1

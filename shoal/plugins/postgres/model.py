@@ -20,6 +20,35 @@ class UnusableAnswer(ValueError):
 PROBE_FORMAT = 1
 
 
+class ArchiveState(BaseModel):
+    """A member's WAL archiving (agent/backup.py): pg_stat_archiver and the segments
+    PostgreSQL finished but has not archived yet (pg_wal/archive_status/*.ready)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    failed_count: int = 0
+    last_archived_wal: str | None = None
+    last_archived_at: float | None = None
+    last_failed_wal: str | None = None
+    last_failed_at: float | None = None
+    segments: int = 0  # finished, not archived yet
+    oldest_seconds: float = 0.0  # how long the oldest of them has waited
+    # A base backup here waits in pg_backup_stop for its last segment to be archived.
+    backup_waits_for_wal: bool = False
+
+
+class BaseBackupJob(BaseModel):
+    """The last base backup a member's agent ran (agent/member.py: start_base_backup)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    state: Literal["idle", "running", "succeeded", "failed"] = "idle"
+    started_at: float | None = None
+    finished_at: float | None = None
+    backup_id: str | None = None
+    error: str | None = None
+
+
 class PgProbe(BaseModel):
     """A member agent's `GET /state`, typed and validated. LSNs are byte positions.
 
@@ -54,6 +83,9 @@ class PgProbe(BaseModel):
     # A standby told to follow `upstream` that has not streamed from it for this long, by
     # its agent's clock (0: streaming, or following nobody). Its WAL may be gone upstream.
     stalled_seconds: float = 0.0
+    # With spec.backup only (None without, and from agents that predate it).
+    archive: ArchiveState | None = None
+    base_backup: BaseBackupJob | None = None
 
     @property
     def answered(self) -> bool:
@@ -177,6 +209,21 @@ class Demote(Action):
 class EnsureSlots(Action):
     member: str
     slots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StartBaseBackup(Action):
+    """A base backup of this member to spec.backup's archive, in the background."""
+
+    member: str
+
+
+@dataclass(frozen=True)
+class SwitchWal(Action):
+    """Close the primary's current WAL segment, so the segment a standby's base backup
+    ended in gets archived and the backup completes."""
+
+    member: str
 
 
 @dataclass(frozen=True)

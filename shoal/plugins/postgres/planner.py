@@ -20,6 +20,7 @@ from shoal.plugins.base import (
 )
 from shoal.plugins.postgres import naming
 from shoal.plugins.postgres.agent.parameters import setting_text
+from shoal.plugins.postgres.backup import plan_backups
 from shoal.plugins.postgres.durability import list_for
 from shoal.plugins.postgres.failover import adopt, end_timeline, plan_failover, plan_switchover
 from shoal.plugins.postgres.model import (
@@ -146,8 +147,9 @@ def _plan(cluster: Cluster) -> Plan:
     p.status.members = member_statuses(cluster, primary)
     p.requeue_after = 5.0 if healthy else 1.0
     # Certificates are renewed by a reload, in any state: a renewal is routine, not a
-    # reason to call the database degraded.
+    # reason to call the database degraded. So are base backups and WAL switches.
     p.add(*renewals([primary, *standbys]))
+    plan_backups(obs.database, p, obs.now, primary, standbys, ready)
     return p
 
 
@@ -186,8 +188,12 @@ def _creating(cluster: Cluster, p: Plan) -> Plan:
     elif seed.probe.state == "empty":
         p.add(Bootstrap(seed.name))
         p.status.message = f"initialising the cluster on {seed.name}"
+    elif seed.probe.state == "bootstrapping" and obs.database.spec.restore is not None:
+        restore = obs.database.spec.restore
+        p.status.message = f"restoring {restore.source}'s archive to {restore.to} on {seed.name}"
     else:
-        p.status.message = f"waiting for {seed.name} ({seed.probe.state})"
+        why = f": {seed.probe.error}" if seed.probe.error else ""
+        p.status.message = f"waiting for {seed.name} ({seed.probe.state}{why})"
     p.status.members = member_statuses(cluster, None)
     return p
 

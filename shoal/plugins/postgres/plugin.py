@@ -27,7 +27,7 @@ from shoal.plugins.base import (
     Plan,
     ProxyBackend,
 )
-from shoal.plugins.postgres import naming, planner
+from shoal.plugins.postgres import backup, naming, planner
 from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.agent.parameters import setting_text
 from shoal.plugins.postgres.model import (
@@ -40,6 +40,8 @@ from shoal.plugins.postgres.model import (
     PgProbe,
     Promote,
     RenewCertificate,
+    StartBaseBackup,
+    SwitchWal,
     UnusableAnswer,
 )
 
@@ -218,6 +220,9 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     def member_image(self) -> str:
         return self.image
 
+    def member_env(self, database: Database) -> tuple[str, ...]:
+        return backup.member_env(database)
+
     # A renewal is delivered within the probe's timeout or not at all; the agent has stopped
     # PostgreSQL within REACTION of its lease running out (agent/lease.py); 0.5 s to spare.
     lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.REACTION + 0.5
@@ -325,6 +330,10 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
                     "/configure",
                     {"parameters": dict(ps), "synchronous_standby_names": sync},
                 )
+            case StartBaseBackup(member=m):
+                await post(m, "/backup", {})
+            case SwitchWal(member=m):
+                await post(m, "/switch-wal", {})
             case RenewCertificate(member=m):
                 index = names.member_index(ctx.database.name, m)
                 if index is None:

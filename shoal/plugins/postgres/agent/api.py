@@ -27,6 +27,9 @@ role, stale token), 500 (PostgreSQL failed).
   POST /configure {parameters?, synchronous_standby_names?}   200 state body (running)
   POST /slots {slots: [name]}                            200 {slots, kept_active} (primary)
   POST /stop {}                                          200 state body (fence: immediate)
+  POST /backup {}                                        202 state body (running; a base
+       backup to spec.backup's archive in the background: agent/backup.py)
+  POST /switch-wal {}                                    200 {switched_at} (primary)
   POST /certificate {certificate: PEM}                   200 {certificate_serial} (a renewal
        for this member's key, issued by its CA: tls.py; reloads PostgreSQL)
 """
@@ -358,7 +361,17 @@ def r_certificate(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, a.renew_certificate(field(b, "certificate", str))
 
 
+def r_backup(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return 202, a.start_base_backup()
+
+
+def r_switch_wal(a: Agent, b: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return 200, a.switch_wal()
+
+
 ROUTES = {
+    "/backup": r_backup,
+    "/switch-wal": r_switch_wal,
     "/bootstrap": r_bootstrap,
     "/clone": r_clone,
     "/follow": r_follow,

@@ -12,9 +12,10 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
-from . import lease, pg, tls
+from . import backup, lease, pg, tls
 from .parameters import ROLE_LEVEL_GUARDED
 
 _GUARDED = "ARRAY[" + ", ".join(pg.quote_literal(n) for n in ROLE_LEVEL_GUARDED) + "]"
@@ -95,6 +96,10 @@ class Agent:
         self.lease = lease.Lease()
         self.certificate_serial: int | None = None  # the certificate PostgreSQL serves
         self.api_tls: ssl.SSLContext | None = None  # the API's server side on the control net
+        # spec.backup as the operator gave it (agent/backup.py); None: no archiving.
+        self.backup: backup.Config | None = backup.load()
+        self.base_backup: dict[str, Any] = {"state": "idle"}  # the last base backup job here
+        self._backup_proc: subprocess.Popen[str] | None = None
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -151,7 +156,7 @@ class Agent:
         return p is not None and p.poll() is None
 
     def start_pg(self, timeout: float = 120.0) -> None:
-        pg.write_static_config()
+        pg.write_static_config(backup.archive_settings(self.backup))
         self._expect_exit = False
         proc = subprocess.Popen(
             [str(pg.BIN / "postgres"), "-D", str(pg.DATA_DIR)],
@@ -337,6 +342,14 @@ SELECT json_build_object(
               ELSE pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint END,
  'walfile', CASE WHEN pg_is_in_recovery() THEN NULL
             ELSE pg_walfile_name(pg_current_wal_flush_lsn()) END,
+ 'archiver', (SELECT json_build_object('failed_count', failed_count,
+             'last_archived_wal', last_archived_wal,
+             'last_archived_at', extract(epoch FROM last_archived_time)::float8,
+             'last_failed_wal', last_failed_wal,
+             'last_failed_at', extract(epoch FROM last_failed_time)::float8)
+             FROM pg_stat_archiver),
+ 'backup_waits_for_wal', EXISTS (SELECT 1 FROM pg_stat_activity
+             WHERE wait_event = 'BackupWaitWalArchive'),
  'overrides', ("""
         + OVERRIDES_SQL
         + """)
@@ -359,6 +372,8 @@ SELECT json_build_object(
             "certificate_serial": (
                 None if self.certificate_serial is None else format(self.certificate_serial, "x")
             ),
+            "archive": None,
+            "base_backup": dict(self.base_backup) if self.backup is not None else None,
         }  # fmt: skip
         if state in ("empty", "bootstrapping", "cloning"):
             return body
@@ -384,6 +399,12 @@ SELECT json_build_object(
         except (pg.PgError, ValueError) as e:
             body["error"] = f"probe query failed: {e}"
             return body
+        if self.backup is not None:
+            body["archive"] = {
+                **(s.get("archiver") or {}),
+                **backup.pending(),
+                "backup_waits_for_wal": bool(s.get("backup_waits_for_wal")),
+            }
         body["system_identifier"] = s["sysid"]
         body["synchronous_standby_names"] = s["ssn"]
         body["pending_restart"] = s["pending"]
@@ -450,9 +471,15 @@ SELECT json_build_object(
         if st not in ("empty", "failed") or pg.has_data():
             raise HttpError(409, f"bootstrap needs an empty member, this one is {st}")
         self.set_state("bootstrapping")
+        if self.backup is not None and self.backup.restore_from is not None:
+            # From another database's archive: minutes, not seconds; the operator watches
+            # the state as for a clone.
+            threading.Thread(target=self._restore, args=(params,), daemon=True).start()
+            return self.state_body()
         try:
             self.wipe()
             BOOTSTRAP_MARKER.touch()
+            self._check_archive_unused()
             r = subprocess.run(
                 [str(pg.BIN / "initdb"), "-D", str(pg.DATA_DIR), "-U", "postgres",
                  f"--pwfile={pg.SECRETS_DIR / 'superuser-password'}", "--auth-local=peer",
@@ -488,6 +515,152 @@ SELECT json_build_object(
             self.set_state("failed", f"bootstrap failed: {e}")
             raise HttpError(500, f"bootstrap failed: {e}") from e
         return self.state_body()
+
+    def _check_archive_unused(self) -> None:
+        """Before a new cluster archives its first segment: its place in the bucket holds no
+        WAL (barman-cloud-check-wal-archive), so a database declared again under an old name
+        never mixes its WAL with an earlier cluster's (whose timelines and segment names
+        would collide). The bootstrap fails with the reason; nothing is overwritten."""
+        cfg = self.backup
+        if cfg is None:
+            return
+        try:
+            backup.run_tool(
+                cfg,
+                ["barman-cloud-check-wal-archive", *backup.cloud_args(cfg), cfg.destination,
+                 cfg.server],
+                timeout=backup.LIST_TIMEOUT,
+            )  # fmt: skip
+        except backup.BackupError as e:
+            raise pg.PgError(
+                f"the archive {cfg.destination}/{cfg.server} is not empty or not usable ({e}): "
+                "it may hold an earlier cluster's WAL; choose another spec.backup.s3.path, "
+                "or remove that archive"
+            ) from None
+
+    def _restore(self, params: dict[str, str]) -> None:
+        """Bootstrap from the archive of `restore_from`: its newest base backup that ended
+        before the target, then its WAL replayed to the target (PostgreSQL's archive
+        recovery with `recovery_target_time`, or to the end of the archive), then promoted
+        onto a new timeline. The roles get this database's passwords."""
+        cfg = self.backup
+        assert cfg is not None and cfg.restore_from is not None
+        try:
+            self.wipe()
+            BOOTSTRAP_MARKER.touch()
+            self._check_archive_unused()
+            target = None
+            if cfg.restore_to is not None:
+                target = datetime.fromisoformat(cfg.restore_to).timestamp()
+            chosen = backup.choose(backup.list_backups(cfg, cfg.restore_from), target)
+            log(f"restoring base backup {chosen['id']} of {cfg.restore_from}")
+            backup.run_tool(
+                cfg,
+                ["barman-cloud-restore", *backup.cloud_args(cfg), cfg.destination,
+                 cfg.restore_from, str(chosen["id"]), str(pg.DATA_DIR)],
+            )  # fmt: skip
+            os.chmod(pg.DATA_DIR, 0o700)
+            for sig in ("standby.signal", "recovery.signal"):
+                (pg.DATA_DIR / sig).unlink(missing_ok=True)
+            for leftover in ("postmaster.pid", "postmaster.opts"):
+                (pg.DATA_DIR / leftover).unlink(missing_ok=True)
+            (pg.DATA_DIR / "recovery.signal").touch(mode=0o600)
+            conf = {k: v for k, v in pg.read_auto_conf().items() if k not in pg.MANAGED_AUTO_KEYS}
+            conf.update(params)
+            conf["restore_command"] = backup.RESTORE_COMMAND
+            conf["recovery_target_action"] = "promote"
+            if cfg.restore_to is not None:
+                conf["recovery_target_time"] = cfg.restore_to
+            pg.write_auto_conf(conf)
+            pg.write_pgpass()
+            self.start_pg(timeout=backup.TOOL_TIMEOUT)
+            deadline = time.monotonic() + backup.TOOL_TIMEOUT
+            while pg.psql("SELECT pg_is_in_recovery()", timeout=5) == "t":
+                if time.monotonic() > deadline or not self.pg_running():
+                    raise pg.PgError("archive recovery did not end with a promotion")
+                time.sleep(0.5)
+            repl = pg.scram_verifier(pg.read_secret("replication-password"))
+            app = pg.scram_verifier(pg.read_secret("app-password"))
+            su = pg.scram_verifier(pg.read_secret("superuser-password"))
+            pg.psql(
+                "SET log_statement = 'none';\n"
+                "ALTER SYSTEM RESET restore_command;\n"
+                "ALTER SYSTEM RESET recovery_target_action;\n"
+                "ALTER SYSTEM RESET recovery_target_time;\n"
+                f"ALTER ROLE postgres PASSWORD {pg.quote_literal(su)};\n"
+                f"ALTER ROLE replicator PASSWORD {pg.quote_literal(repl)};\n"
+                f"ALTER ROLE app PASSWORD {pg.quote_literal(app)};\n"
+                "SELECT pg_reload_conf();\n",
+                timeout=60,
+            )
+            BOOTSTRAP_MARKER.unlink(missing_ok=True)
+            self.set_state("running", role="primary")
+            log(f"restored from {cfg.restore_from} to {cfg.restore_to or 'the end of its archive'}")
+        except (pg.PgError, backup.BackupError, OSError, ValueError,
+                subprocess.SubprocessError) as e:  # fmt: skip
+            self.stop_pg(immediate=True)
+            self.wipe()
+            BOOTSTRAP_MARKER.unlink(missing_ok=True)
+            self.set_state("failed", f"restore from {cfg.restore_from} failed: {e}")
+
+    # ------------------------------------------------------------ base backups
+
+    def switch_wal(self) -> dict[str, Any]:
+        """Close the primary's current WAL segment so that it is archived now: a base
+        backup taken on a standby ends only once the segment holding its end is archived
+        (`pg_backup_stop` waits for it with archive_mode = always), and that segment is
+        complete only when the primary switches."""
+        self.require_running("primary")
+        lsn = pg.psql("SELECT pg_switch_wal()", timeout=10)
+        return {"switched_at": lsn}
+
+    def start_base_backup(self) -> dict[str, Any]:
+        """A base backup of this member (primary or standby) to the archive, in the
+        background; its progress is in the state body's `base_backup`."""
+        if self.backup is None:
+            raise HttpError(409, "this database declares no spec.backup")
+        self.require_running()
+        with self._lock:
+            if self.base_backup.get("state") == "running":
+                raise HttpError(409, "a base backup is already running on this member")
+            self.base_backup = {"state": "running", "started_at": time.time()}
+        threading.Thread(target=self._base_backup, args=(self.backup,), daemon=True).start()
+        return self.state_body()
+
+    def _base_backup(self, cfg: backup.Config) -> None:
+        job: dict[str, Any] = {"state": "failed"}
+        try:
+            env = backup.tool_env(cfg)
+            proc = subprocess.Popen(
+                ["barman-cloud-backup", *backup.cloud_args(cfg), "-h", pg.SOCK_DIR,
+                 "-p", str(pg.PORT), "-U", "postgres", "-d", "postgres",
+                 "--immediate-checkpoint", cfg.destination, cfg.server],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env=env,
+            )  # fmt: skip
+            self._backup_proc = proc
+            _, err = proc.communicate()
+            self._backup_proc = None
+            if proc.returncode != 0:
+                tail = " | ".join(ln for ln in err.strip().splitlines()[-3:])[-600:]
+                raise backup.BackupError(f"barman-cloud-backup exited {proc.returncode}: {tail}")
+            done = [b for b in backup.list_backups(cfg) if b["status"] == "DONE"]
+            newest = max(done, key=lambda b: b["end_at"] or 0.0) if done else None
+            job = {"state": "succeeded", "backup_id": newest["id"] if newest else None}
+            try:
+                backup.run_tool(
+                    cfg,
+                    ["barman-cloud-backup-delete", *backup.cloud_args(cfg),
+                     "--retention-policy", cfg.retention, cfg.destination, cfg.server],
+                )  # fmt: skip
+            except backup.BackupError as e:
+                job["retention_error"] = str(e)
+        except (backup.BackupError, OSError, subprocess.SubprocessError) as e:
+            job = {"state": "failed", "error": str(e)}
+        with self._lock:
+            started = self.base_backup.get("started_at")
+            self.base_backup = {**job, "started_at": started, "finished_at": time.time()}
+        log(f"base backup {job['state']}: {job.get('backup_id') or job.get('error')}")
 
     def clone(self, source: str, sysid: str, slot: str, params: dict[str, str]) -> dict[str, Any]:
         st = self.get_state()
@@ -710,6 +883,9 @@ SELECT json_build_object(
     def shutdown(self) -> None:
         self._shutting_down = True
         self._abort = True
+        bp = self._backup_proc
+        if bp is not None and bp.poll() is None:
+            bp.kill()
         cp = self._clone_proc
         if cp is not None and cp.poll() is None:
             cp.kill()

@@ -328,6 +328,11 @@ def _env(options: str = "") -> dict[str, str]:
     }
     if options:
         env["PGOPTIONS"] = options
+    # What archive_command / restore_command need to run `python3 -m agent.backup`
+    # (agent/backup.py) under the postmaster started with this environment.
+    for key in ("PYTHONPATH", "SHOAL_BACKUP", "SHOAL_SECRETS_DIR"):
+        if key in os.environ:
+            env[key] = os.environ[key]
     return env
 
 
@@ -414,9 +419,10 @@ def write_pgpass() -> None:
     write_file(PGPASS, f"*:*:*:replicator:{pw}\n", 0o600)
 
 
-def write_static_config() -> None:
-    """shoal.conf (included from postgresql.conf) and pg_hba.conf, before every start."""
-    write_file(DATA_DIR / SHOAL_CONF, BASE_CONF + tls.server_settings())
+def write_static_config(extra: str = "") -> None:
+    """shoal.conf (included from postgresql.conf) and pg_hba.conf, before every start;
+    `extra`: more settings (the archiving of agent/backup.py)."""
+    write_file(DATA_DIR / SHOAL_CONF, BASE_CONF + tls.server_settings() + extra)
     main = DATA_DIR / "postgresql.conf"
     text = main.read_text() if main.exists() else ""
     include = f"include = '{SHOAL_CONF}'"
