@@ -37,10 +37,11 @@ def _root(
 
 def _register() -> None:
     # Each module adds its own commands; imported here so `shoal --help` lists them all.
-    from shoal.cli import chaos, db, images, lab, operator, up
+    from shoal.cli import backups, chaos, db, images, lab, operator, up
 
     up.register(app)
     db.register(app)
+    backups.register(app)
     operator.register(app)
     app.add_typer(images.app, name="images")
     app.add_typer(operator.app, name="operator")

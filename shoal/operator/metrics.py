@@ -47,6 +47,13 @@ RECONCILE_BUCKETS: tuple[float, ...] = (
 )
 
 DB_LABELS = ("database", "engine")
+BACKUP_GAUGES = (
+    "backup_last_success",
+    "backup_interval",
+    "archive_pending",
+    "archive_lag",
+    "archive_failures",
+)
 MEMBER_LABELS = ("database", "engine", "member")
 
 _Labels = tuple[str, ...]
@@ -159,6 +166,37 @@ class OperatorMetrics:
             DB_LABELS,
             registry=r,
         )
+        # -- backups (docs/backup.md): only for databases that declare spec.backup
+        self.backup_last_success = Gauge(
+            "shoal_backup_last_success_timestamp_seconds",
+            "Unix time the newest successful base backup ended",
+            DB_LABELS,
+            registry=r,
+        )
+        self.backup_interval = Gauge(
+            "shoal_backup_interval_seconds",
+            "How often a base backup is due (spec.backup.baseBackups.every)",
+            DB_LABELS,
+            registry=r,
+        )
+        self.archive_pending = Gauge(
+            "shoal_wal_archive_pending_segments",
+            "WAL segments the primary finished but has not archived yet",
+            DB_LABELS,
+            registry=r,
+        )
+        self.archive_lag = Gauge(
+            "shoal_wal_archive_lag_seconds",
+            "How long the oldest WAL segment not yet archived has waited (0: none waits)",
+            DB_LABELS,
+            registry=r,
+        )
+        self.archive_failures = Gauge(
+            "shoal_wal_archive_failed_attempts",
+            "Failed archive attempts of the primary since its PostgreSQL started",
+            DB_LABELS,
+            registry=r,
+        )
         self.leader.set(0)
         # database -> the label sets of every series published for it, per metric
         self._series: dict[str, dict[str, set[_Labels]]] = {}
@@ -207,6 +245,7 @@ class OperatorMetrics:
         # counters exist from the first publish, at 0, so that increase() sees the first one
         self._touch(self.failovers, "failovers", base)
         self._touch(self.reconcile_errors, "reconcile_errors", base)
+        self._publish_backup(status, base)
 
         names: set[str] = set()
         for m in status.members:
@@ -237,6 +276,21 @@ class OperatorMetrics:
                 # would look like a reset to increase()).
                 self._drop(db, keep=("reseeds",), member=gone)
         self._members[db] = (engine, names)
+
+    def _publish_backup(self, status: DatabaseStatus, base: _Labels) -> None:
+        b = status.backup
+        if b is None:
+            for attr in BACKUP_GAUGES:
+                with contextlib.suppress(KeyError):
+                    self._metric(attr).remove(*base)
+            return
+        self._set_optional(
+            self.backup_last_success, "backup_last_success", base, b.last_base_backup_at
+        )
+        self._set(self.backup_interval, "backup_interval", base, b.interval_seconds)
+        self._set(self.archive_pending, "archive_pending", base, b.pending_segments)
+        self._set(self.archive_lag, "archive_lag", base, b.pending_seconds)
+        self._set(self.archive_failures, "archive_failures", base, b.archive_failures)
 
     def sync(self, statuses: Iterable[DatabaseStatus]) -> None:
         """Publish every status and forget the databases that are not among them."""

@@ -281,6 +281,11 @@ class EnginePlugin(ABC, Generic[P]):
         archives, from spec.backup)."""
         return ()
 
+    # The command, run in the member image with the member's environment and secrets, that
+    # prints `{"backups": [...]}` for `shoal backups` (docs/backup.md); None: the engine
+    # keeps no backups.
+    backup_list_command: ClassVar[tuple[str, ...] | None] = None
+
     @abstractmethod
     async def probe(
         self,

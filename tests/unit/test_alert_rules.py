@@ -29,6 +29,8 @@ REQUIRED_ALERTS = {
     "ShoalOperatorDown",
     "ShoalNoOperatorLeader",
     "ShoalDatabaseLost",
+    "ShoalWalArchivingStuck",
+    "ShoalBaseBackupTooOld",
 }
 
 

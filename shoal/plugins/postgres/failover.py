@@ -157,10 +157,16 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
             s.state = DatabaseState.LOST
             # No primary: the last one's data died with it (`status --json` says null).
             s.primary = None
+            name = obs.database.name
             s.message = (
                 "every member lost its data; nothing will be initialised over it. "
-                f"Run `shoal reinit {obs.database.name} --accept-data-loss` to start empty"
+                f"Run `shoal reinit {name} --accept-data-loss` to start empty"
             )
+            if obs.database.spec.backup is not None:
+                s.message += (
+                    f", or `shoal restore NEW_NAME --from {name}` to make a database from "
+                    f"its archive (`shoal backups {name}` shows what it holds)"
+                )
             p.requeue_after = 2.0
             return p
         s.state = DatabaseState.UNAVAILABLE

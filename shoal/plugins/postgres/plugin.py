@@ -223,6 +223,10 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     def member_env(self, database: Database) -> tuple[str, ...]:
         return backup.member_env(database)
 
+    backup_list_command: ClassVar[tuple[str, ...] | None] = (
+        "tini", "--", "python3", "-P", "-m", "agent.backup", "list",
+    )  # fmt: skip
+
     # A renewal is delivered within the probe's timeout or not at all; the agent has stopped
     # PostgreSQL within REACTION of its lease running out (agent/lease.py); 0.5 s to spare.
     lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.REACTION + 0.5

@@ -15,7 +15,8 @@ complete segment upload the same bytes. A promoted standby archives its last par
 of the old timeline as `.partial` and the new timeline's history file, as PostgreSQL does.
 
 `python3 -P -m agent.backup archive PATH` and `... restore NAME PATH` are the
-`archive_command` and `restore_command` PostgreSQL runs.
+`archive_command` and `restore_command` PostgreSQL runs; `... list` prints the archive's base
+backups as JSON (`shoal backups`, from a one-off task of the member image).
 """
 
 from __future__ import annotations
@@ -227,7 +228,10 @@ def main(argv: list[str]) -> int:
             run_tool(cfg, ["barman-cloud-wal-restore", *cloud_args(cfg), cfg.destination,
                            source, argv[1], argv[2]])  # fmt: skip
             return 0
-        raise BackupError("usage: archive PATH | restore NAME PATH")
+        if argv == ["list"]:  # `shoal backups`: the base backups of the archive, as JSON
+            sys.stdout.write(json.dumps({"backups": list_backups(cfg)}) + "\n")
+            return 0
+        raise BackupError("usage: archive PATH | restore NAME PATH | list")
     except BackupError as e:
         sys.stderr.write(f"shoal-backup: {e}\n")
         return 1
