@@ -229,6 +229,8 @@ def register(app: typer.Typer) -> None:
             document["metadata"] = {"name": new_name}
             document["spec"].pop("restore", None)
             document["spec"]["restore"] = {"from": source, "to": to or "latest"}
+            # A port published on every node belongs to the source (which may still run).
+            document["spec"].pop("expose", None)
             try:
                 db = validate_document(document)
             except DeclarationError as e:
