@@ -291,3 +291,31 @@ def test_backup_metrics_follow_the_status() -> None:
         assert line in text, line
     m.publish(s.model_copy(update={"backup": None}))
     assert "shoal_wal_archive_lag_seconds{" not in m.render().decode()
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def test_backup_and_restore_are_fixed_once_the_database_exists() -> None:
+    import asyncio
+
+    from shoal.swarm.store import ApplyOutcome, DatabaseStore
+    from tests.conftest import FakeSwarm
+
+    async def go() -> None:
+        store = DatabaseStore(FakeSwarm())
+        assert (await store.apply(validate_document(decl(backup=BACKUP))))[0] is (
+            ApplyOutcome.CREATED
+        )
+        other = {**BACKUP, "baseBackups": {"every": "12h"}}
+        for changed in (decl(backup=other), decl(), decl(backup=BACKUP, restore={"from": "x"})):
+            with pytest.raises(DeclarationError) as e:
+                await store.apply(validate_document(changed))
+            assert e.value.problems[0].split(":")[0] in ("spec.backup", "spec.restore")
+        stored = await store.get("orders")
+        assert stored is not None and stored.declaration.spec.backup is not None
+        assert stored.declaration.spec.backup.base_backups.every == "6h"
+        same = validate_document(decl(backup=BACKUP, members=5))
+        assert (await store.apply(same))[0] is ApplyOutcome.CONFIGURED
+
+    asyncio.run(go())
