@@ -16,14 +16,13 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from shoal import names
-from shoal.platform.docker_cli import Context, docker_build, image_exists
-from shoal.platform.images import HOST_CA_DIR, BuiltImages, iter_tree
+from shoal.platform.images import BuiltImages
+from tests.integration.s3 import Bucket, start_bucket, stop_bucket
 from tests.integration.support import (
     Writer,
     apply,
@@ -42,95 +41,14 @@ from tests.integration.support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
-S3_DIR = Path(__file__).resolve().parent / "s3"
-BUCKET = "shoal-test-backups"
-
-
-@dataclass(frozen=True)
-class Bucket:
-    service: str
-    endpoint: str
-    secret: str
-
-    def container(self) -> str:
-        cid = container_of(self.service)
-        assert cid, f"no running container for {self.service}"
-        return cid
-
-
-def s3_image(base: str) -> str:
-    files = {"Dockerfile": S3_DIR / "Dockerfile"}
-    generated = {"certs/README": b"extra CA certificates of the build host\n"}
-    if HOST_CA_DIR.is_dir():
-        for relative in iter_tree(HOST_CA_DIR):
-            if relative.suffix == ".crt":
-                files[f"certs/{relative.as_posix()}"] = HOST_CA_DIR / relative
-    context = Context(files, generated, {"BASE": base})
-    tag = f"shoal-test/s3:{context.digest()[:12]}"
-    if not image_exists(tag):
-        docker_build(context, [tag], no_cache=False, output=None)
-    return tag
-
 
 @pytest.fixture
 def bucket(operator: BuiltImages, unique_name: str) -> Iterator[Bucket]:
-    """An S3 endpoint on the control network (where members and one-off jobs run), with a
-    bucket, and the credentials as the Docker secret a user would make."""
-    image = s3_image(operator.base)
-    service = f"{unique_name}-s3"
-    secret = f"{unique_name}-s3-credentials"
-    subprocess.run(
-        ["docker", "secret", "create", secret, "-"],
-        input="[default]\naws_access_key_id = shoaltest\naws_secret_access_key = shoaltest\n",
-        text=True, check=True, capture_output=True,
-    )  # fmt: skip
-    docker(
-        "service", "create", "--detach", "--name", service, "--network", names.CONTROL_NETWORK,
-        "--label", f"{names.LABEL_MANAGED}=true", "--restart-condition", "none", image,
-    )  # fmt: skip
-    b = Bucket(service, f"http://{service}:5000", secret)
+    b = start_bucket(unique_name, operator.base)
     try:
-        wait_for(lambda: container_of(service), 120, "the S3 server to start")
-        make = (
-            "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:5000', "
-            "region_name='us-east-1', aws_access_key_id='x', aws_secret_access_key='x')"
-            f".create_bucket(Bucket='{BUCKET}')"
-        )
-        wait_for(
-            lambda: (
-                subprocess.run(
-                    ["docker", "exec", b.container(), "/opt/moto/bin/python", "-c", make],
-                    capture_output=True,
-                    check=False,
-                ).returncode
-                == 0
-            ),
-            60,
-            "the bucket to be made",
-        )
         yield b
     finally:
-        subprocess.run(["docker", "unpause", container_of(service) or "-"], capture_output=True)
-        subprocess.run(["docker", "service", "rm", service], capture_output=True)
-        wait_for(
-            lambda: subprocess.run(
-                ["docker", "secret", "rm", secret], capture_output=True
-            ).returncode == 0 or secret not in docker("secret", "ls", "--format", "{{.Name}}"),
-            60, "the credentials secret to be removable",
-        )  # fmt: skip
-
-
-def backup_spec(b: Bucket) -> dict[str, object]:
-    return {
-        "s3": {
-            "bucket": BUCKET,
-            "path": "ci",
-            "endpoint": b.endpoint,
-            "credentialsSecret": b.secret,
-        },
-        "baseBackups": {"every": "1h"},
-        "retention": {"baseBackups": 2},
-    }
+        stop_bucket(b)
 
 
 def backup_status(name: str) -> dict[str, object]:
@@ -182,7 +100,7 @@ def test_archive_survives_a_failover_during_a_bucket_outage_and_restores_every_a
 ) -> None:
     name = unique_name
     latest, pitr = f"{name}-l", f"{name}-p"
-    apply(declaration(name, members=3, backup=backup_spec(bucket)), tmp_path)
+    apply(declaration(name, members=3, backup=bucket.backup_spec("ci")), tmp_path)
     try:
         wait_state(name, "Healthy", timeout=300)
         # The first base backup is taken at once, on a standby (the primary switches WAL so
