@@ -83,7 +83,10 @@ def start_bucket(prefix: str, base: str, timeout: float = 120.0) -> Bucket:
     created = _run(
         "docker", "service", "create", "--detach", "--name", b.service,
         "--network", names.CONTROL_NETWORK, "--label", f"{names.LABEL_MANAGED}=true",
-        "--restart-condition", "none", image,
+        "--restart-condition", "none",
+        # Its name resolves to its task, as members' names do: this engine has no IPVS, so a
+        # service's virtual IP does not route here (../shared/DESIGN.md, facts).
+        "--endpoint-mode", "dnsrr", image,
     )  # fmt: skip
     if created.returncode != 0:
         stop_bucket(b)
