@@ -319,3 +319,14 @@ def test_backup_and_restore_are_fixed_once_the_database_exists() -> None:
         assert (await store.apply(same))[0] is ApplyOutcome.CONFIGURED
 
     asyncio.run(go())
+
+
+def test_the_primary_takes_a_backup_only_when_no_standby_can_for_long() -> None:
+    doc = with_backup(recording("healthy"))
+    for name in ("orders-0", "orders-2"):
+        doc["probes"][name]["receiving"] = False  # not streaming: not ready
+    assert plan(observe(doc)).actions[-1:] != [StartBaseBackup("orders-1")]
+    assert not any(isinstance(a, StartBaseBackup) for a in plan(observe(doc)).actions)
+    long_ago = BackupStatus(last_base_backup_at=NOW - 9 * 3600, interval_seconds=6 * 3600)
+    doc["status"]["backup"] = long_ago.model_dump(mode="json")
+    assert StartBaseBackup("orders-1") in plan(observe(doc)).actions

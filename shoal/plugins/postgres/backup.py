@@ -83,14 +83,24 @@ def plan_backups(
            and m.probe.archive.backup_waits_for_wal for m in standbys):  # fmt: skip
         p.add(SwitchWal(primary.name))
     if running is None and _due(b, now):
-        # A standby spares the primary the read of every data file; the most recent one to
-        # stream is as good as any (the backup's WAL comes from the archive).
-        candidates = [m for m in ready if m is not primary] or [primary]
-        p.add(StartBaseBackup(candidates[0].name))
+        # A standby spares the primary the read of every data file; any streaming one is as
+        # good as another (the backup's WAL comes from the archive). The primary takes it
+        # only when no standby is declared, or when none has streamed for half an interval
+        # past the due time (a long outage must not stop backups altogether).
+        standby = next((m for m in ready if m is not primary), None)
+        if standby is not None:
+            p.add(StartBaseBackup(standby.name))
+        elif db.spec.members == 1 or _overdue(b, now):
+            p.add(StartBaseBackup(primary.name))
 
 
 def _newer(at: float | None, than: float | None) -> bool:
     return at is not None and (than is None or at > than)
+
+
+def _overdue(b: BackupStatus, now: float) -> bool:
+    last = b.last_base_backup_at
+    return last is not None and now - last >= 1.5 * b.interval_seconds
 
 
 def _due(b: BackupStatus, now: float) -> bool:
