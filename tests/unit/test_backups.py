@@ -330,3 +330,18 @@ def test_the_primary_takes_a_backup_only_when_no_standby_can_for_long() -> None:
     long_ago = BackupStatus(last_base_backup_at=NOW - 9 * 3600, interval_seconds=6 * 3600)
     doc["status"]["backup"] = long_ago.model_dump(mode="json")
     assert StartBaseBackup("orders-1") in plan(observe(doc)).actions
+
+
+def test_a_clones_copied_wal_is_marked_archived_and_nothing_else(tmp_path: Path) -> None:
+    wal = tmp_path / "pg_wal"
+    (wal / "archive_status").mkdir(parents=True)
+    for name in ("000000010000000000000002", "000000010000000000000003", "00000002.history",
+                 "000000010000000000000004.partial", "xlogtemp.12"):  # fmt: skip
+        (wal / name).touch()
+    (wal / "archive_status" / "000000010000000000000003.ready").touch()
+    assert agent_backup.mark_copied_wal_archived(wal) == 2
+    assert sorted(p.name for p in (wal / "archive_status").iterdir()) == [
+        "000000010000000000000002.done",
+        "000000010000000000000003.ready",
+        "00000002.history.done",
+    ]

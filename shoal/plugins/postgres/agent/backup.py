@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import pg
@@ -46,6 +48,7 @@ TOOL_TIMEOUT = 3600.0
 LIST_TIMEOUT = 120.0
 # barman's `end_time` in backup.info: a local time without a zone (our containers run UTC).
 BARMAN_TIME = "%a %b %d %H:%M:%S %Y"
+WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}$")
 
 
 class BackupError(Exception):
@@ -153,6 +156,26 @@ def pending(now: float | None = None) -> dict[str, Any]:
     except OSError:
         pass
     return {"segments": count, "oldest_seconds": 0.0 if oldest is None else max(0.0, now - oldest)}
+
+
+def mark_copied_wal_archived(pg_wal: Path) -> int:
+    """After a clone: the WAL files that came with the copy (pg_basebackup's stream) are
+    its source's, which archives them (archive_mode = always on every member); mark them
+    done here as PostgreSQL marks WAL restored from the archive. Without it, a base backup
+    taken on this standby would wait in pg_backup_stop for a segment its archiver never
+    takes up (no status file at all), and the standby would upload the copy's segments a
+    second time. Segments it then receives by streaming get `.ready` and are archived."""
+    status = pg_wal / "archive_status"
+    status.mkdir(mode=0o700, exist_ok=True)
+    marked = 0
+    for f in pg_wal.iterdir():
+        if not f.is_file() or not (WAL_FILE_RE.match(f.name) or f.name.endswith(".history")):
+            continue
+        if (status / f"{f.name}.ready").exists() or (status / f"{f.name}.done").exists():
+            continue
+        (status / f"{f.name}.done").touch(mode=0o600)
+        marked += 1
+    return marked
 
 
 # --------------------------------------------------------------- listing and choosing

@@ -611,6 +611,10 @@ SELECT json_build_object(
         (`pg_backup_stop` waits for it with archive_mode = always), and that segment is
         complete only when the primary switches."""
         self.require_running("primary")
+        # A switch with nothing written since the last one is a no-op, and a standby's
+        # backup ending at a segment's very start waits for that (empty) segment: write a
+        # record first (a restore point: no transaction, no table), then switch.
+        pg.psql("SELECT pg_create_restore_point('shoal-switch')", timeout=10)
         lsn = pg.psql("SELECT pg_switch_wal()", timeout=10)
         return {"switched_at": lsn}
 
@@ -705,6 +709,8 @@ SELECT json_build_object(
             for sig in ("standby.signal", "recovery.signal"):
                 (pg.DATA_DIR / sig).unlink(missing_ok=True)
             (pg.DATA_DIR / "standby.signal").touch(mode=0o600)
+            if self.backup is not None:
+                backup.mark_copied_wal_archived(pg.DATA_DIR / "pg_wal")
             conf = dict(params)
             conf["primary_conninfo"] = pg.primary_conninfo(source, slot)
             conf["primary_slot_name"] = slot
