@@ -289,6 +289,9 @@ def test_backup_metrics_follow_the_status() -> None:
         f"shoal_wal_archive_failed_attempts{labels} 1.0",
     ):
         assert line in text, line
+    from tests.unit.test_metrics import BACKUP_CONTRACT
+
+    assert set(BACKUP_CONTRACT) <= m.metric_names()
     m.publish(s.model_copy(update={"backup": None}))
     assert "shoal_wal_archive_lag_seconds{" not in m.render().decode()
 

@@ -21,6 +21,7 @@ from shoal.operator.dashboard import (
 )
 from shoal.operator.metrics import OperatorMetrics
 from shoal.platform import prerequisites
+from tests.unit.test_metrics import BACKUP_CONTRACT
 from tests.unit.test_metrics import CONTRACT as METRICS_CONTRACT
 
 pytestmark = pytest.mark.unit
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.unit
 CONTRACT = {
     f"{name}_bucket" if name == "shoal_reconcile_duration_seconds" else name
     for name in METRICS_CONTRACT
-}
+} | set(BACKUP_CONTRACT)
 
 
 def test_dashboard_loads_with_variables() -> None:

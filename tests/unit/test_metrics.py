@@ -31,6 +31,14 @@ CONTRACT = [
     "shoal_reconcile_errors_total",
     "shoal_operator_leader",
 ]
+# With spec.backup only (docs/backup.md): series exist for databases that declare it.
+BACKUP_CONTRACT = [
+    "shoal_backup_last_success_timestamp_seconds",
+    "shoal_backup_interval_seconds",
+    "shoal_wal_archive_pending_segments",
+    "shoal_wal_archive_lag_seconds",
+    "shoal_wal_archive_failed_attempts",
+]
 
 Sample = tuple[str, dict[str, str], float]
 
