@@ -85,7 +85,8 @@ def kill_every_member(name: str) -> float:
 
 def one_run(i: int, source: str, target: str) -> dict[str, Any]:
     creds = credentials(source)
-    w = Writer(source, operator_image(), creds["uri"], "bench_acked", 600, ca=creds["ca"])
+    table = f"bench_acked_{i}"  # a table per run: the writer counts from 1
+    w = Writer(source, operator_image(), creds["uri"], table, 600, ca=creds["ca"])
     wait_until(lambda: len(w.so_far()) >= 200, 120, "the writer to acknowledge rows")
     time.sleep(20.0)
     killed = kill_every_member(source)
@@ -102,7 +103,7 @@ def one_run(i: int, source: str, target: str) -> dict[str, Any]:
         lambda: status(target).get("state") == "Healthy", 3600, f"{target} Healthy"
     )
     primary = status(target)["primary"]
-    present = {int(x) for x in psql(primary, "SELECT id FROM bench_acked").split()}
+    present = {int(x) for x in psql(primary, f"SELECT id FROM {table}").split()}
     lost = sorted(acked - present)
     # What was lost spans from the oldest lost write's acknowledgement to the kill.
     oldest_lost = min((w.acked_at[x] for x in lost if x in w.acked_at), default=None)
@@ -142,7 +143,6 @@ def main() -> None:
             raise RuntimeError(f"{current} did not become Healthy")
         primary = status(current)["primary"]
         fill = generate(current, primary, args.size_mb)
-        psql(primary, "CREATE TABLE bench_acked (id int PRIMARY KEY)")
         first = wait_backup_after(current, time.time() - 1, 900)
         log(f"base backup after the fill: {first}")
         for i in range(1, args.runs + 1):
