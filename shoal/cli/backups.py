@@ -49,7 +49,8 @@ async def _source(store: DatabaseStore, name: str) -> StoredDatabase:
 
 
 async def _job_spec(swarm: SwarmApi, stored: StoredDatabase, command: tuple[str, ...]) -> JSON:
-    from shoal.operator.members import backup_secret_files
+    from shoal.operator.members import backup_secrets, secret_mount
+    from shoal.plugins.base import ActionFailed
     from shoal.plugins.registry import engine_plugin
 
     db = stored.declaration
@@ -64,18 +65,10 @@ async def _job_spec(swarm: SwarmApi, stored: StoredDatabase, command: tuple[str,
         control = await swarm.network(names.CONTROL_NETWORK)
         if control is not None:
             networks = [{"Target": control["Id"]}]
-    secrets = []
-    for secret_name, file_name in backup_secret_files(db).items():
-        secret = await swarm.secret(secret_name)
-        if secret is None:
-            raise Failed(f"spec.backup: the Docker secret {secret_name!r} does not exist")
-        secrets.append(
-            {
-                "SecretID": secret["ID"],
-                "SecretName": secret_name,
-                "File": {"Name": file_name, "UID": "0", "GID": "0", "Mode": 0o444},
-            }
-        )
+    try:  # the members' own lookup and mounts of the user's backup secrets
+        secrets = [secret_mount(*found) for found in await backup_secrets(swarm, db)]
+    except ActionFailed as e:
+        raise Failed(str(e)) from None
     return {
         "Name": f"shoal-backups-{db.name}-{uuid.uuid4().hex[:6]}",
         "Labels": {names.LABEL_MANAGED: "true", names.LABEL_ROLE: ROLE_JOB},

@@ -194,7 +194,7 @@ async def infrastructure_ready(swarm: SwarmApi, db: Database, uid: str) -> bool:
     return True
 
 
-def _secret_file(secret_id: str, secret_name: str, file_name: str) -> JSON:
+def secret_mount(secret_id: str, secret_name: str, file_name: str) -> JSON:
     return {
         "SecretID": secret_id,
         "SecretName": secret_name,
@@ -238,14 +238,14 @@ def member_service_spec(
                 + list(extra_env),
                 "Labels": {**db_labels(db.name, "member"), names.LABEL_MEMBER: str(index)},
                 "Secrets": [
-                    _secret_file(sid, sname, SHARED_FILES[purpose])
+                    secret_mount(sid, sname, SHARED_FILES[purpose])
                     for purpose, (sid, sname) in sorted(infra.secrets.items())
                 ]
                 + [
-                    _secret_file(*infra.agent_tokens[index], AGENT_TOKEN),
-                    _secret_file(*infra.tls[index], TLS_BUNDLE),
+                    secret_mount(*infra.agent_tokens[index], AGENT_TOKEN),
+                    secret_mount(*infra.tls[index], TLS_BUNDLE),
                 ]
-                + [_secret_file(*user) for user in infra.backup_secrets],
+                + [secret_mount(*user) for user in infra.backup_secrets],
                 "StopGracePeriod": STOP_GRACE_NS,
                 "Mounts": [],
             },
