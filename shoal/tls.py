@@ -115,8 +115,9 @@ class DatabaseCA:
         )
         return DatabaseCA(db_uid, operator_key, private_key, cert)
 
-    @property
+    @functools.cached_property
     def cert_pem(self) -> str:
+        # Cached: every call to a member's agent builds its TLS context from it.
         return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
 
     def member_key(self, member: str) -> ec.EllipticCurvePrivateKey:

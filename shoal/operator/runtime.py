@@ -143,14 +143,14 @@ class Operator:
         """Start a worker for every declared database, forget deleted ones."""
         while True:
             try:
-                stored = await ctx.store.list()
+                declared = await ctx.store.declared()
                 self._last_error = ""
             except (SwarmError, OSError) as e:
                 self._last_error = f"cannot read Swarm: {e}"
                 await asyncio.sleep(self.settings.resync_seconds)
                 continue
-            live = {d.name for d in stored if not d.deleting}
-            self._finish_deletions(ctx, {d.name for d in stored if d.deleting})
+            live = {name for name, deleting in declared.items() if not deleting}
+            self._finish_deletions(ctx, {name for name, deleting in declared.items() if deleting})
             for name in sorted(live - set(self._worker_tasks)):
                 worker = DatabaseWorker(ctx, name)
                 self.workers[name] = worker

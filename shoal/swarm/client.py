@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiodocker
+import aiohttp
 from aiodocker.exceptions import DockerError
 from tenacity import (
     AsyncRetrying,
@@ -275,6 +276,18 @@ class ByKind(abc.ABC):
         return await self.remove(CONFIGS, name_or_id)
 
 
+# How many different list reads `SwarmClient` keeps the last decoded answer of: the
+# operator's polls (every task of shoal's, the nodes) and a few reads of single services'
+# tasks.
+DECODED_READS_KEPT = 16
+
+
+def _client_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
+    """aiodocker's timeout for a call of at most `seconds` (None: no limit). A bare float
+    still works there but costs a DeprecationWarning check on every call."""
+    return aiohttp.ClientTimeout(total=seconds, sock_read=seconds)
+
+
 class SwarmApi(Protocol):
     """What the operator's reconcile cycle asks of Swarm (`operator/observe.py`, `apply.py`,
     `members.py`, `proxy.py`, `worker.py` through them, `swarm/store.py`, `cleanup.py`).
@@ -333,6 +346,9 @@ class SwarmClient(ByKind):
         self._docker = docker
         self._owned = docker is None
         self._url = url
+        # The last answer to each of a few list reads, as Docker sent it and decoded (see
+        # `_list_read`), oldest first.
+        self._decoded: dict[tuple[str, str], tuple[bytes, list[JSON]]] = {}
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -367,10 +383,35 @@ class SwarmClient(ByKind):
                 params=dict(params) if params else None,
                 data=json.dumps(data) if data is not None else None,
                 headers={"Content-Type": "application/json"} if data is not None else None,
-                timeout=timeout,
+                timeout=_client_timeout(timeout),
             )
         except DockerError as e:
             raise _wrap(e) from None
+
+    async def _list_read(self, path: str, params: Mapping[str, str] | None = None) -> list[JSON]:
+        """`GET path` of a list, decoded only when Docker's answer differs byte for byte from
+        its answer to the same request last time (else that decoding is returned again; the
+        list is new, its objects shared: callers only read them). The operator polls the
+        task list four times a second and it seldom changes; decoding it was the largest
+        part of the operator's steady CPU (docs/benchmarks.md, "Operator load")."""
+        key = (path, json.dumps(params, sort_keys=True))
+        try:
+            async with self.docker._query(
+                path, params=dict(params) if params else None, timeout=_client_timeout(30.0)
+            ) as response:
+                body = await response.read()
+        except DockerError as e:
+            raise _wrap(e) from None
+        last = self._decoded.pop(key, None)
+        if last is None or last[0] != body:
+            value = json.loads(body)
+            if not isinstance(value, list):
+                raise SwarmError(f"GET {path}: expected a list, got {type(value).__name__}")
+            last = (body, value)
+        self._decoded[key] = last  # now the newest
+        while len(self._decoded) > DECODED_READS_KEPT:
+            del self._decoded[next(iter(self._decoded))]
+        return list(last[1])
 
     async def events(self, **filters: list[str]) -> AsyncIterator[JSON]:
         """Docker's event stream (`GET /events` with `filters`), one decoded event at a time,
@@ -441,12 +482,10 @@ class SwarmClient(ByKind):
 
     # --- tasks and nodes -----------------------------------------------------------------
     async def tasks(self, **filters: str | list[str]) -> list[JSON]:
-        result: list[JSON] = await self.call("tasks", params=_filters(**filters))
-        return result
+        return await self._list_read("tasks", _filters(**filters))
 
     async def nodes(self) -> list[JSON]:
-        result: list[JSON] = await self.call("nodes")
-        return result
+        return await self._list_read("nodes")
 
     # --- networks ------------------------------------------------------------------------
     async def subnets_in_use(self) -> list[str]:

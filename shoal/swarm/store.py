@@ -169,6 +169,19 @@ class DatabaseStore(Generic[Client]):
             return None
         return parse_anchor(service)
 
+    async def declared(self) -> dict[str, bool]:
+        """Every declared database's name and whether it is being deleted, from the anchors'
+        labels alone (no declaration or status is parsed: the operator asks this every
+        couple of seconds only to start and stop its workers)."""
+        services = await self.client.services_with_label(names.LABEL_ROLE, "anchor")
+        out: dict[str, bool] = {}
+        for s in services:
+            labels = s.get("Spec", {}).get("Labels") or {}
+            name = labels.get(names.LABEL_DATABASE)
+            if name:
+                out[name] = labels.get(LABEL_DELETING) == "true"
+        return out
+
     async def list(self) -> list[StoredDatabase]:
         services = await self.client.services_with_label(names.LABEL_ROLE, "anchor")
         out = []

@@ -210,6 +210,18 @@ async def test_list_skips_unreadable_anchors() -> None:
     assert [d.name for d in await store.list()] == ["alpha", "beta"]
 
 
+async def test_declared_names_every_anchor_and_which_are_being_deleted() -> None:
+    """The operator's supervisor reads only this: a worker is started even for an anchor
+    whose declaration cannot be read (the worker then reports the error every cycle)."""
+    store, swarm = store_with_fake()
+    await store.apply(load_declaration(decl("alpha")))
+    await store.apply(load_declaration(decl("beta")))
+    broken = {names.LABEL_ROLE: "anchor", names.LABEL_DATABASE: "broken", names.LABEL_SPEC: "{"}
+    await swarm.create_service(anchor_spec("broken", broken))
+    assert await store.mark_deleting("beta")
+    assert await store.declared() == {"alpha": False, "beta": True, "broken": False}
+
+
 def _anchor_with(status_label: str | None, request_label: str | None = None) -> dict[str, object]:
     labels = anchor_labels(load_declaration(decl()))
     if status_label is not None:
