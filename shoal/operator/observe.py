@@ -106,18 +106,19 @@ class Observer:
         every: list[JSON] = [t for t in of_swarm if t.get("ServiceID") in member_ids]
         nodes = {n.id: n for n in map(node_info, raw_nodes)}
         tasks: dict[str, JSON] = {}
-        earlier_running: set[str] = set()
+        # service id -> its earlier tasks Swarm still runs (on nodes it has not lost)
+        earlier_running: dict[str, list[str]] = {}
         stranded: dict[str, list[str]] = {}  # service id -> its tasks running on lost nodes
         may_run: dict[str, list[str]] = {}  # service id -> its tasks that may have a container
         if services:
             tasks = newest_tasks(every)
-            earlier_running = {
-                t["ServiceID"]
-                for t in every
-                if t["ID"] != tasks[t["ServiceID"]]["ID"]
-                and t.get("Status", {}).get("State") == "running"
-                and not _on_lost_node(t, nodes)
-            }
+            for task in every:
+                if (
+                    task["ID"] != tasks[task["ServiceID"]]["ID"]
+                    and task.get("Status", {}).get("State") == "running"
+                    and not _on_lost_node(task, nodes)
+                ):
+                    earlier_running.setdefault(task["ServiceID"], []).append(task["ID"])
             for task in every:
                 state = task.get("Status", {}).get("State")
                 if state in MAY_RUN:
@@ -186,7 +187,10 @@ class Observer:
                     pin=_pin(svc, spread, db.spec.placement.constraints),
                     stranded=sid in stranded,
                     lease_left=self._leases.left(
-                        stranded.get(sid, []), ttl, plugin.lease_margin, now_mono
+                        stranded.get(sid, []) + earlier_running.get(sid, []),
+                        ttl,
+                        plugin.lease_margin,
+                        now_mono,
                     ),
                     certificate_serial=credentials.ca.serial_for(
                         n, names.member_dns_names(self.name, i), now_utc

@@ -93,9 +93,10 @@ class MemberObservation(Generic[P]):
     # A container of this member may still run on a node Swarm lost (down or removed):
     # nothing can stop it or confirm its death, only its own lease ends it.
     stranded: bool = False
-    # Seconds until the lease of every container of this member stranded on a lost node is
+    # Seconds until the lease of every earlier container of this member that may still run
+    # (stranded on a lost node, or one Swarm still reports running, `previous_running`) is
     # surely over (the plugin's `lease_margin` included; operator/leases.py); <= 0 once it
-    # is, when none is stranded, or when the engine keeps no lease.
+    # is, when there is none, or when the engine keeps no lease.
     lease_left: float = 0.0
     # The serial of the TLS certificate the member should serve now (shoal/tls.py); the
     # engine renews a member's certificate when it serves another. None: not known.

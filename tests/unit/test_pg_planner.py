@@ -80,6 +80,7 @@ def observe(
     request: dict[str, Any] | None = None,
     replaced: dict[str, bool] | None = None,
     stranded: dict[str, float] | None = None,
+    lease: dict[str, float] | None = None,
     monotonic: float = 0.0,
 ) -> Observation[PgProbe]:
     """An observation from a recording. A member whose agent reports `empty` is a new
@@ -118,7 +119,9 @@ def observe(
                 # `stranded`: a container of it may run on a node Swarm lost, with this
                 # many seconds left on the lease the operator granted it.
                 stranded=stranded is not None and name in stranded,
-                lease_left=(stranded or {}).get(name, 0.0),
+                # `lease`: seconds left on the lease of its earlier container (stranded or
+                # still running), when given apart from `stranded`.
+                lease_left=(lease or stranded or {}).get(name, 0.0),
             )
         )
     return Observation(
@@ -248,6 +251,30 @@ def test_unreachable_primary_is_fenced_and_the_promotion_waits_for_its_container
     assert "orders-1" in stopping.status.message
     stopped = plan(observe(doc, replaced={"orders-1": False}))
     assert Promote("orders-0", LISTS["orders-0"]) in stopped.actions
+
+
+def test_a_fenced_primary_swarm_cannot_stop_is_outlived_by_its_lease() -> None:
+    """Property 13 for a node Swarm has not declared down yet (cut off from the managers):
+    the fenced container may run on for 12-15 s; promote once its lease and its peers' are
+    surely over, not before, even if Swarm still lists it running."""
+    doc = _stopped_following(recording("healthy"))
+    doc["probes"]["orders-1"] = None
+    fenced = plan(observe(doc, unreachable={"orders-1": 11.0}))
+    doc["status"] = fenced.status.model_dump(mode="json")
+    running = {"orders-1": True}
+    held = plan(observe(doc, replaced=running, lease={"orders-1": 4.0}))
+    assert not any(isinstance(a, (Promote, ReplaceMember)) for a in held.actions)
+    assert held.status.state == DatabaseState.UNAVAILABLE
+    assert "lease" in held.status.message
+    doc["status"] = held.status.model_dump(mode="json")
+    late = observe(doc, replaced=running, lease={"orders-1": 0.5}, monotonic=1000.0)
+    assert not any(isinstance(a, Promote) for a in plan(late).actions)
+    peers = observe(doc, replaced=running, lease={"orders-1": -0.1}, monotonic=1.0)
+    assert not any(isinstance(a, Promote) for a in plan(peers).actions)
+    over = observe(
+        doc, replaced=running, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT + 0.01
+    )
+    assert Promote("orders-0", LISTS["orders-0"]) in plan(over).actions
 
 
 def _lost_node_primary() -> dict[str, Any]:

@@ -216,12 +216,20 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
         s.message = f"fencing {old.name}; promoting {best.name} once its container has stopped"
         p.requeue_after = 0.1
         return p
-    if old is not None and old is not best and old.previous_running:
-        s.state = DatabaseState.UNAVAILABLE
-        s.message = f"waiting for the fenced container of {old.name} to stop before promoting"
-        p.requeue_after = 0.1
-        return p
     wait = _lease_wait(old, best, released)
+    if old is not None and old is not best and old.previous_running and wait > 0:
+        # Swarm stops the fenced container within seconds on a node it reaches; on one cut
+        # off from the managers it cannot, and the node is declared down only after 12-15 s.
+        # Whichever comes first: Swarm confirms the stop, or the container's own lease is
+        # surely over (it then accepts no write: agent/lease.py), as for a stranded one.
+        tl.mark("wait for the fenced old primary", obs.now)
+        s.state = DatabaseState.UNAVAILABLE
+        s.message = (
+            f"waiting for the fenced container of {old.name} to stop, or its lease to run "
+            f"out (in {wait:.1f}s), before promoting"
+        )
+        p.requeue_after = min(max(wait, 0.05), 0.1)
+        return p
     if old is not None and wait > 0:
         # Its container may still run where nothing can stop it: promote only once its
         # lease has surely run out, so the two never accept writes at the same time
@@ -256,10 +264,11 @@ PEERS_RELEASE_WAIT = lease.PEER_REPLY_LIMIT + lease.REACTION + 0.5
 
 
 def _lease_wait(old: PgMember | None, best: PgMember, released: float) -> float:
-    """Seconds before `best` may be promoted over an old primary that may still run on a
-    lost node (0: no such wait). Forced failovers wait too: accepting the loss of writes
-    the others lack does not make two writable primaries acceptable."""
-    if old is None or old is best or not old.stranded:
+    """Seconds before `best` may be promoted over an old primary that may still run, on a
+    lost node or as a fenced container Swarm has not stopped yet (0: no such wait). Forced
+    failovers wait too: accepting the loss of writes the others lack does not make two
+    writable primaries acceptable."""
+    if old is None or old is best or not (old.stranded or old.previous_running):
         return 0.0
     return max(old.lease_left, PEERS_RELEASE_WAIT - released)
 
