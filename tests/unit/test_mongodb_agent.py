@@ -20,11 +20,14 @@ from typing import Any
 
 import pytest
 from bson import Int64, Timestamp
+from pymongo.errors import OperationFailure
 
 from shoal import names
 from shoal.credentials import DatabaseCredentials
 from shoal.operator.members import tls_bundle
+from shoal.plugins.mongodb import agent_client
 from shoal.plugins.mongodb.agent import api, initiate, keyfile, local, mongod, tls, users
+from shoal.plugins.mongodb.model import MongoProbe, ReplicaSetConfig
 
 pytestmark = pytest.mark.unit
 
@@ -275,6 +278,26 @@ def test_the_probe_document_is_relaxed_extended_json() -> None:
     assert json.loads(text) == {"optime": {"$timestamp": {"t": 1700000000, "i": 3}}, "term": 7}
 
 
+def test_the_agents_error_replies_are_what_the_probe_parser_reads() -> None:
+    """An uninitiated mongod: hello without setName, both commands NotYetInitialized."""
+    failure = OperationFailure(
+        "no replset config has been received",
+        code=94,
+        details={"ok": 0, "code": 94, "codeName": "NotYetInitialized", "errmsg": "no config"},
+    )
+    reply = local.error_reply(failure)
+    document = {
+        "format": 1,
+        "hello": {"isWritablePrimary": False, "isreplicaset": True, "ok": 1.0},
+        "status": reply,
+        "config": reply,
+        "task": "task-1",
+    }
+    probe = MongoProbe.parse(json.loads(local.relaxed_json(document)))
+    assert (probe.initiated, probe.state, probe.task) == (False, "startup", "task-1")
+    assert probe.status_error == "NotYetInitialized"
+
+
 def test_a_mongod_that_does_not_answer_gives_an_empty_probe(tmp_path: Path) -> None:
     files = tls.TlsFiles.under(tmp_path)
     files.ca.write_text(CREDENTIALS.ca.cert_pem)
@@ -283,6 +306,7 @@ def test_a_mongod_that_does_not_answer_gives_an_empty_probe(tmp_path: Path) -> N
     )
     try:
         assert mongo.state("task-1") == {
+            "format": 1,
             "hello": None,
             "status": None,
             "config": None,
@@ -366,3 +390,14 @@ def test_the_agent_imports_only_the_standard_library_and_pymongo() -> None:
             allowed = {"__future__", "pymongo", "bson"}
             outside = [t for t in tops if t not in sys.stdlib_module_names and t not in allowed]
             assert not outside, f"{module.name} imports {outside}"
+
+
+def test_the_agent_takes_the_config_the_planner_builds() -> None:
+    planned = ReplicaSetConfig.model_validate(
+        {"_id": "orders", "version": 1, "members": [{"_id": 0, "host": "orders-0:27017"}]}
+    )
+    body = agent_client.initiate_body(5, planned.to_document())
+    request = initiate.check_request(json.loads(json.dumps(body)), "orders", "orders-0:27017")
+    assert request.config["members"] == [
+        {"_id": 0, "host": "orders-0:27017", "votes": 1, "priority": 1.0}
+    ]

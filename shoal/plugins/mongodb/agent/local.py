@@ -33,7 +33,6 @@ from .users import User
 UNAUTHORIZED = 13
 AUTHENTICATION_FAILED = 18
 ALREADY_INITIALIZED = 23
-NOT_YET_INITIALIZED = 94
 USER_EXISTS = 51003
 COMMAND_NOT_FOUND = 59
 
@@ -47,6 +46,17 @@ class Refused(Exception):
 
 class Unavailable(Exception):
     """mongod did not answer or failed (HTTP 503); the operator asks again later."""
+
+
+def error_reply(e: OperationFailure) -> dict[str, Any]:
+    """A failed command's reply as the server sent it (the probe document keeps it)."""
+    details = e.details or {}
+    return {
+        "ok": 0,
+        "code": e.code,
+        "codeName": details.get("codeName"),
+        "errmsg": str(details.get("errmsg") or e)[:300],
+    }
 
 
 def relaxed_json(document: Any) -> str:
@@ -126,32 +136,37 @@ class LocalMongo:
 
     def _admin_command(self, name: str) -> dict[str, Any] | None:
         """`name` on `admin` as the administrator, or through the localhost exception while
-        no user exists; None when the set is not initiated or the command cannot be run."""
+        no user exists. The server's error reply (`{"ok": 0, "code", "codeName", "errmsg"}`)
+        where the command failed, e.g. NotYetInitialized before the set exists; None when
+        it could not be asked (no answer, or no login works yet)."""
         for client in (self.authenticated(), self.anonymous()):
             try:
                 return client.admin.command(name)
             except OperationFailure as e:
-                if e.code == NOT_YET_INITIALIZED:
-                    return None
                 if e.code in (AUTHENTICATION_FAILED, UNAUTHORIZED):
                     continue
-                return None
+                return error_reply(e)
             except PyMongoError:
                 return None
         return None
 
     def status(self) -> dict[str, Any] | None:
+        """replSetGetStatus's reply, or its error reply."""
         return self._admin_command("replSetGetStatus")
 
     def config(self) -> dict[str, Any] | None:
+        """replSetGetConfig's `config`, or the command's error reply."""
         answer = self._admin_command("replSetGetConfig")
-        config = None if answer is None else answer.get("config")
+        if answer is None or not answer.get("ok", 1):
+            return answer
+        config = answer.get("config")
         return config if isinstance(config, dict) else None
 
     def state(self, task: str | None) -> dict[str, Any]:
         """The probe document `GET /state` answers with."""
         hello = self.hello()
         return {
+            "format": 1,
             "hello": hello,
             "status": self.status() if hello is not None else None,
             "config": self.config() if hello is not None else None,
