@@ -45,13 +45,7 @@ class ServerSource:
 
 def how_to_provide(engine: str, server: ServerBinary) -> str:
     """The one sentence that says how to give shoal `engine`'s server binary."""
-    return (
-        f"the {engine} member image needs a {server.name} binary, which shoal cannot "
-        f"download: build it with `shoal images build --{server.option}-from IMAGE` (an image "
-        f"you have with {server.image_path}, e.g. {server.example_image}) or "
-        f"`shoal images build --{server.option}-tarball PATH` (the official Linux tarball, "
-        f"with {server.tarball_path})"
-    )
+    return server.how_to_provide(engine)
 
 
 def parse_server_options(

@@ -58,6 +58,16 @@ class ServerBinary:
     tarball_path: str  # where it is in the tarball, under the top directory
     example_image: str  # an image that has it, for messages
 
+    def how_to_provide(self, engine: str) -> str:
+        """The one sentence that says how to give shoal this binary."""
+        return (
+            f"the {engine} member image needs a {self.name} binary, which shoal cannot "
+            f"download: build it with `shoal images build --{self.option}-from IMAGE` (an "
+            f"image you have with {self.image_path}, e.g. {self.example_image}) or "
+            f"`shoal images build --{self.option}-tarball PATH` (the official Linux tarball, "
+            f"with {self.tarball_path})"
+        )
+
 
 @dataclass(frozen=True)
 class ImageRecipe:
@@ -295,6 +305,12 @@ class EnginePlugin(ABC, Generic[P]):
     @abstractmethod
     def member_image(self) -> str:
         """The image tag of a data-bearing member."""
+
+    def image_problem(self) -> str | None:
+        """Why this operator cannot run the engine's members (its member image was never
+        built here, so none was deployed with it); None when it can. The operator then
+        acts on none of the engine's databases and puts this in their status."""
+        return None
 
     def member_env(self, database: Database) -> tuple[str, ...]:
         """More `KEY=value` environment for every member of `database` (e.g. where it
