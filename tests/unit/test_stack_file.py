@@ -158,11 +158,17 @@ def test_the_stack_gives_the_service_shoal_operator_deploy_makes() -> None:
 
 
 def test_the_stack_reads_one_variable_per_image_and_each_one_is_required() -> None:
+    """Required, except a member image built from a server binary the user provides
+    (`ImageRecipe.server`): without it the stack still deploys, and that engine's databases
+    say in their status that its image is missing."""
     text = STACK.read_text()
     used = {m["name"]: m["op"] for m in VARIABLE.finditer(text)}
     assert set(used) == set(stack_variables(images()))
     assert set(used) == {STACK_OPERATOR_IMAGE, *(image_env(e) for e in plugin_classes())}
-    assert all(op == ":?" for op in used.values()), used  # unset or empty: a clear refusal
+    optional = {image_env(e) for e, cls in plugin_classes().items() if cls.image_recipe.server}
+    # unset or empty: a clear refusal
+    assert all(op == ":?" for name, op in used.items() if name not in optional), used
+    assert all(used[name] == ":-" for name in optional), used
     assert_messages_survive_docker(text)
     with pytest.raises(KeyError, match="shoal operator prepare"):
         load(STACK, {})
