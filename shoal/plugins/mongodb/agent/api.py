@@ -11,9 +11,11 @@ already seen. Errors are `{"error": "..."}`: 400 (bad body, naming the field), 4
 state), 503 (mongod did not answer or failed; ask again).
 
   GET  /health                         200 {"ok": true}
-  GET  /state                          200 {"hello", "status", "config", "task"} in relaxed
-                                       Extended JSON (`status`/`config` null before the set
-                                       exists or while they cannot be read)
+  GET  /state                          200 {"format", "hello", "status", "config", "task"}
+                                       in relaxed Extended JSON (model.py: MongoProbe):
+                                       `status`/`config` are the command's reply, its error
+                                       reply (e.g. NotYetInitialized), or null when mongod
+                                       could not be asked; `hello` null when it did not answer
   POST /initiate {token, config}       200 {"initiated", "users", "hello"}: replSetInitiate
                                        with `config` (initiate.py), then the users (users.py)
 """
