@@ -401,3 +401,41 @@ def test_the_agent_takes_the_config_the_planner_builds() -> None:
     assert request.config["members"] == [
         {"_id": 0, "host": "orders-0:27017", "votes": 1, "priority": 1.0}
     ]
+
+
+class GuardedMember:
+    """What the users guard asks of a member, scripted per round (no mongod here)."""
+
+    def __init__(self, rounds: list[tuple[bool, bool]]) -> None:
+        self.rounds = rounds  # (admin login works, writable primary) per round
+        self.round = -1
+        self.created = 0
+
+    def admin_login_works(self) -> bool:
+        self.round += 1
+        return self.rounds[self.round][0]
+
+    def writable_primary(self) -> bool:
+        return self.rounds[self.round][1]
+
+    def ensure_users(self) -> list[str]:
+        self.created += 1
+        if self.created == 1:
+            raise local.Unavailable("createUser failed: not primary any more")
+        return ["shoal-admin", "app"]
+
+
+def test_the_users_guard_creates_the_users_on_the_primary_until_it_has() -> None:
+    said: list[str] = []
+    # a secondary without users; then primary (creation fails once); then primary again
+    member = GuardedMember([(False, False), (False, True), (False, True), (True, True)])
+    local.users_guard(member, lambda _s: False, said.append)  # type: ignore[arg-type]
+    assert member.created == 2 and member.round == 2
+    assert said[-1] == "users: created shoal-admin, app"
+
+
+def test_the_users_guard_ends_where_the_administrator_logs_in() -> None:
+    said: list[str] = []
+    member = GuardedMember([(True, False)])
+    local.users_guard(member, lambda _s: False, said.append)  # type: ignore[arg-type]
+    assert member.created == 0 and said == ["users: the administrator logs in here"]

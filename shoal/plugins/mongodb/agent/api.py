@@ -16,8 +16,11 @@ state), 503 (mongod did not answer or failed; ask again).
                                        `status`/`config` are the command's reply, its error
                                        reply (e.g. NotYetInitialized), or null when mongod
                                        could not be asked; `hello` null when it did not answer
-  POST /initiate {token, config}       200 {"initiated", "users", "hello"}: replSetInitiate
-                                       with `config` (initiate.py), then the users (users.py)
+  POST /initiate {token, config}       200 {"initiated", "users", "users_pending", "hello"}:
+                                       replSetInitiate with `config` (initiate.py), then the
+                                       users (users.py) if it becomes primary in time; else
+                                       `users_pending` says why and the users guard
+                                       (local.py) creates them on the primary
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from . import initiate, keyfile, mongod, tls, users
-from .local import LocalMongo, Refused, Unavailable, relaxed_json
+from .local import LocalMongo, Refused, Unavailable, relaxed_json, users_guard
 
 AGENT_PORT = 8008
 MAX_BODY = 1 << 20
@@ -296,6 +299,7 @@ def main() -> int:
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
     threading.Thread(target=watch_mongod, daemon=True).start()
+    threading.Thread(target=users_guard, args=(local, stop.wait, log), daemon=True).start()
     log(f"member {name} of replica set {replica_set}: mongod started, API on port {AGENT_PORT}")
     stop.wait()
     server.stop(STOP_TIMEOUT)

@@ -23,7 +23,7 @@ from typing import Any
 
 from bson import json_util
 from pymongo import MongoClient
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError, WriteConcernError
 
 from .initiate import InitiateRequest
 from .tls import TlsFiles
@@ -179,7 +179,13 @@ class LocalMongo:
     ) -> dict[str, Any]:
         """replSetInitiate with `request.config`, then the users. A repeat of a request this
         agent already carried out finishes what is missing (the users); any other replica
-        set found here is refused."""
+        set found here is refused.
+
+        Once replSetInitiate succeeded the answer is a success: the users are created here
+        if the member becomes primary in time, else `users_pending` says why, and the
+        users guard (`users_guard`, run by every agent) creates them on whichever member
+        becomes the primary. The planner never asks a replica set that exists to initiate
+        again, so nothing after replSetInitiate may depend on another request."""
         hello = self.hello()
         if hello is None:
             raise Unavailable("mongod does not answer")
@@ -198,9 +204,19 @@ class LocalMongo:
             done = {"_id": request.config["_id"], "hosts": list(request.hosts)}
             self.marker.write_text(json.dumps(done))
             initiated_now = True
-        self._wait_primary(clock)
-        created = self._ensure_users()
-        return {"initiated": initiated_now, "users": created, "hello": self.hello()}
+        created: list[str] = []
+        pending: str | None = None
+        try:
+            self._wait_primary(clock)
+            created = self.ensure_users()
+        except (Unavailable, Refused) as e:
+            pending = str(e)
+        return {
+            "initiated": initiated_now,
+            "users": created,
+            "users_pending": pending,
+            "hello": self.hello(),
+        }
 
     def _check_repeat(self, request: InitiateRequest, set_name: str) -> None:
         try:
@@ -226,12 +242,24 @@ class LocalMongo:
                 return
             if clock() >= deadline:
                 raise Unavailable(
-                    f"initiated, but not the writable primary within {PRIMARY_WAIT:.0f} s; "
-                    "ask again to create the users"
+                    f"initiated, but not the writable primary within {PRIMARY_WAIT:.0f} s: "
+                    "the users are created once a member is"
                 )
             time.sleep(0.25)
 
-    def _ensure_users(self) -> list[str]:
+    def admin_login_works(self) -> bool:
+        """The administrator exists here (and its password is this database's)."""
+        try:
+            self.authenticated().admin.command("connectionStatus")
+        except PyMongoError:
+            return False
+        return True
+
+    def writable_primary(self) -> bool:
+        hello = self.hello() or {}
+        return bool(hello.get("isWritablePrimary") or hello.get("ismaster"))
+
+    def ensure_users(self) -> list[str]:
         """The administrator (through the localhost exception when it does not exist yet),
         then the application's user as the administrator; each created or, if it exists,
         updated to the password and roles it should have. Names of those created."""
@@ -260,6 +288,10 @@ class LocalMongo:
         try:
             db.command("createUser", user.name, writeConcern=MAJORITY, **user.create_command())
             return True
+        except WriteConcernError:
+            # Created on this primary, not yet known on a majority: it replicates on (a
+            # failover before that would lose it, and the guard would create it again).
+            return True
         except OperationFailure as e:
             if e.code != USER_EXISTS:
                 raise Unavailable(f"createUser {user.name} failed: {e}") from e
@@ -269,6 +301,37 @@ class LocalMongo:
             raise Unavailable(f"createUser {user.name} failed: {e}") from e
         try:
             db.command("updateUser", user.name, writeConcern=MAJORITY, **user.create_command())
+        except WriteConcernError:
+            pass
         except PyMongoError as e:
             raise Unavailable(f"updateUser {user.name} failed: {e}") from e
         return False
+
+
+def users_guard(
+    mongo: LocalMongo,
+    stopped: Callable[[float], bool],
+    log: Callable[[str], None],
+    every: float = 3.0,
+) -> None:
+    """Until the administrator can log in on this member: whenever this member is the
+    writable primary, create the users (through the localhost exception while none exists).
+    Run by every agent, so the users exist even if the member that initiated the set failed
+    before creating them. Harmless where they exist: the exception is closed there, and a
+    login that works ends the guard. `stopped(seconds)` waits and says whether to stop."""
+    last = ""
+    while not stopped(every):
+        if mongo.admin_login_works():
+            log("users: the administrator logs in here")
+            return
+        if not mongo.writable_primary():
+            continue
+        try:
+            created = mongo.ensure_users()
+        except (Unavailable, Refused) as e:
+            if str(e) != last:
+                log(f"users: not created yet: {e}")
+            last = str(e)
+            continue
+        log(f"users: created {', '.join(created) or 'none (they existed)'}")
+        return
