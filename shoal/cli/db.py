@@ -303,8 +303,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(120, help="Seconds to wait for a primary."),
     ) -> None:
         """Re-form a database that has no primary and cannot elect one from the members
-        that still answer (MongoDB: a forced reconfig). Never done by shoal on its own;
-        logged as an event. Engines without such a step refuse it."""
+        that still answer (a forced reconfig where the engine has one). Never done by shoal
+        on its own; logged as an event. Engines without such a step refuse it."""
         if not force_reconfig:
             err.print(
                 "recover: refusing without --force-reconfig (writes that only the members "

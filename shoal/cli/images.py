@@ -43,10 +43,10 @@ def build(
     """Build the base, operator, member (one per engine) and registry images (a no-op when
     up to date).
 
-    An engine whose server binary shoal cannot install (`shoal images show` lists them) gets
-    its member image once you give that binary: --<engine>-from IMAGE (a local image that
-    has it, e.g. --mongodb-from mongo:7.0) or --<engine>-tarball PATH (the official Linux
-    tarball). It is kept for later builds; without it, that engine is left out."""
+    An engine whose server binary shoal cannot install gets its member image once you give
+    that binary: --<engine>-from IMAGE (a local image that has it) or --<engine>-tarball
+    PATH (the vendor's Linux tarball); `shoal images show` names the engines and their
+    options. It is kept for later builds; without it, that engine is left out."""
     from shoal.platform.engine import PlatformError, ensure_engine
     from shoal.platform.images import build_all, check_engines
     from shoal.platform.server_binary import ServerOptionError, available, parse_server_options

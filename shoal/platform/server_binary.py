@@ -86,7 +86,7 @@ def parse_server_options(
 
 def tarball_member(names: Iterable[str], server: ServerBinary) -> str:
     """The tarball entry of the binary: `<top directory>/<tarball_path>` (the official
-    tarballs hold one top directory, e.g. mongodb-linux-x86_64-debian12-7.0.14/)."""
+    tarballs hold one top directory, e.g. `<product>-linux-x86_64-<distro>-<version>/`)."""
     wanted = server.tarball_path.strip("/")
     found = [n for n in names if n.count("/") == wanted.count("/") + 1 and n.endswith("/" + wanted)]
     if len(found) != 1:
