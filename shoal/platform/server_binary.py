@@ -96,6 +96,26 @@ def tarball_member(names: Iterable[str], server: ServerBinary) -> str:
     return found[0]
 
 
+def extract_binary(tarball: Path, server: ServerBinary, directory: Path) -> Path:
+    """The binary out of the tarball, as `directory/<name>` (0755); only that one entry is
+    read, so no path in the tarball is ever written to."""
+    binary = directory / server.name
+    try:
+        with tarfile.open(tarball) as tar:
+            member = tar.getmember(tarball_member(tar.getnames(), server))
+            if not member.isfile():
+                raise ServerOptionError(f"{member.name} in the tarball is no file")
+            extracted = tar.extractfile(member)
+            if extracted is None:
+                raise ServerOptionError(f"{member.name} cannot be read from the tarball")
+            with extracted, binary.open("wb") as out:
+                shutil.copyfileobj(extracted, out)
+    except (OSError, tarfile.TarError) as e:
+        raise ServerOptionError(f"{tarball}: {e}") from e
+    binary.chmod(0o755)
+    return binary
+
+
 def image_id(tag: str) -> str | None:
     """The local image's id; None when it is absent or Docker cannot be asked (no CLI, no
     engine running): then it is not there for this build either."""
@@ -144,20 +164,7 @@ def build_server(
             )
             context = Context({}, {"Dockerfile": dockerfile.encode()}, {})
         else:
-            binary = Path(tmp) / server.name
-            try:
-                with tarfile.open(source.value) as tar:
-                    member = tar.getmember(tarball_member(tar.getnames(), server))
-                    if not member.isfile():
-                        raise ServerOptionError(f"{member.name} in the tarball is no file")
-                    extracted = tar.extractfile(member)
-                    if extracted is None:
-                        raise ServerOptionError(f"{member.name} cannot be read from the tarball")
-                    with extracted, binary.open("wb") as out:
-                        shutil.copyfileobj(extracted, out)
-            except (OSError, tarfile.TarError) as e:
-                raise ServerOptionError(f"{source.value}: {e}") from e
-            binary.chmod(0o755)
+            binary = extract_binary(Path(source.value), server, Path(tmp))
             dockerfile = f"FROM scratch\nCOPY {server.name} /{server.name}\n"
             context = Context({server.name: binary}, {"Dockerfile": dockerfile.encode()}, {})
         try:

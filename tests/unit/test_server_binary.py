@@ -14,6 +14,7 @@ from shoal.platform.images import check_engines, member_context, unavailable
 from shoal.platform.server_binary import (
     ServerOptionError,
     ServerSource,
+    extract_binary,
     how_to_provide,
     parse_server_options,
     tarball_member,
@@ -101,6 +102,15 @@ def test_a_real_tarball_layout_is_read(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(data))
     with tarfile.open(path) as tar:
         assert tarball_member(tar.getnames(), SERVER) == "acme-linux-x86_64-9.0.1/bin/db"
+    out = tmp_path / "out"
+    out.mkdir()
+    binary = extract_binary(path, SERVER, out)
+    assert binary == out / "db" and binary.read_bytes() == data
+    assert binary.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in out.iterdir()) == ["db"]  # nothing else written
+    (tmp_path / "broken.tgz").write_bytes(b"not a tarball")
+    with pytest.raises(ServerOptionError, match=r"broken\.tgz"):
+        extract_binary(tmp_path / "broken.tgz", SERVER, out)
 
 
 def test_the_member_context_names_the_server_image_and_hashes_its_id(tmp_path: Path) -> None:
