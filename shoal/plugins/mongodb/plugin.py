@@ -33,7 +33,7 @@ from shoal.plugins.base import (
     ProxyBackend,
     ServerBinary,
 )
-from shoal.plugins.mongodb import agent_client, clients, durability, naming, planner
+from shoal.plugins.mongodb import agent_client, durability, naming, planner
 from shoal.plugins.mongodb.agent_client import AgentError
 from shoal.plugins.mongodb.model import (
     ForceReconfigure,
@@ -167,6 +167,9 @@ class MongoPlugin(EnginePlugin[MongoProbe]):
         return MongoSession
 
     async def apply(self, action: Action, ctx: ApplyContext) -> None:
+        # pymongo only where an action needs it: every CLI command loads the plugins.
+        from shoal.plugins.mongodb import clients
+
         credentials = ctx.credentials
         match action:
             case InitiateReplicaSet(member=m, config=config):
