@@ -1,7 +1,7 @@
 """What a user asked of a database, pending until the operator has acted on it: the JSON of
 the anchor's `shoal.request` label (names.LABEL_REQUEST), written by `shoal switchover`,
-`shoal failover` and `shoal reinit`, cleared by the operator (`ClearRequest`) once acted on
-or refused.
+`shoal failover`, `shoal recover` and `shoal reinit`, cleared by the operator
+(`ClearRequest`) once acted on or refused.
 
 One typed model per kind, told apart by `kind`. A label that does not parse as one of them
 (malformed, or written by a newer shoal with a kind or field this one does not know) makes
@@ -37,6 +37,16 @@ class FailoverRequest(_Request):
     accept_data_loss: bool
 
 
+class RecoverRequest(_Request):
+    """Re-form the database from the members that still answer, when too few are left for
+    the engine to do it by itself (`shoal recover NAME`; MongoDB: a forced reconfig). The
+    person accepts that writes only the missing members held are lost; an engine that has
+    no such step refuses it."""
+
+    kind: Literal["recover"] = "recover"
+    accept_data_loss: bool
+
+
 class ReinitRequest(_Request):
     """Initialise a database that lost every copy of its data, empty."""
 
@@ -44,7 +54,8 @@ class ReinitRequest(_Request):
 
 
 Request = Annotated[
-    SwitchoverRequest | FailoverRequest | ReinitRequest, Field(discriminator="kind")
+    SwitchoverRequest | FailoverRequest | RecoverRequest | ReinitRequest,
+    Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 

@@ -3,8 +3,7 @@
 The workloads only speak `EngineSession`. Each engine plugin implements it (in
 `shoal/plugins/<engine>/chaos.py`) and names its class with `EnginePlugin.chaos_session`;
 `connect` finds it through the plugin registry (the `shoal.engines` entry points), so this
-module names no engine. A MongoDB session (inserts with `w: majority`, transfers in a
-multi-document transaction) would implement the same methods.
+module names no engine (each engine's session says which errors leave a write's fate open).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 application service (`docker service create --secret SECRET --secret SECRET-ca ...`).
 
 Two secrets: SECRET holds the URI with the password, naming the CA's file where Swarm mounts
-it (`sslrootcert=/run/secrets/SECRET-ca`), and SECRET-ca holds the CA. They belong to the
+it (`/run/secrets/SECRET-ca`, as the engine's URI names a CA file: `ca_path`), and SECRET-ca
+holds the CA. They belong to the
 user, not to the database: no `shoal.database` or `shoal.managed` label, so `shoal delete`
 and `shoal down` leave them; the label `shoal.credentials-of` says where they came from.
 """
@@ -35,9 +36,9 @@ def ca_secret(name: str) -> str:
     return f"{name}-ca"
 
 
-def secret_uri(uri: str, name: str) -> str:
-    sep = "&" if "?" in uri else "?"
-    return f"{uri}{sep}sslrootcert={SECRETS_DIR}/{ca_secret(name)}"
+def ca_path(name: str) -> str:
+    """Where a service that mounts SECRET-ca finds the CA: what SECRET's URI names."""
+    return f"{SECRETS_DIR}/{ca_secret(name)}"
 
 
 class SecretExists(RuntimeError):
@@ -47,8 +48,9 @@ class SecretExists(RuntimeError):
 async def store_credentials(
     swarm: SwarmClient, name: str, database: str, uri: str, ca_pem: str
 ) -> tuple[str, str]:
-    """Create SECRET-ca and SECRET; refuses (changing nothing) when either exists, and
-    removes the CA's secret again if the URI's cannot be made. Returns both names."""
+    """Create SECRET-ca and SECRET (`uri`, naming the CA at `ca_path(name)`); refuses
+    (changing nothing) when either exists, and removes the CA's secret again if the URI's
+    cannot be made. Returns both names."""
     from shoal.credentials import secret_payload
     from shoal.swarm.client import SwarmError
 
@@ -61,7 +63,7 @@ async def store_credentials(
     labels = {LABEL_CREDENTIALS_OF: database}
     ca_id = await swarm.create_secret(ca_secret(name), secret_payload(ca_pem), labels)
     try:
-        await swarm.create_secret(name, secret_payload(secret_uri(uri, name)), labels)
+        await swarm.create_secret(name, secret_payload(uri), labels)
     except SwarmError:
         await swarm.remove_secret(ca_id)
         raise

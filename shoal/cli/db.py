@@ -1,4 +1,5 @@
-"""Database commands: apply, get, status, credentials, switchover, reinit, delete."""
+"""Database commands: apply, get, status, credentials, switchover, failover, recover, reinit,
+delete."""
 
 from __future__ import annotations
 
@@ -287,6 +288,48 @@ def register(app: typer.Typer) -> None:
                 "forced failover",
             )
             out.print(f"{name}: primary is now {to} (data loss accepted)")
+
+        run(go)
+
+    @app.command()
+    def recover(
+        name: str,
+        force_reconfig: bool = typer.Option(
+            False,
+            "--force-reconfig",
+            help="Required: re-form the database from the members that still answer (a "
+            "forced reconfig); writes only the missing members hold are lost.",
+        ),
+        timeout: float = typer.Option(120, help="Seconds to wait for a primary."),
+    ) -> None:
+        """Re-form a database that has no primary and cannot elect one from the members
+        that still answer (a forced reconfig where the engine has one). Never done by shoal
+        on its own; logged as an event. Engines without such a step refuse it."""
+        if not force_reconfig:
+            err.print(
+                "recover: refusing without --force-reconfig (writes that only the members "
+                "left out hold are lost)"
+            )
+            raise typer.Exit(EXIT_BAD_INPUT)
+        from shoal.request import RecoverRequest
+        from shoal.status import DatabaseState
+
+        async def go(store: DatabaseStore) -> None:
+            stored = await _must_get(store, name)
+            if stored.status.state != DatabaseState.UNAVAILABLE:
+                raise BadInput(
+                    f"{name} is {stored.status.state.value}: recover is only for a database "
+                    "without a primary (Unavailable)"
+                )
+            status = await _request_and_wait(
+                store,
+                name,
+                RecoverRequest(id=uuid.uuid4().hex[:12], accept_data_loss=True),
+                lambda s: s.primary is not None,
+                timeout,
+                "recover",
+            )
+            out.print(f"{name}: re-formed; primary is now {status.primary} (data loss accepted)")
 
         run(go)
 

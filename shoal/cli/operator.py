@@ -6,7 +6,6 @@ import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import typer
 
@@ -22,7 +21,12 @@ from shoal.cli.common import (
     out,
     run,
 )
-from shoal.cli.credentials_secret import SecretExists, check_secret_name, store_credentials
+from shoal.cli.credentials_secret import (
+    SecretExists,
+    ca_path,
+    check_secret_name,
+    store_credentials,
+)
 
 # Imported where a command runs: `shoal --help` and start-up need none of them (the
 # credentials' cryptography, the Docker client).
@@ -251,9 +255,19 @@ def write_ca(path: Path, pem: str) -> str:
     return str(target)
 
 
-def with_root_certificate(uri: str, ca_file: str) -> str:
-    sep = "&" if "?" in uri else "?"
-    return f"{uri}{sep}sslrootcert={quote(ca_file, safe='/')}"
+async def uri_with_ca(store: DatabaseStore, name: str, password: str, ca_file: str) -> str:
+    """The connection URI naming `ca_file` for verifying the members' certificates, in the
+    engine's own words (`EnginePlugin.connection`: sslrootcert=, tlsCAFile=, ...)."""
+    from shoal.plugins.registry import engine_plugin
+
+    stored = await store.get(name)
+    if stored is None:
+        raise BadInput(f"no database named {name!r}")
+    try:
+        plugin = engine_plugin(stored.declaration.spec.engine.value)
+    except LookupError as e:
+        raise Failed(str(e)) from None
+    return plugin.connection(stored.declaration, password, ca_file)
 
 
 async def connect_hint(store: DatabaseStore, name: str, uri: str) -> str | None:
@@ -280,7 +294,7 @@ def register(root: typer.Typer) -> None:
             None,
             "--ca",
             help="Write the database's CA certificate to this file; the URI then names it "
-            "(sslrootcert) for verifying the members' certificates.",
+            "for verifying the members' certificates.",
             dir_okay=False,
         ),
         secret: str | None = typer.Option(
@@ -297,10 +311,9 @@ def register(root: typer.Typer) -> None:
         async def go(store: DatabaseStore) -> None:
             doc = await fetch_credentials(store, name)
             if secret is not None:
+                uri = await uri_with_ca(store, name, doc["password"], ca_path(secret))
                 try:
-                    made = await store_credentials(
-                        store.client, secret, name, doc["uri"], doc["ca"]
-                    )
+                    made = await store_credentials(store.client, secret, name, uri, doc["ca"])
                 except SecretExists as e:
                     raise BadInput(str(e)) from None
                 err.print(
@@ -309,15 +322,16 @@ def register(root: typer.Typer) -> None:
                     f"--secret {made[0]} --secret {made[1]} ... reads /run/secrets/{made[0]}",
                     style="dim",
                 )
-            if ca is not None:
-                doc["uri"] = with_root_certificate(doc["uri"], write_ca(ca, doc["ca"]))
+            ca_file = write_ca(ca, doc["ca"]) if ca is not None else None
+            if ca_file is not None:
+                doc["uri"] = await uri_with_ca(store, name, doc["password"], ca_file)
             if as_json:
                 typer.echo(json.dumps(doc, indent=2))
                 return
             typer.echo(doc["uri"])
             hint = (
-                f"# with the CA in {doc['uri'].rsplit('sslrootcert=', 1)[1]}"
-                if ca is not None
+                f"# with the CA in {ca_file}"
+                if ca_file is not None
                 else f"# the members' certificates verify against the CA: "
                 f"`shoal credentials {name} --ca FILE` writes it"
             )

@@ -88,12 +88,18 @@ class DatabaseWorker:
         if stored.status_error is not None:
             return self._refuse_unreadable(stored.status_error, engine), engine
         plugin = ctx.plugins.get(engine)
-        if plugin is None:
-            # Declared but not runnable here (no mongod binary can be obtained on these
-            # machines): say so in the status instead of failing every cycle.
+        problem = (
+            f"no member image for engine {engine!r} on this installation"
+            if plugin is None
+            else plugin.image_problem()
+        )
+        if plugin is None or problem is not None:
+            # Declared but not runnable here (e.g. no member image, as its server binary
+            # was never given to `shoal images build`): say so in the status, act on
+            # nothing, look again in 30 s instead of failing every cycle.
             status = stored.status.model_copy(
                 update={
-                    "message": f"no member image for engine {engine!r} on this installation",
+                    "message": problem,
                     "fence_token": ctx.lease.token,
                     "generation": stored.generation,
                     "members_desired": stored.declaration.spec.members,

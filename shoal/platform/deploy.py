@@ -18,7 +18,7 @@ from shoal.operator import http_auth
 from shoal.operator.members import RESTART_POLICY, ensure_control_network
 from shoal.platform.distribution import Distributed, distribute
 from shoal.platform.images import BuiltImages
-from shoal.plugins.registry import image_env
+from shoal.plugins.registry import image_env, plugin_classes
 from shoal.swarm.client import JSON, SwarmClient
 
 LABELS = {names.LABEL_MANAGED: "true", names.LABEL_ROLE: "operator"}
@@ -97,8 +97,11 @@ def operator_service_spec(
             "ContainerSpec": {
                 "Image": image,
                 "Args": ["operator", "run"],
+                # Every installed engine's variable, empty for one whose member image was
+                # not built (its server binary never given): its databases then say so.
                 "Env": [
-                    f"{image_env(engine)}={tag}" for engine, tag in sorted(member_images.items())
+                    f"{image_env(engine)}={member_images.get(engine, '')}"
+                    for engine in sorted({*plugin_classes(), *member_images})
                 ],
                 "Labels": LABELS,
                 "Mounts": [

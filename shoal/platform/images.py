@@ -5,7 +5,10 @@
 * operator: FROM base, a venv at /opt/shoal/venv with the shoal package.
 * one member image per installed engine: the recipe its plugin declares
   (`EnginePlugin.image_recipe`, found through `shoal.plugins.registry`), FROM base with the
-  Debian packages every recipe asks for.
+  Debian packages every recipe asks for. A recipe whose server binary the user must provide
+  (`ImageRecipe.server`: not in Debian, nothing to download it from) is built only once it
+  was given (`--<option>-from IMAGE` / `--<option>-tarball PATH`, shoal/platform/
+  server_binary.py); until then it is left out, and the default build needs nothing of it.
 * registry: FROM base, Debian's `docker-registry` (`shoal/platform/image/registry/`), which
   `shoal up` runs on a multi-node swarm so that every node can pull the others
   (shoal/platform/distribution.py).
@@ -19,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,6 +42,13 @@ from shoal.platform.docker_cli import (
     iter_tree,
 )
 from shoal.platform.engine import PlatformError
+from shoal.platform.server_binary import (
+    ServerOptionError,
+    ServerSource,
+    available,
+    build_server,
+    how_to_provide,
+)
 from shoal.plugins.base import ImageRecipe
 from shoal.plugins.registry import image_recipes
 
@@ -60,6 +70,7 @@ __all__ = [
     "registry_context",
     "requirements_text",
     "resolve_images",
+    "unavailable",
 ]
 
 Progress = Callable[[str], None]
@@ -79,10 +90,12 @@ class BuiltImages:
     operator_alias: str = names.IMAGE_OPERATOR
     member_aliases: dict[str, str] = field(default_factory=dict)  # engine -> its stable alias
     built: tuple[str, ...] = field(default=())  # tags this call (re)built; () = no-op
+    # engine -> why its member image is not built (its server binary was never given)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Flat, as `shoal images ... --json` prints it: each member image under its engine's
-        name, its alias under `<engine>_alias`."""
+        name, its alias under `<engine>_alias`; engines left out under `unavailable`."""
         return {
             "base": self.base,
             "operator": self.operator,
@@ -91,6 +104,7 @@ class BuiltImages:
             "operator_alias": self.operator_alias,
             **{f"{engine}_alias": alias for engine, alias in self.member_aliases.items()},
             "built": self.built,
+            **({"unavailable": self.unavailable} if self.unavailable else {}),
         }
 
 
@@ -139,16 +153,25 @@ def plugin_directory(root: Path, recipe: ImageRecipe) -> Path:
     return root.joinpath(*recipe.package.split("."))
 
 
-def member_context(root: Path, recipe: ImageRecipe, base: str) -> Context:
+def member_context(
+    root: Path, recipe: ImageRecipe, base: str, server_id: str | None = None
+) -> Context:
     """An engine's member image: its recipe directory at the context's root, and each of its
-    `sources` under its own name."""
+    `sources` under its own name. With a user-provided server binary (`recipe.server`), the
+    build arg `SERVER` names the image that keeps it, and the generated `server-source`
+    holds that image's id (`server_id`), so a new binary is a new context hash."""
     plugin = plugin_directory(root, recipe)
     recipe_dir = plugin / recipe.recipe
     files = {rel.as_posix(): recipe_dir / rel for rel in iter_tree(recipe_dir)}
     for source in recipe.sources:
         for relative in iter_tree(plugin / source):
             files[f"{source}/{relative.as_posix()}"] = plugin / source / relative
-    return Context(files, {}, {"BASE": base})
+    if recipe.server is None:
+        return Context(files, {}, {"BASE": base})
+    if server_id is None:
+        raise ValueError(f"{recipe.alias}: its server image's id is needed for its context")
+    generated = {"server-source": f"{recipe.server.image} {server_id}\n".encode()}
+    return Context(files, generated, {"BASE": base, "SERVER": recipe.server.image})
 
 
 def registry_context(root: Path, base: str) -> Context:
@@ -169,18 +192,36 @@ def images_from_env() -> BuiltImages:
     The `exact_tag_env` variables give the exact tags (whoever deploys the operator sets
     them); unset ones fall back to the stable aliases.
     """
-    aliases = {engine: recipe.alias for engine, recipe in image_recipes().items()}
+    recipes = image_recipes()
+    # A member image built from a user's server binary exists only where its variable says so.
+    aliases = {
+        engine: recipe.alias
+        for engine, recipe in recipes.items()
+        if recipe.server is None or os.environ.get(exact_tag_env(engine))
+    }
     return BuiltImages(
         base=os.environ.get(exact_tag_env("base")) or names.IMAGE_BASE,
         operator=os.environ.get(exact_tag_env("operator")) or names.IMAGE_OPERATOR,
         members={e: os.environ.get(exact_tag_env(e)) or alias for e, alias in aliases.items()},
         member_aliases=aliases,
+        unavailable=unavailable(recipes, aliases),
     )
 
 
-def resolve_images(root: Path | None = None) -> BuiltImages:
+def unavailable(recipes: dict[str, ImageRecipe], built: Iterable[str]) -> dict[str, str]:
+    """Why each engine not in `built` has no member image: its server binary was not given."""
+    return {
+        engine: how_to_provide(engine, recipe.server)
+        for engine, recipe in recipes.items()
+        if recipe.server is not None and engine not in built
+    }
+
+
+def resolve_images(root: Path | None = None, servers: dict[str, str] | None = None) -> BuiltImages:
     """The exact tags for the current source tree, without building anything.
 
+    `servers`: the server images present (engine -> image id; None: ask Docker, and none when
+    it cannot be asked); an engine that needs one and has none is left out (`unavailable`).
     Without a source tree (an installed package, e.g. inside the operator image) the tags
     come from `images_from_env()`.
     """
@@ -191,17 +232,25 @@ def resolve_images(root: Path | None = None) -> BuiltImages:
             return images_from_env()
     base = names.IMAGE_BASE
     recipes = image_recipes()
+    present = available(recipes) if servers is None else servers
+    buildable = {
+        engine: recipe
+        for engine, recipe in recipes.items()
+        if recipe.server is None or engine in present
+    }
     op_hash = operator_context(root, base).digest()
     reg_hash = registry_context(root, base).digest()
     return BuiltImages(
         base=base,
         operator=f"{names.IMAGE_OPERATOR}-{op_hash}",
         members={
-            engine: f"{recipe.alias}-{member_context(root, recipe, base).digest()}"
-            for engine, recipe in recipes.items()
+            engine: f"{recipe.alias}-"
+            f"{member_context(root, recipe, base, present.get(engine)).digest()}"
+            for engine, recipe in buildable.items()
         },
         registry=f"{names.IMAGE_REGISTRY}-{reg_hash}",
-        member_aliases={engine: recipe.alias for engine, recipe in recipes.items()},
+        member_aliases={engine: recipe.alias for engine, recipe in buildable.items()},
+        unavailable=unavailable(recipes, buildable),
     )
 
 
@@ -229,12 +278,31 @@ def _build_lock() -> Iterator[None]:
 # --- everything -----------------------------------------------------------------------
 
 
+def check_engines(
+    recipes: dict[str, ImageRecipe],
+    required: Iterable[str],
+    sources: Mapping[str, ServerSource],
+    servers: Mapping[str, str],
+) -> None:
+    """Refuse (bad input, before anything is built) an engine asked for by name that is not
+    installed, or whose server binary is neither given now nor kept from an earlier build."""
+    for engine in required:
+        recipe = recipes.get(engine)
+        if recipe is None:
+            known = ", ".join(sorted(recipes))
+            raise ServerOptionError(f"--engine {engine}: no such engine here (installed: {known})")
+        if recipe.server is not None and engine not in sources and engine not in servers:
+            raise ServerOptionError(how_to_provide(engine, recipe.server))
+
+
 def build_all(
     force: bool = False,
     progress: Progress | None = None,
     *,
     rebuild_base: bool = False,
     output: Progress | None = None,
+    sources: Mapping[str, ServerSource] | None = None,
+    required: Iterable[str] = (),
 ) -> BuiltImages:
     """Make sure the base, operator, member (one per installed engine) and registry images
     exist for this source tree.
@@ -242,12 +310,23 @@ def build_all(
     A tag that already exists is not rebuilt unless `force` (operator and member images,
     without Docker's layer cache) or `rebuild_base`. The stable aliases
     (`names.IMAGE_OPERATOR`, each recipe's `alias`) are pointed at the exact tags.
+    An engine whose server binary the user provides gets its member image when `sources`
+    gives the binary now (its server image is rebuilt from it) or an earlier build kept it;
+    otherwise it is left out, unless named in `required` (then `ServerOptionError`).
     """
     root = source_root()
     recipes = image_recipes()
-    wanted = resolve_images(root)
+    sources = dict(sources or {})
+    check_engines(recipes, required, sources, available(recipes))
     built: list[str] = []
     with _build_lock():
+        for engine, source in sorted(sources.items()):
+            server = recipes[engine].server
+            if server is not None:
+                build_server(server, source, progress, output)
+                built.append(server.image)
+        servers = available(recipes)
+        wanted = resolve_images(root, servers)
         if rebuild_base or not image_exists(wanted.base):
             packages = base_packages(recipes.values())
             build_base(wanted.base, packages=packages, progress=progress, output=output)
@@ -258,8 +337,13 @@ def build_all(
                 raise ImageBuildError(f"the {engine} member image recipe is missing: {dockerfile}")
         jobs = (
             *(
-                (wanted.members[engine], recipe.alias, member_context(root, recipe, wanted.base))
+                (
+                    wanted.members[engine],
+                    recipe.alias,
+                    member_context(root, recipe, wanted.base, servers.get(engine)),
+                )
                 for engine, recipe in recipes.items()
+                if engine in wanted.members
             ),
             (wanted.operator, wanted.operator_alias, operator_context(root, wanted.base)),
             (wanted.registry, names.IMAGE_REGISTRY, registry_context(root, wanted.base)),

@@ -43,6 +43,33 @@ class ProxyBackend:
 
 
 @dataclass(frozen=True)
+class ServerBinary:
+    """An engine's server binary that shoal cannot install itself (not in Debian, nothing to
+    download it from): the user gives it to `shoal images build` as `--<option>-from IMAGE`
+    (copied from `image_path` in that local image) or `--<option>-tarball PATH` (the
+    vendor's Linux tarball, `tarball_path` under its top directory). It is kept in an image
+    of its own, `image` (FROM scratch, the binary at `/<name>`), which the member image's
+    recipe copies it from (build arg `SERVER`), so later builds need no option again."""
+
+    name: str  # the binary, e.g. `mongod`
+    option: str  # the options' prefix: `--<option>-from`, `--<option>-tarball`
+    image: str  # the local image that keeps it
+    image_path: str  # where it is in an image given with `--<option>-from`
+    tarball_path: str  # where it is in the tarball, under the top directory
+    example_image: str  # an image that has it, for messages
+
+    def how_to_provide(self, engine: str) -> str:
+        """The one sentence that says how to give shoal this binary."""
+        return (
+            f"the {engine} member image needs a {self.name} binary, which shoal cannot "
+            f"download: build it with `shoal images build --{self.option}-from IMAGE` (an "
+            f"image you have with {self.image_path}, e.g. {self.example_image}) or "
+            f"`shoal images build --{self.option}-tarball PATH` (the official Linux tarball, "
+            f"with {self.tarball_path})"
+        )
+
+
+@dataclass(frozen=True)
 class ImageRecipe:
     """How an engine's member image is built (`shoal images build`, shoal/platform/images.py).
     A class attribute of the plugin, read without building a plugin or knowing any tag.
@@ -59,6 +86,9 @@ class ImageRecipe:
     # Debian packages the member needs, installed into the base image every image shares
     # (shoal/platform/base_image.py).
     base_packages: tuple[str, ...] = ()
+    # The engine's server binary, when the user must provide it: without it the member image
+    # is not built (and an operator runs none of the engine's databases: they say why).
+    server: ServerBinary | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +306,12 @@ class EnginePlugin(ABC, Generic[P]):
     @abstractmethod
     def member_image(self) -> str:
         """The image tag of a data-bearing member."""
+
+    def image_problem(self) -> str | None:
+        """Why this operator cannot run the engine's members (its member image was never
+        built here, so none was deployed with it); None when it can. The operator then
+        acts on none of the engine's databases and puts this in their status."""
+        return None
 
     def member_env(self, database: Database) -> tuple[str, ...]:
         """More `KEY=value` environment for every member of `database` (e.g. where it

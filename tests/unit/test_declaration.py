@@ -524,12 +524,23 @@ def test_everything_set_round_trips() -> None:
     assert validate_document(copy.deepcopy(db.to_document())).to_document() == db.to_document()
 
 
-def test_sharded_mongodb() -> None:
+def test_sharded_mongodb_is_refused_until_built() -> None:
+    """Sharded clusters are designed (docs/mongodb-sharding.md), not built: `shards` other
+    than 0 is refused with every other problem, one line each."""
     doc = good_doc()
-    doc["spec"].update(engine="mongodb", version="7.0", mongodb={"shards": 2, "routers": 3})
-    db = validate_document(doc)
-    assert db.spec.mongodb.shards == 2
-    assert validate_document(db.to_document()) == db
+    doc["spec"].update(
+        engine="mongodb", version="7.0", members=9, mongodb={"shards": 2, "routers": 3}
+    )
+    with pytest.raises(DeclarationError) as info:
+        validate_document(doc)
+    assert info.value.problems == [
+        "spec.members: must be between 1 and 7, got 9",
+        "spec.mongodb.shards: sharded clusters are not yet supported; see "
+        "docs/mongodb-sharding.md (got 2, only 0, a plain replica set, is accepted)",
+    ]
+    assert (ROOT / "docs" / "mongodb-sharding.md").is_file()
+    doc["spec"].update(members=3, mongodb={"shards": 0, "routers": 3})
+    assert validate_document(doc).spec.mongodb.routers == 3
 
 
 def test_spread_may_be_null() -> None:

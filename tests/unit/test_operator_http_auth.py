@@ -108,8 +108,12 @@ def test_each_token_gets_a_secret_of_its_own_mounted_under_one_file_name() -> No
         "op", {"postgres": "pg"}, "key-id", "net", 1, http_token_secret=("tid", "tn")
     )
     assert mounted_http_token(spec) == ("tid", "tn")
-    # each engine's member image, in the variable its plugin is built from (plugins/registry.py)
-    assert spec["TaskTemplate"]["ContainerSpec"]["Env"] == ["SHOAL_POSTGRES_IMAGE=pg"]
+    # each engine's member image, in the variable its plugin is built from (plugins/registry.py);
+    # an installed engine whose image was not built gets its variable empty
+    assert spec["TaskTemplate"]["ContainerSpec"]["Env"] == [
+        "SHOAL_MONGODB_IMAGE=",
+        "SHOAL_POSTGRES_IMAGE=pg",
+    ]
     mounts = spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
     assert [m["File"]["Name"] for m in mounts] == [
         names.OPERATOR_KEY_SECRET,

@@ -894,3 +894,14 @@ def test_certificates_in_place_or_unknown_need_nothing() -> None:
     assert plan(_with_certificates(obs, served)).actions == []
     # the operator does not know what is due: never renew blindly
     assert plan(_with_certificates(obs, {"orders-1": 7}, known=False)).actions == []
+
+
+def test_recover_request_is_refused_by_postgres() -> None:
+    """`recover` (a forced re-forming, MongoDB's forced reconfig) has no PostgreSQL step:
+    the request is cleared with a pointer to `shoal failover`, and nothing else changes."""
+    request = {"kind": "recover", "id": "r1", "accept_data_loss": True}
+    p = plan(observe(steady(recording("healthy")), request=request))
+    assert ClearRequest("r1") in p.actions
+    assert "shoal failover" in p.status.message
+    quiet = plan(observe(steady(recording("healthy"))))
+    assert [a for a in p.actions if a != ClearRequest("r1")] == quiet.actions

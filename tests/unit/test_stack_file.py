@@ -158,11 +158,17 @@ def test_the_stack_gives_the_service_shoal_operator_deploy_makes() -> None:
 
 
 def test_the_stack_reads_one_variable_per_image_and_each_one_is_required() -> None:
+    """Required, except a member image built from a server binary the user provides
+    (`ImageRecipe.server`): without it the stack still deploys, and that engine's databases
+    say in their status that its image is missing."""
     text = STACK.read_text()
     used = {m["name"]: m["op"] for m in VARIABLE.finditer(text)}
     assert set(used) == set(stack_variables(images()))
     assert set(used) == {STACK_OPERATOR_IMAGE, *(image_env(e) for e in plugin_classes())}
-    assert all(op == ":?" for op in used.values()), used  # unset or empty: a clear refusal
+    optional = {image_env(e) for e, cls in plugin_classes().items() if cls.image_recipe.server}
+    # unset or empty: a clear refusal
+    assert all(op == ":?" for name, op in used.items() if name not in optional), used
+    assert all(used[name] == ":-" for name in optional), used
     assert_messages_survive_docker(text)
     with pytest.raises(KeyError, match="shoal operator prepare"):
         load(STACK, {})
@@ -248,3 +254,24 @@ async def test_shoal_operator_deploys_own_service_stays_the_chaos_target(
     assert target.name == names.OPERATOR_SERVICE
     assert await stack_operators(fake_swarm) == {}
     assert stack_operator_problem({}) is None
+
+
+def test_an_engine_without_a_member_image_gets_the_same_empty_variable_both_ways() -> None:
+    """A member image built from a server binary the user provides may not exist (no
+    `--<engine>-from` ever given): `shoal operator deploy` and the stack then both give the
+    operator that engine's variable empty, so neither differs from the other."""
+    optional = [e for e, cls in plugin_classes().items() if cls.image_recipe.server]
+    built = images()
+    built = BuiltImages(
+        base=built.base,
+        operator=built.operator,
+        members={e: t for e, t in built.members.items() if e not in optional},
+    )
+    compose = load(STACK, stack_variables(built))
+    got = service_spec(compose, "operator", "shoal")["TaskTemplate"]["ContainerSpec"]["Env"]
+    want = operator_service_spec(
+        built.operator, built.members, "KEY-ID", names.CONTROL_NETWORK, replicas=1
+    )
+    assert sorted(got) == sorted(want["TaskTemplate"]["ContainerSpec"]["Env"])
+    for engine in optional:
+        assert f"{image_env(engine)}=" in got

@@ -174,10 +174,17 @@ def test_openssl_agrees_with_the_operator(tmp_path: Path) -> None:
 
 
 def test_credentials_secret_names_and_uri() -> None:
-    from shoal.cli.credentials_secret import check_secret_name, secret_uri
+    from shoal.cli.credentials_secret import ca_path, check_secret_name
+    from shoal.declaration import load_declaration
+    from shoal.plugins.postgres.plugin import PostgresPlugin
 
     assert check_secret_name("orders-app.db_1") is None
     for bad in ("", "-x", "a b", "a/b", "x" * 62, "é"):
         assert check_secret_name(bad) is not None, bad
-    uri = secret_uri("postgresql://app:pw@orders-0:5432/app?sslmode=verify-full", "s")
+    # The secret's URI names the CA where Swarm mounts SECRET-ca, in the engine's words.
+    assert ca_path("s") == "/run/secrets/s-ca"
+    db = load_declaration(
+        "apiVersion: shoal/v1\nkind: Database\nmetadata: {name: orders}\nspec: {engine: postgres}\n"
+    )
+    uri = PostgresPlugin().connection(db, "pw", ca_path("s"))
     assert uri.endswith("&sslrootcert=/run/secrets/s-ca")

@@ -34,7 +34,7 @@ from shoal.plugins.postgres.model import (
 )
 from shoal.plugins.postgres.progress import PgProgress
 from shoal.plugins.postgres.view import Cluster, member_statuses
-from shoal.request import FailoverRequest, ReinitRequest, SwitchoverRequest
+from shoal.request import FailoverRequest, RecoverRequest, ReinitRequest, SwitchoverRequest
 from shoal.status import DatabaseState, MemberState
 
 PgObservation = Observation[PgProbe]
@@ -65,6 +65,13 @@ def _plan(cluster: Cluster) -> Plan:
     request = obs.request
     if isinstance(request, ReinitRequest):
         return _reinit(cluster, p, request.id)
+    if isinstance(request, RecoverRequest):
+        # PostgreSQL has no such step: `shoal failover --accept-data-loss` is its way.
+        p.add(ClearRequest(request.id))
+        p.status.message = (
+            "recover refused: use `shoal failover NAME --to MEMBER --accept-data-loss`"
+        )
+        request = None
 
     # Identity: recorded once, never replaced by a fresh empty cluster.
     if p.status.identity is None:
