@@ -57,7 +57,7 @@ BAD: list[tuple[str, str, str]] = [
         BASE + "  postgres: {parameters: {synchronous_commit: 'off'}}\n",
         "spec.postgres.parameters.synchronous_commit:",
     ),
-    ("mongodb-section", BASE + "  mongodb: {shards: 1}\n", "spec.mongodb:"),
+    ("mongodb-section", BASE + "  mongodb: {routers: 3}\n", "spec.mongodb:"),
     ("expose-operator-port", BASE + "  expose: {port: 9650}\n", "spec.expose.port:"),
     ("expose-port-range", BASE + "  expose: {port: 70000}\n", "spec.expose.port:"),
     (
