@@ -149,12 +149,12 @@ def test_config_round_trip() -> None:
         (lambda d: d.update(hello=None), "no hello"),
         (lambda d: d.update(format=2), "newer"),
         (lambda d: d.update(format="1"), "not a format"),
-        (lambda d: d["config"]["settings"].update(replicaSetId={"$oid": "xyz"}), "24 hex"),
+        (lambda d: d["config"]["settings"].update(replicaSetId={"$oid": "xyz"}), "ObjectId"),
         (lambda d: d["status"].update(myState="PRIMARY"), "myState"),
-        (lambda d: d["status"]["members"][0].update(optime={"ts": {"$timestamp": 5}}), "t: "),
+        (lambda d: d["status"]["members"][0].update(optime={"ts": {"$timestamp": 5}}), "timestamp"),
         (lambda d: d["config"]["members"][0].update(votes=2), "votes"),
         (lambda d: d["config"].update(version=0), "version"),
-        (lambda d: d["status"]["members"][0].update(optimeDate={"$date": "yesterday"}), "ISO"),
+        (lambda d: d["status"]["members"][0].update(optimeDate={"$date": "yesterday"}), "format"),
     ],
 )
 def test_malformed_documents_are_unusable(change: Any, why: str) -> None:
@@ -175,13 +175,93 @@ def test_dates_are_aware() -> None:
     assert p.hello.last_write.last_write_date == datetime.fromtimestamp(docs.BASE_SECONDS, UTC)
 
 
+def test_other_bson_values_in_fields_shoal_ignores() -> None:
+    """A reply's $clusterTime (a Timestamp, a Binary hash, an Int64 key id) and other BSON
+    values shoal does not read do not make the answer unusable."""
+    doc = primary_doc()
+    doc["hello"]["$clusterTime"] = {
+        "clusterTime": {"$timestamp": {"t": docs.BASE_SECONDS, "i": 3}},
+        "signature": {
+            "hash": {"$binary": {"base64": "AAAAAAAAAAAAAAAAAAAAAAAAAAA=", "subType": "00"}},
+            "keyId": {"$numberLong": "0"},
+        },
+    }
+    doc["hello"]["operationTime"] = {"$timestamp": {"t": docs.BASE_SECONDS, "i": 3}}
+    doc["status"]["somethingNew"] = [{"$minKey": 1}, {"$numberDecimal": "1.5"}]
+    assert MongoProbe.parse(doc) == MongoProbe.parse(primary_doc())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"$binary": {"base64": "b3JkZXJz", "subType": "00"}},  # b"orders"
+        {"$code": "orders"},
+        {"$regularExpression": {"pattern": "orders", "options": ""}},
+        {"$minKey": 1},
+    ],
+)
+def test_other_bson_values_where_a_value_is_wanted(value: Any) -> None:
+    doc = primary_doc()
+    doc["config"]["_id"] = value
+    with pytest.raises(UnusableAnswer, match=r"config\._id"):
+        MongoProbe.parse(doc)
+
+
+def test_wrapped_integers_are_ints() -> None:
+    doc = primary_doc()
+    doc["config"]["version"] = {"$numberLong": "3"}
+    p = MongoProbe.parse(doc)
+    assert p.config is not None and type(p.config.version) is int
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"$date": {"$numberLong": str(10**18)}},  # after year 9999
+        {"$date": "2023-11-14"},
+        {"$oid": "65a1b2c3d4e5f60718293a4b", "extra": 1},
+        {"$timestamp": {"t": 2**32, "i": 1}},
+        {"$numberLong": "twelve"},
+        {"$binary": {"base64": 5, "subType": "00"}},
+        {"$ref": "c", "$id": {"$oid": "xyz"}},
+    ],
+)
+def test_malformed_extended_json_is_unusable(value: Any) -> None:
+    doc = primary_doc()
+    doc["status"]["members"][0]["optimeDate"] = value
+    with pytest.raises(UnusableAnswer):
+        MongoProbe.parse(doc)
+
+
+def test_deep_nesting_is_unusable() -> None:
+    deep: Any = 1
+    for _ in range(100):
+        deep = [deep]
+    doc = primary_doc()
+    doc["hello"]["hosts"] = deep
+    with pytest.raises(UnusableAnswer, match="nested"):
+        MongoProbe.parse(doc)
+    for _ in range(5000):
+        deep = [deep]
+    doc["hello"]["hosts"] = deep
+    with pytest.raises(UnusableAnswer):
+        MongoProbe.parse(doc)
+
+
+# Every key bson.json_util reads as Extended JSON, and the keys inside its wrappers.
+EXTENDED_JSON_KEYS = [
+    *["$oid", "$timestamp", "$date", "$numberLong", "$numberInt", "$numberDouble"],
+    *["$numberDecimal", "$binary", "$type", "$uuid", "$code", "$scope", "$regex", "$options"],
+    *["$regularExpression", "$dbPointer", "$ref", "$id", "$db", "$symbol", "$minKey"],
+    *["$maxKey", "$undefined", "base64", "subType", "pattern", "options", "t", "i", "ok"],
+]
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["$oid", "$timestamp", "$date", "$numberLong", "t", "i", "ok"])
-            | st.text(max_size=8),
+            st.sampled_from(EXTENDED_JSON_KEYS) | st.text(max_size=8),
             inner,
             max_size=4,
         )

@@ -17,9 +17,9 @@ The member agent answers with ONE document::
 
 Field names are the MongoDB manual's ("hello", "replSetGetStatus", "replSetGetConfig",
 "Replica Set Configuration"). Values may arrive as relaxed or canonical Extended JSON, as
-`bson.json_util` writes them, or as plain values (`ejson.py` says which shapes): an ObjectId
-(`electionId`, `settings.replicaSetId`) becomes its lowercase hex string, a Timestamp
-(`optime.ts`) a `Timestamp`, a date an aware `datetime`.
+`bson.json_util` writes them (and reads them back: `bson.json_util` decodes the document), or
+as plain values: an ObjectId (`electionId`, `settings.replicaSetId`) becomes its lowercase hex
+string, a Timestamp (`optime.ts`) a `Timestamp`, a date an aware `datetime`.
 
 `MongoProbe.parse` turns the document into a typed, frozen `MongoProbe`, or raises
 `UnusableAnswer` saying why it cannot be used.
@@ -27,10 +27,14 @@ Field names are the MongoDB manual's ("hello", "replSetGetStatus", "replSetGetCo
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from bson import Int64, ObjectId, json_util
+from bson import Timestamp as BsonTimestamp
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -42,7 +46,6 @@ from pydantic import (
 )
 
 from shoal.plugins.base import Action
-from shoal.plugins.mongodb import ejson
 
 
 class UnusableAnswer(ValueError):
@@ -51,6 +54,12 @@ class UnusableAnswer(ValueError):
 
 # The newest probe document format this parser knows.
 PROBE_FORMAT = 1
+
+# Replies shoal reads are a few levels deep; this bounds hostile input.
+MAX_DEPTH = 64
+OID_RE = re.compile(r"^[0-9a-fA-F]{24}$")
+# Extended JSON is read with dates as timezone-aware UTC datetimes.
+_EJSON_OPTIONS = json_util.JSONOptions(tz_aware=True, tzinfo=UTC)
 
 MemberStateName = Literal[
     "startup", "primary", "secondary", "recovering", "startup2", "removed", "other"
@@ -81,7 +90,7 @@ def _object_id(v: Any) -> Any:
     if isinstance(v, dict) and set(v) == {"$oid"}:
         v = v["$oid"]
     if isinstance(v, str):
-        if not ejson.OID_RE.match(v):
+        if not OID_RE.match(v):
             raise ValueError("an ObjectId is 24 hex digits")
         return v.lower()
     return v
@@ -323,10 +332,12 @@ class MongoProbe(_Model):
         if not isinstance(doc.get("hello"), dict):
             raise UnusableAnswer("the answer holds no hello reply")
         try:
-            raw = ejson.plain(doc)
-        except ejson.NotExtendedJson as e:
-            raise UnusableAnswer(f"the answer's Extended JSON is malformed: {e}") from None
-        assert isinstance(raw, dict)
+            decoded = json_util.loads(json.dumps(doc), json_options=_EJSON_OPTIONS)
+        except Exception as e:  # any failure to decode the agent's answer makes it unusable
+            raise UnusableAnswer(f"the answer's Extended JSON is malformed: {e!s:.200}") from None
+        raw = _plain(decoded)
+        if not isinstance(raw, dict):
+            raise UnusableAnswer(f"the answer is not an object but {type(raw).__name__}")
         raw["status"], raw["status_error"] = _reply(raw.get("status"))
         raw["config"], raw["config_error"] = _reply(raw.get("config"))
         try:
@@ -432,6 +443,38 @@ class MongoProbe(_Model):
             elif lead.optime is not None and m.optime is not None:
                 out[m.name] = float(max(0, lead.optime.ts.t - m.optime.ts.t))
         return out
+
+
+@dataclass(frozen=True)
+class _OtherBson:
+    """A BSON value of a type the typed model never reads (Binary, Regex, MinKey, ...):
+    kept so that fields shoal ignores may hold it, and refused where a value is wanted."""
+
+    type_name: str
+
+
+_PLAIN_TYPES = (str, int, float, bool, type(None), datetime)
+
+
+def _plain(v: Any, depth: int = 0) -> Any:
+    """A value decoded by `bson.json_util` as the typed model reads it: an ObjectId becomes
+    its lowercase hex string, a Timestamp the pair (t, i), an Int64 an int; a date stays an
+    aware datetime."""
+    if depth > MAX_DEPTH:
+        raise UnusableAnswer(f"the answer is nested more than {MAX_DEPTH} levels")
+    if isinstance(v, dict):
+        return {k: _plain(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x, depth + 1) for x in v]
+    if isinstance(v, ObjectId):
+        return str(v)
+    if isinstance(v, BsonTimestamp):
+        return (v.time, v.inc)
+    if isinstance(v, Int64):
+        return int(v)
+    if type(v) in _PLAIN_TYPES:
+        return v
+    return _OtherBson(type(v).__name__)
 
 
 def _reply(v: Any) -> tuple[Any, str | None]:
