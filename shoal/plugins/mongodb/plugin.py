@@ -22,6 +22,7 @@ import aiohttp
 from shoal import __version__, names
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
+from shoal.plugins.agent_transport import AgentError, member_call
 from shoal.plugins.base import (
     Action,
     ApplyContext,
@@ -34,7 +35,6 @@ from shoal.plugins.base import (
     ServerBinary,
 )
 from shoal.plugins.mongodb import agent_client, durability, naming, planner
-from shoal.plugins.mongodb.agent_client import AgentError
 from shoal.plugins.mongodb.model import (
     ForceReconfigure,
     InitiateReplicaSet,
@@ -123,7 +123,7 @@ class MongoPlugin(EnginePlugin[MongoProbe]):
         lease: LeaseGrant | None = None,
     ) -> dict[str, Any] | None:
         try:
-            return await agent_client.agent_call(
+            return await member_call(
                 http, member, credentials, "GET", "/state", timeout=agent_client.PROBE_TIMEOUT
             )
         except AgentError:
@@ -174,7 +174,7 @@ class MongoPlugin(EnginePlugin[MongoProbe]):
         match action:
             case InitiateReplicaSet(member=m, config=config):
                 body = agent_client.initiate_body(ctx.fence_token, config.to_document())
-                await agent_client.agent_call(ctx.http, m, credentials, "POST", "/initiate", body)
+                await member_call(ctx.http, m, credentials, "POST", "/initiate", body)
                 log.info("%s: replica set %s initiated", m, config.id, extra={"event": "initiated"})
             case Reconfigure(via=m, config=config):
                 ca = await asyncio.to_thread(clients.ca_file, credentials.ca.cert_pem)

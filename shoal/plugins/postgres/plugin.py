@@ -4,9 +4,7 @@ its certificate verified against the database's CA."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import ssl
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
@@ -16,9 +14,15 @@ import aiohttp
 from shoal import __version__, names
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
+from shoal.plugins.agent_transport import (
+    ACTION_TIMEOUT,
+    AgentError,
+    PlaintextAgent,
+    agent_call,
+    agent_tls,
+)
 from shoal.plugins.base import (
     Action,
-    ActionFailed,
     ApplyContext,
     EnginePlugin,
     ImageRecipe,
@@ -53,7 +57,6 @@ log = logging.getLogger("shoal.postgres")
 # to the address of a container that just died (nothing answers there, not even a reset),
 # and the whole observation, so the failover, would wait for it.
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0, sock_connect=0.3)
-ACTION_TIMEOUT = aiohttp.ClientTimeout(total=90, connect=2.0)
 
 
 def renewal_header(grant: LeaseGrant) -> str:
@@ -74,57 +77,6 @@ def postgres_uri(hosts: list[str], password: str | None = None, ca_file: str | N
         f"postgresql://{auth}@{hostlist}/{names.APP_DATABASE}"
         f"?target_session_attrs=read-write&connect_timeout=2&sslmode=verify-full{root}"
     )
-
-
-class AgentError(ActionFailed):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # the agent's HTTP status; None when it did not answer
-
-
-class PlaintextAgent(AgentError):
-    """The member's agent answered a TLS handshake in plain HTTP: it predates TLS."""
-
-
-@functools.lru_cache(maxsize=1024)
-def agent_tls(ca_pem: str) -> ssl.SSLContext:
-    """The client side of the agent API's TLS: only a certificate the database's CA issued
-    for the name called (the member's) is accepted."""
-    ctx = ssl.create_default_context(cadata=ca_pem)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
-async def agent_call(
-    http: aiohttp.ClientSession,
-    member: str,
-    token: str,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    timeout: aiohttp.ClientTimeout = ACTION_TIMEOUT,
-    extra_headers: dict[str, str] | None = None,
-    tls: ssl.SSLContext | None = None,
-) -> dict[str, Any]:
-    """One request to a member's agent: over TLS with `tls`, else plain HTTP."""
-    url = f"{'https' if tls is not None else 'http'}://{member}:{names.AGENT_PORT}{path}"
-    headers = {"Authorization": f"Bearer {token}", **(extra_headers or {})}
-    try:
-        async with http.request(
-            method, url, json=body, headers=headers, timeout=timeout, ssl=tls or True
-        ) as r:
-            data: Any = await r.json(content_type=None)
-            if r.status >= 400:
-                err = data.get("error") if isinstance(data, dict) else data
-                raise AgentError(f"{member} {path}: HTTP {r.status}: {err}", r.status)
-            return data if isinstance(data, dict) else {"result": data}
-    except aiohttp.ClientConnectorSSLError as e:
-        # OpenSSL's reason code when the peer's first bytes are no TLS record at all.
-        if getattr(e.os_error, "reason", None) == "WRONG_VERSION_NUMBER":
-            raise PlaintextAgent(f"{member} {path}: the agent speaks plain HTTP") from e
-        raise AgentError(f"{member} {path}: {type(e).__name__}: {e}") from e
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        raise AgentError(f"{member} {path}: {type(e).__name__}: {e}") from e
 
 
 class AgentSchemes:
@@ -166,7 +118,9 @@ async def member_call(
     timeout: aiohttp.ClientTimeout = ACTION_TIMEOUT,
     extra_headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """`agent_call` with the member's own token. A member created before agent tokens
+    """`agent_call` (agent_transport.py) with the member's own token over TLS, as
+    `agent_transport.member_call`, with the fallbacks of older PostgreSQL members. A member
+    created before agent tokens
     were per member holds the database-wide one and answers 401 to its own: it is asked
     again with that (a 401 comes before the agent acts on anything). Such a member gets
     its own token when it is next re-created (a fence, re-seed or restart). The same goes
