@@ -157,15 +157,18 @@ def member_context(
     root: Path, recipe: ImageRecipe, base: str, server_id: str | None = None
 ) -> Context:
     """An engine's member image: its recipe directory at the context's root, and each of its
-    `sources` under its own name. With a user-provided server binary (`recipe.server`), the
-    build arg `SERVER` names the image that keeps it, and the generated `server-source`
-    holds that image's id (`server_id`), so a new binary is a new context hash."""
+    `sources` (ImageRecipe): a directory of the plugin under its own name, or one of the
+    source tree (a path with `/`) under that same path. With a user-provided server binary
+    (`recipe.server`), the build arg `SERVER` names the image that keeps it, and the
+    generated `server-source` holds that image's id (`server_id`), so a new binary is a new
+    context hash."""
     plugin = plugin_directory(root, recipe)
     recipe_dir = plugin / recipe.recipe
     files = {rel.as_posix(): recipe_dir / rel for rel in iter_tree(recipe_dir)}
     for source in recipe.sources:
-        for relative in iter_tree(plugin / source):
-            files[f"{source}/{relative.as_posix()}"] = plugin / source / relative
+        directory = root.joinpath(*source.split("/")) if "/" in source else plugin / source
+        for relative in iter_tree(directory):
+            files[f"{source}/{relative.as_posix()}"] = directory / relative
     if recipe.server is None:
         return Context(files, {}, {"BASE": base})
     if server_id is None:

@@ -75,9 +75,12 @@ class ImageRecipe:
     A class attribute of the plugin, read without building a plugin or knowing any tag.
 
     The build context is the `recipe` directory of the plugin's package (its Dockerfile at
-    the context's root), plus each of `sources` under its own name: what runs inside the
-    member besides the engine, which finds no shoal package there. The image is tagged
-    `<alias>-<hash of the context>` and `alias` is moved to the newest build."""
+    the context's root), plus each of `sources`: what runs inside the member besides the
+    engine, which finds no other shoal code there. A source is a directory of the plugin
+    (`agent`), under its own name in the context, or, when it holds a `/`, a directory of
+    the source tree (`shoal/agentkit`, what every member agent shares), under that same
+    path. The image is tagged `<alias>-<hash of the context>` and `alias` is moved to the
+    newest build."""
 
     package: str  # the plugin's package, dotted: its directory in the source tree holds the rest
     alias: str  # the stable tag, e.g. `shoal/<engine>:<engine version>-<shoal version>`

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import ast
 import base64
 import hashlib
 import hmac
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shoal import names
+from shoal import agentkit, names
 from shoal.plugins.postgres.agent import api, parameters, pg
+from tests.unit.agent_imports import outside_imports
 
 pytestmark = pytest.mark.unit
 
@@ -266,17 +265,11 @@ def test_parse_history() -> None:
     assert pg.parse_history("garbage\n1 nonsense\n") == []
 
 
-def test_the_agent_imports_only_the_standard_library_and_itself() -> None:
-    """The member image holds the agent package alone, run by Debian's python3
-    (image/Dockerfile): nothing of shoal, nothing from PyPI."""
-    package = Path(api.__file__).parent
-    for module in sorted(package.glob("*.py")):
-        for node in ast.walk(ast.parse(module.read_text())):
-            if isinstance(node, ast.Import):
-                tops = [alias.name.split(".")[0] for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                tops = [(node.module or "").split(".")[0]]
-            else:
-                continue
-            outside = [t for t in tops if t not in sys.stdlib_module_names and t != "__future__"]
-            assert not outside, f"{module.name} imports {outside}"
+def test_the_agent_imports_only_the_standard_library_itself_and_agentkit() -> None:
+    """The member image holds the agent package and shoal.agentkit alone, run by Debian's
+    python3 (image/Dockerfile): nothing else of shoal, nothing from PyPI."""
+    assert outside_imports(Path(api.__file__).parent) == []
+
+
+def test_agentkit_imports_only_the_standard_library_and_itself() -> None:
+    assert outside_imports(Path(agentkit.__file__).parent) == []

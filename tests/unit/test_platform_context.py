@@ -47,6 +47,8 @@ def _tree(root: Path) -> Path:
     (pkg / "plugins" / "postgres" / "image" / "Dockerfile").write_text("FROM y\n")
     (pkg / "plugins" / "postgres" / "image" / "entrypoint.sh").write_text("#!/bin/sh\n")
     (pkg / "plugins" / "postgres" / "agent" / "pg.py").write_text("print(1)\n")
+    (pkg / "agentkit").mkdir()
+    (pkg / "agentkit" / "server.py").write_text("print(3)\n")
     return root
 
 
@@ -79,11 +81,19 @@ def test_context_hash_ignores_caches_and_follows_content(tmp_path: Path) -> None
 def test_member_context_layout(tmp_path: Path) -> None:
     root = _tree(tmp_path)
     context = member_context(root, PG, names.IMAGE_BASE)
-    assert sorted(context.files) == ["Dockerfile", "agent/pg.py", "entrypoint.sh"]
+    assert sorted(context.files) == [
+        "Dockerfile",
+        "agent/pg.py",
+        "entrypoint.sh",
+        "shoal/agentkit/server.py",
+    ]
     before = context.digest()
     (root / "shoal" / "operator" / "new.py").write_text("x = 1\n")  # not in its context
     assert member_context(root, PG, names.IMAGE_BASE).digest() == before
     (root / "shoal" / "plugins" / "postgres" / "agent" / "pg.py").write_text("print(2)\n")
+    assert member_context(root, PG, names.IMAGE_BASE).digest() != before
+    before = member_context(root, PG, names.IMAGE_BASE).digest()
+    (root / "shoal" / "agentkit" / "server.py").write_text("print(4)\n")
     assert member_context(root, PG, names.IMAGE_BASE).digest() != before
 
 

@@ -27,7 +27,8 @@ def test_each_engine_declares_its_member_image_recipe_without_an_image_tag() -> 
     recipes = image_recipes()
     assert recipes["postgres"] is PostgresPlugin.image_recipe
     assert recipes["postgres"].package == "shoal.plugins.postgres"
-    assert recipes["postgres"].sources == ("agent",)  # the member agent, into the image
+    # the member agent and the toolkit every agent shares, into the image
+    assert recipes["postgres"].sources == ("agent", "shoal/agentkit")
     assert "postgresql-15" in recipes["postgres"].base_packages
 
 

@@ -93,7 +93,7 @@ class MongoPlugin(EnginePlugin[MongoProbe]):
         package="shoal.plugins.mongodb",
         alias=f"shoal/mongodb:7.0-{__version__}",
         recipe="image",
-        sources=("agent",),
+        sources=("agent", "shoal/agentkit"),
         server=SERVER,
     )
 

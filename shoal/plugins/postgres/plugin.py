@@ -163,7 +163,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         package="shoal.plugins.postgres",
         alias=f"shoal/postgres:15-{__version__}",
         recipe="image",
-        sources=("agent",),
+        sources=("agent", "shoal/agentkit"),
         base_packages=("postgresql-15",),
     )
 

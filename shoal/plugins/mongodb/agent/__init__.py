@@ -3,8 +3,9 @@
 Standard library plus Debian's `python3-pymongo` (3.11, which speaks OP_MSG to MongoDB
 3.6 to 7.0): it runs with Debian's python3 inside the member image, where this package is
 copied whole to /opt/shoal/agent and started as `python3 -m agent` (image/Dockerfile). Its
-modules import one another relatively and nothing outside this package, so the operator
-and the unit tests import the same files as `shoal.plugins.mongodb.agent.*`.
+modules import one another relatively, and of shoal only `shoal.agentkit` (what every member
+agent shares, copied into the image at /opt/shoal/shoal/agentkit), so the operator and the
+unit tests import the same files as `shoal.plugins.mongodb.agent.*`.
 
   api.py        the HTTPS API on port 8008 (bearer token): GET /state, POST /initiate; `main`
   mongod.py     mongod's command line, its cache size, the child process
@@ -13,7 +14,9 @@ and the unit tests import the same files as `shoal.plugins.mongodb.agent.*`.
   keyfile.py    the replica set's keyFile, derived from a secret every member has
   tls.py        the member's TLS bundle split into mongod's key+certificate and CA files
   users.py      the SCRAM users: the operator's administrator and the application's user
-  files.py      files written whole or not at all
+
+shoal.agentkit gives the bundle's parsing and the API's TLS context, the control network
+address and atomic file writes.
 
 Nothing is imported here, so importing one module (e.g. `users`) loads nothing else.
 """

@@ -26,7 +26,6 @@ state), 503 (mongod did not answer or failed; ask again).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import os
 import signal
@@ -37,6 +36,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from shoal.agentkit.net import control_address
 
 from . import initiate, keyfile, mongod, tls, users
 from .local import LocalMongo, Refused, Unavailable, relaxed_json, users_guard
@@ -222,27 +223,6 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(503, str(e)) from None
         finally:
             member.operation.release()
-
-
-def control_address() -> str | None:
-    """This container's address on the control network (SHOAL_CONTROL_SUBNETS, set by the
-    operator); None outside a shoal service. A UDP `connect` only picks the route."""
-    for raw in os.environ.get("SHOAL_CONTROL_SUBNETS", "").split(","):
-        try:
-            net = ipaddress.ip_network(raw.strip(), strict=False)
-        except ValueError:
-            continue
-        if net.version != 4 or net.num_addresses < 4:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.connect((str(net.network_address + 1), 9))
-            except OSError:
-                continue
-            address = str(probe.getsockname()[0])
-        if ipaddress.ip_address(address) in net:
-            return address
-    return None
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import hmac
 import re
 from pathlib import Path
 
-from .files import write_file
+from shoal.agentkit.files import write_file
 
 SECRET = "replication-password"  # the file under /run/secrets the keyFile is derived from
 CONTEXT = b"shoal/mongodb/keyFile/v1"

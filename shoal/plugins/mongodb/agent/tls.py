@@ -10,19 +10,14 @@ directory, in the container's writable layer.
 
 from __future__ import annotations
 
-import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import write_file
-
-BUNDLE = "tls.pem"
-PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END \1-----\r?\n?")
-
-
-class TlsError(Exception):
-    pass
+from shoal.agentkit import tls as kit
+from shoal.agentkit.files import write_file
+from shoal.agentkit.tls import BUNDLE as BUNDLE
+from shoal.agentkit.tls import TlsError as TlsError
 
 
 @dataclass(frozen=True)
@@ -35,26 +30,11 @@ class TlsFiles:
         return TlsFiles(directory / "member.pem", directory / "ca.pem")
 
 
-def _blocks(text: str) -> list[tuple[str, str]]:
-    out = []
-    for m in PEM_RE.finditer(text):
-        block = m.group(0)
-        out.append((m.group(1), block if block.endswith("\n") else block + "\n"))
-    return out
-
-
 def split_bundle(text: str) -> tuple[str, str]:
     """(key + server certificate, CA certificates) of a member's bundle: exactly one
     private key, then the server certificate, then one or more CA certificates."""
-    blocks = _blocks(text)
-    keys = [b for label, b in blocks if label.endswith("PRIVATE KEY")]
-    certs = [b for label, b in blocks if label == "CERTIFICATE"]
-    if len(keys) != 1 or len(certs) < 2:
-        raise TlsError(
-            f"{BUNDLE}: expected one private key and two or more certificates, "
-            f"found {len(keys)} key(s) and {len(certs)} certificate(s)"
-        )
-    return keys[0] + certs[0], "".join(certs[1:])
+    key, cert, ca = kit.split_bundle(text)
+    return key + cert, ca
 
 
 def install(secrets_dir: Path, directory: Path) -> TlsFiles:
@@ -70,7 +50,4 @@ def install(secrets_dir: Path, directory: Path) -> TlsFiles:
 def api_context(files: TlsFiles) -> ssl.SSLContext:
     """The server side of the agent API's TLS: the member's own certificate, which the
     operator verifies against the database's CA and the member's name."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(files.key_and_certificate)
-    return ctx
+    return kit.server_context(files.key_and_certificate)

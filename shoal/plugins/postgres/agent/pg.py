@@ -12,13 +12,15 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from shoal.agentkit.files import write_file as write_file
+from shoal.agentkit.net import control_address as control_address
+from shoal.agentkit.net import control_subnets as control_subnets
+
 from . import tls
-from .files import write_file as write_file
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 DATA_DIR = Path(os.environ.get("SHOAL_PGDATA", "/var/lib/shoal/pgdata"))
@@ -170,37 +172,6 @@ def cidrs_from_ip_json(
 
 
 APP_USER = APP_DATABASE = "app"  # shoal's names.APP_USER / names.APP_DATABASE
-
-
-def control_subnets() -> list[str]:
-    """The shared control network's subnets, as the operator gave them (none: unknown)."""
-    raw = os.environ.get("SHOAL_CONTROL_SUBNETS", "")
-    out = []
-    for s in raw.split(","):
-        try:
-            out.append(str(ipaddress.ip_network(s.strip(), strict=False)))
-        except ValueError:
-            continue
-    return out
-
-
-def control_address() -> str | None:
-    """This container's address on the control network (None: no control subnet given, or
-    no interface on it). The kernel picks the source address of a route into the subnet; a
-    UDP `connect` only chooses that route and sends nothing."""
-    for cidr in control_subnets():
-        net = ipaddress.ip_network(cidr)
-        if net.version != 4 or net.num_addresses < 4:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.connect((str(net.network_address + 1), 9))
-            except OSError:
-                continue
-            address = probe.getsockname()[0]
-        if ipaddress.ip_address(address) in net:
-            return str(address)
-    return None
 
 
 def _within(cidr: str, subnets: list[str]) -> bool:

@@ -1,5 +1,5 @@
-"""The member's TLS files (stdlib and the `openssl` command only: this file runs inside the
-member container with Debian's python3).
+"""The member's TLS files (stdlib, shoal.agentkit and the `openssl` command only: this file
+runs inside the member container with Debian's python3).
 
 The operator mounts one secret, `tls.pem`: the member's private key, its server
 certificate, then its database's CA certificate (shoal/tls.py). At every start the agent
@@ -14,50 +14,26 @@ connections stay up.
 from __future__ import annotations
 
 import os
-import re
 import ssl
 import subprocess
 import tempfile
 from pathlib import Path
 
-from .files import write_file
+from shoal.agentkit.files import write_file
+from shoal.agentkit.tls import BUNDLE as BUNDLE
+from shoal.agentkit.tls import PEM_RE as PEM_RE
+from shoal.agentkit.tls import TlsError as TlsError
+from shoal.agentkit.tls import pem_blocks as pem_blocks
+from shoal.agentkit.tls import server_context
+from shoal.agentkit.tls import split_bundle as split_bundle
 
 STATE_DIR = Path(os.environ.get("SHOAL_PGDATA", "/var/lib/shoal/pgdata")).parent
 SECRETS_DIR = Path(os.environ.get("SHOAL_SECRETS_DIR", "/run/secrets"))
-BUNDLE = "tls.pem"
 TLS_DIR = STATE_DIR / "tls"
 KEY = TLS_DIR / "server.key"
 CERT = TLS_DIR / "server.crt"
 CA = TLS_DIR / "ca.crt"
 MAX_PEM = 64 * 1024
-
-PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END \1-----\r?\n?")
-
-
-class TlsError(Exception):
-    pass
-
-
-def pem_blocks(text: str) -> list[tuple[str, str]]:
-    """(label, block) for each PEM block in `text`, in order; blocks end with a newline."""
-    out = []
-    for m in PEM_RE.finditer(text):
-        block = m.group(0)
-        out.append((m.group(1), block if block.endswith("\n") else block + "\n"))
-    return out
-
-
-def split_bundle(text: str) -> tuple[str, str, str]:
-    """(key, server certificate, CA certificates) of a secret bundle."""
-    blocks = pem_blocks(text)
-    keys = [b for label, b in blocks if label.endswith("PRIVATE KEY")]
-    certs = [b for label, b in blocks if label == "CERTIFICATE"]
-    if len(keys) != 1 or len(certs) < 2:
-        raise TlsError(
-            f"{BUNDLE}: expected one private key and two or more certificates, "
-            f"found {len(keys)} key(s) and {len(certs)} certificate(s)"
-        )
-    return keys[0], certs[0], "".join(certs[1:])
 
 
 def install_from_secret() -> bool:
@@ -83,10 +59,7 @@ def api_context() -> ssl.SSLContext | None:
     when this member has no TLS files."""
     if not enabled():
         return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(CERT, KEY)
-    return ctx
+    return server_context(CERT, KEY)
 
 
 def reload_api_context(ctx: ssl.SSLContext) -> None:

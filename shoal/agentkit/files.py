@@ -1,5 +1,5 @@
-"""Files the member agent writes (configuration, passwords, TLS keys): written whole or not
-at all. Standard library only: this runs inside the member container."""
+"""Files a member agent writes (configuration, passwords, keys): written whole or not at
+all. Standard library only: this runs inside the member container."""
 
 from __future__ import annotations
 
