@@ -10,6 +10,7 @@ one another relatively and nothing else of shoal.
   files.py   files written whole or not at all
   tls.py     the member's TLS bundle (tls.pem) and the server side of the agent API's TLS
   net.py     the container's address on the control network
+  server.py  the agent API's bounded threading HTTP(S) server and its request handler base
 
 Nothing is imported here.
 """

@@ -15,8 +15,8 @@ unit tests import the same files as `shoal.plugins.mongodb.agent.*`.
   tls.py        the member's TLS bundle split into mongod's key+certificate and CA files
   users.py      the SCRAM users: the operator's administrator and the application's user
 
-shoal.agentkit gives the bundle's parsing and the API's TLS context, the control network
-address and atomic file writes.
+shoal.agentkit gives the bounded HTTPS server and its handler base, the bundle's parsing and
+the API's TLS context, the control network address and atomic file writes.
 
 Nothing is imported here, so importing one module (e.g. `users`) loads nothing else.
 """

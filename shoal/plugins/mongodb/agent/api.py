@@ -25,19 +25,18 @@ state), 503 (mongod did not answer or failed; ask again).
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import signal
 import socket
-import ssl
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from shoal.agentkit import server as kit
 from shoal.agentkit.net import control_address
+from shoal.agentkit.server import HttpError
 
 from . import initiate, keyfile, mongod, tls, users
 from .local import LocalMongo, Refused, Unavailable, relaxed_json, users_guard
@@ -59,13 +58,6 @@ def log(message: str) -> None:
 
 def read_secret(name: str) -> str:
     return (SECRETS_DIR / name).read_text().rstrip("\r\n")
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Fence:
@@ -98,80 +90,33 @@ class Member:
         return f"{self.name}:{mongod.PORT}"
 
 
-class BoundedServer(ThreadingHTTPServer):
+class BoundedServer(kit.BoundedServer):
     """A thread per connection, at most MAX_CONCURRENT at once (past that a connection is
     closed at once); TLS handshakes in the connection's own thread, within its timeout."""
 
-    daemon_threads = True
     request_queue_size = 64
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        context: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-        self.context = context
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            if self.context is not None:
-                request.settimeout(REQUEST_TIMEOUT)
-                try:
-                    request = self.context.wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError):
-                    self.shutdown_request(request)
-                    return
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    max_concurrent = MAX_CONCURRENT
+    request_timeout = REQUEST_TIMEOUT
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(kit.AgentHandler):
     member: Member
     timeout = REQUEST_TIMEOUT
     server_version = "shoal-mongodb-agent"
-    sys_version = ""
-    protocol_version = "HTTP/1.1"
+    max_body = MAX_BODY
 
     def log_message(self, format: str, *args: Any) -> None:
         if getattr(self, "command", "") == "POST":
             log(f"POST {getattr(self, 'path', '-')} -> {args[1] if len(args) > 1 else ''}")
 
-    def send_body(self, status: int, text: str) -> None:
-        data = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def reply(self, status: int, body: dict[str, Any]) -> None:
-        self.send_body(status, relaxed_json(body))
+        self.send_json(status, relaxed_json(body))
 
-    def authorized(self) -> bool:
-        try:
-            token = read_secret(TOKEN_SECRET)
-        except OSError:
-            return False
-        got = self.headers.get("Authorization", "")
-        return bool(token) and hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+    def bearer_token(self) -> str:
+        return read_secret(TOKEN_SECRET)
 
     def do_GET(self) -> None:
-        if self.headers.get("Content-Length", "0") not in ("", "0"):
-            self.close_connection = True
+        self.skip_get_body()
         try:
             if self.path == "/health":
                 return self.reply(200, {"ok": True})
@@ -186,13 +131,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY or length < 0:
-                self.close_connection = True
-                return self.reply(413, {"error": "body too large"})
-            raw = self.rfile.read(length) if length > 0 else b""
-            if not self.authorized():
-                return self.reply(401, {"error": "missing or wrong bearer token"})
+            raw = self.authorized_body()
+            if raw is None:
+                return
             if self.path != "/initiate":
                 return self.reply(404, {"error": f"no such endpoint: POST {self.path}"})
             self.reply(200, self.initiate(raw))

@@ -15,8 +15,8 @@ operator and the tests as `shoal.plugins.postgres.agent.*`.
   parameters.py  which parameters a declaration may set (also read by the declaration)
   tls.py         the member's key, certificate and CA, and their renewal
 
-shoal.agentkit gives the bundle's parsing and the API's TLS context, the control network
-address and atomic file writes.
+shoal.agentkit gives the bounded HTTP(S) server and its handler base, the bundle's parsing
+and the API's TLS context, the control network address and atomic file writes.
 
 Nothing is imported here, so `shoal.plugins.postgres.agent.parameters` (the declaration's
 allowlist) loads without the rest of the agent.

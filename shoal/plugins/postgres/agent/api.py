@@ -36,16 +36,15 @@ role, stale token), 500 (PostgreSQL failed).
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import signal
 import socket
-import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from shoal.agentkit import server as kit
 
 from . import lease, parameters, pg, syncguard, tls
 from .member import Agent, HttpError, log
@@ -138,76 +137,28 @@ def running_role(agent: Agent) -> str | None:
     return None if role is None else ("replica" if role == "standby" else "primary")
 
 
-class BoundedServer(ThreadingHTTPServer):
+class BoundedServer(kit.BoundedServer):
     """A thread per connection, but at most MAX_CONCURRENT at once: past that a connection
     is closed at once, so a flood of requests cannot exhaust threads or memory."""
 
-    daemon_threads = True
     request_queue_size = 128  # the listen backlog: a burst is queued, not dropped
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-        self.tls = tls
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            if self.tls is not None:
-                # The handshake runs here, in the connection's own thread and within the
-                # request timeout: a client that never finishes it holds only its slot.
-                request.settimeout(REQUEST_TIMEOUT)
-                try:
-                    request = self.tls.wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError):
-                    self.shutdown_request(request)
-                    return
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    max_concurrent = MAX_CONCURRENT
+    request_timeout = REQUEST_TIMEOUT
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(kit.AgentHandler):
     agent: Agent
     timeout = REQUEST_TIMEOUT  # a slow client cannot hold a thread for long
     server_version = "shoal-agent"
-    sys_version = ""
-    protocol_version = "HTTP/1.1"
+    max_body = MAX_BODY
 
     def log_message(self, format: str, *args: Any) -> None:
         path = getattr(self, "path", "")  # unset when the request line never came
         if path not in UNLOGGED and not path.startswith("/state"):
             log(f"{getattr(self, 'command', '-')} {path} -> {args[1] if len(args) > 1 else ''}")
 
-    def reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def authorized(self) -> bool:
-        try:
-            token = pg.read_secret("agent-token")
-        except OSError:
-            return False
-        got = self.headers.get("Authorization", "")
-        return bool(token) and hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+    def bearer_token(self) -> str:
+        return pg.read_secret("agent-token")
 
     def renew_lease(self, raw: str) -> None:
         """`X-Shoal-Lease` on `GET /state`: the operator renews this member's lease
@@ -224,10 +175,7 @@ class Handler(BaseHTTPRequestHandler):
         self.agent.lease.renew(renewal, arrived)
 
     def do_GET(self) -> None:
-        if self.headers.get("Content-Length", "0") not in ("", "0"):
-            # A GET carries no body here; one that does is not read, so the connection
-            # cannot be reused (its bytes would be parsed as the next request).
-            self.close_connection = True
+        self.skip_get_body()
         try:
             if self.path == "/health":
                 return self.reply(200, {"ok": True})
@@ -252,13 +200,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY or length < 0:
-                self.close_connection = True
-                return self.reply(413, {"error": "body too large"})
-            raw = self.rfile.read(length) if length > 0 else b""
-            if not self.authorized():
-                return self.reply(401, {"error": "missing or wrong bearer token"})
+            raw = self.authorized_body()
+            if raw is None:
+                return
             route = ROUTES.get(self.path)
             if route is None:
                 return self.reply(404, {"error": f"no such endpoint: POST {self.path}"})

@@ -15,6 +15,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from shoal.agentkit.server import HttpError as HttpError
+
 from . import backup, lease, pg, tls
 from .parameters import ROLE_LEVEL_GUARDED
 
@@ -63,13 +65,6 @@ CRASH_START_ATTEMPTS = 5
 def log(msg: str) -> None:
     sys.stderr.write(f"shoal-agent: {msg}\n")
     sys.stderr.flush()
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Agent:
