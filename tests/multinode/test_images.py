@@ -14,6 +14,7 @@ import pytest
 
 from shoal import names
 from shoal.platform.images import BuiltImages
+from shoal.plugins.registry import image_env
 from tests.integration.support import apply, declaration, shoal, wait_for
 from tests.multinode.support import healthy_spread, lab_nodes, member_nodes, on_node
 
@@ -74,7 +75,8 @@ def pinned_member_image() -> str:
         "{{range .Spec.TaskTemplate.ContainerSpec.Env}}{{println .}}{{end}}",
         names.OPERATOR_SERVICE,
     )  # fmt: skip
-    return next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("SHOAL_"))
+    variable = image_env("postgres") + "="
+    return next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith(variable))
 
 
 def registry_replicas(n: int) -> None:
@@ -151,8 +153,9 @@ def test_members_on_nodes_without_the_image_pull_it_from_the_swarms_registry(
         "{{range .Spec.TaskTemplate.ContainerSpec.Env}}{{println .}}{{end}}",
         names.OPERATOR_SERVICE,
     )  # fmt: skip
+    variable = image_env("postgres") + "="
     member_image = next(
-        line.split("=", 1)[1] for line in env.splitlines() if line.startswith("SHOAL_")
+        line.split("=", 1)[1] for line in env.splitlines() if line.startswith(variable)
     )
     assert member_image.startswith(f"{registry}/{lab.members['postgres']}@sha256:"), member_image
 
