@@ -20,7 +20,7 @@ import aiohttp
 from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database, Engine
 from shoal.request import Request
-from shoal.status import DatabaseState, DatabaseStatus, Event
+from shoal.status import DatabaseState, DatabaseStatus, Event, MemberState, MemberStatus
 from shoal.swarm.client import SwarmApi
 from shoal.swarm.nodes import NodeInfo
 from shoal.swarm.tasks import TaskInfo
@@ -172,6 +172,24 @@ class Observation(Generic[P]):
 
     def member(self, name: str | None) -> MemberObservation[P] | None:
         return next((m for m in self.members if m.name == name), None)
+
+
+def member_status(name: str, task: TaskInfo | None, answered: bool) -> MemberStatus:
+    """A member's status line as far as Swarm tells it: its node and task, and, for a member
+    whose engine gave no answer, its state (dead, unreachable while Swarm runs it, or still
+    starting). Each engine's view fills in the rest from its answer."""
+    st = MemberStatus(
+        name=name, node=task.node if task else None, task_id=task.task_id if task else None
+    )
+    if not answered:
+        st.state = (
+            MemberState.DEAD
+            if task is None or task.dead
+            else MemberState.UNREACHABLE
+            if task.running
+            else MemberState.STARTING
+        )
+    return st
 
 
 class ActionFailed(RuntimeError):

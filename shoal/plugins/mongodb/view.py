@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shoal.plugins.base import MemberObservation, Observation, Plan, ReplaceMember
+from shoal.plugins.base import MemberObservation, Observation, Plan, ReplaceMember, member_status
 from shoal.plugins.mongodb import naming
 from shoal.plugins.mongodb.model import MongoProbe
 from shoal.plugins.mongodb.progress import FenceRecord, MongoProgress
@@ -193,21 +193,12 @@ def member_statuses(rs: ReplicaSet, primary: MongoMember | None) -> list[MemberS
     lags = primary.probe.lags() if primary is not None and primary.probe is not None else {}
     out = []
     for m in rs.declared + rs.extra:
-        st = MemberStatus(
-            name=m.name,
-            node=m.task.node if m.task else None,
-            task_id=m.task.task_id if m.task else None,
-        )
         pr = m.probe
-        if pr is None:
-            st.state = (
-                MemberState.DEAD
-                if m.task is None or m.task.dead
-                else MemberState.UNREACHABLE
-                if m.task.running
-                else MemberState.STARTING
-            )
-        elif rs.fenced(m):
+        st = member_status(m.name, m.task, answered=pr is not None)
+        if pr is None:  # its state is Swarm's word alone
+            out.append(st)
+            continue
+        if rs.fenced(m):
             st.state = MemberState.FENCED
         elif not pr.initiated:
             st.state, st.role = MemberState.EMPTY, MemberRole.SYNCING

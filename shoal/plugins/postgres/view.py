@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shoal.plugins.base import MemberObservation, Observation, Plan
+from shoal.plugins.base import MemberObservation, Observation, Plan, member_status
 from shoal.plugins.postgres.model import PgProbe
 from shoal.plugins.postgres.progress import FenceRecord, PgProgress
 from shoal.status import MemberRole, MemberState, MemberStatus
@@ -198,21 +198,12 @@ def member_statuses(cluster: Cluster, primary: PgMember | None) -> list[MemberSt
     primary_lsn = primary.probe.wal_lsn if primary is not None and primary.probe else None
     out = []
     for m in cluster.declared + cluster.extra:
-        st = MemberStatus(
-            name=m.name,
-            node=m.task.node if m.task else None,
-            task_id=m.task.task_id if m.task else None,
-        )
         pr = m.probe
-        if pr is None:
-            st.state = (
-                MemberState.DEAD
-                if m.task is None or m.task.dead
-                else MemberState.UNREACHABLE
-                if m.task.running
-                else MemberState.STARTING
-            )
-        elif pr.state == "running" and cluster.ours(m):
+        st = member_status(m.name, m.task, answered=pr is not None)
+        if pr is None:  # its state is Swarm's word alone
+            out.append(st)
+            continue
+        if pr.state == "running" and cluster.ours(m):
             st.state = MemberState.RUNNING
             st.up = True
             st.timeline = pr.timeline
