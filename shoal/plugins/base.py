@@ -11,7 +11,9 @@ operator to choose, so both fit the same loop.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -190,6 +192,48 @@ def member_status(name: str, task: TaskInfo | None, answered: bool) -> MemberSta
             else MemberState.STARTING
         )
     return st
+
+
+class UnusableAnswer(ValueError):
+    """A member's answer that is malformed or of a newer format than this operator knows: no
+    usable answer (counted like none: docs/failure-modes.md, "An agent's answer it cannot
+    read")."""
+
+
+def answer_document(answer: object, newest_format: int) -> dict[str, Any]:
+    """`answer` as an object of a format this operator reads (1..`newest_format`; absent: 1),
+    else `UnusableAnswer` saying why."""
+    if not isinstance(answer, dict):
+        raise UnusableAnswer(f"the answer is not an object but {type(answer).__name__}")
+    fmt = answer.get("format", 1)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise UnusableAnswer(f"the answer's format {fmt!r:.40} is not a format")
+    if fmt > newest_format:
+        raise UnusableAnswer(
+            f"the answer's format {fmt} is newer than this operator's ({newest_format})"
+        )
+    return answer
+
+
+class UnusableAnswers:
+    """Turns members' answers into typed probes, logging an unusable one once (again only
+    when the reason changes or after a usable answer), so a member stuck on a bad answer
+    does not flood the log every probe."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._why: dict[str, str] = {}  # member -> why its last answer was unusable
+
+    def parse(self, member: str, answer: object, parse: Callable[[object], P]) -> P | None:
+        try:
+            probe = parse(answer)
+        except UnusableAnswer as e:
+            if self._why.get(member) != str(e):
+                self._log.warning("%s: %s", member, e, extra={"event": "probe-unusable"})
+            self._why[member] = str(e)
+            return None
+        self._why.pop(member, None)
+        return probe
 
 
 class ActionFailed(RuntimeError):

@@ -13,11 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.plugins.mongodb.model import (
-    MongoProbe,
-    ReplicaSetConfig,
-    UnusableAnswer,
-)
+from shoal.plugins.base import UnusableAnswer
+from shoal.plugins.mongodb.model import MongoProbe, ReplicaSetConfig
 from tests.unit import mongo_docs as docs
 
 pytestmark = pytest.mark.unit

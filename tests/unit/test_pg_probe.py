@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shoal.plugins.base import UnusableAnswer
 from shoal.plugins.postgres.agent import member, pg
-from shoal.plugins.postgres.model import PROBE_FORMAT, PgProbe, UnusableAnswer
+from shoal.plugins.postgres.model import PROBE_FORMAT, PgProbe
 from shoal.plugins.postgres.plugin import PostgresPlugin
 
 pytestmark = pytest.mark.unit

@@ -45,12 +45,7 @@ from pydantic import (
     field_validator,
 )
 
-from shoal.plugins.base import Action
-
-
-class UnusableAnswer(ValueError):
-    """A probe document that is malformed or of a newer format: no usable answer."""
-
+from shoal.plugins.base import Action, UnusableAnswer, answer_document
 
 # The newest probe document format this parser knows.
 PROBE_FORMAT = 1
@@ -320,15 +315,7 @@ class MongoProbe(_Model):
     @staticmethod
     def parse(doc: object) -> MongoProbe:
         """The probe document, typed; `UnusableAnswer` says why it cannot be used."""
-        if not isinstance(doc, dict):
-            raise UnusableAnswer(f"the answer is not an object but {type(doc).__name__}")
-        fmt = doc.get("format", 1)
-        if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
-            raise UnusableAnswer(f"the answer's format {fmt!r:.40} is not a format")
-        if fmt > PROBE_FORMAT:
-            raise UnusableAnswer(
-                f"the answer's format {fmt} is newer than this operator's ({PROBE_FORMAT})"
-            )
+        doc = answer_document(doc, PROBE_FORMAT)
         if not isinstance(doc.get("hello"), dict):
             raise UnusableAnswer("the answer holds no hello reply")
         try:

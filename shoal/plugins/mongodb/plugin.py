@@ -33,6 +33,7 @@ from shoal.plugins.base import (
     Plan,
     ProxyBackend,
     ServerBinary,
+    UnusableAnswers,
 )
 from shoal.plugins.mongodb import agent_client, durability, naming, planner
 from shoal.plugins.mongodb.model import (
@@ -41,7 +42,6 @@ from shoal.plugins.mongodb.model import (
     MongoProbe,
     Reconfigure,
     StepDown,
-    UnusableAnswer,
 )
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class MongoPlugin(EnginePlugin[MongoProbe]):
         # MongoDB member image to give it, as `shoal operator deploy` gives only built ones.
         self.image_given = image is not None
         self.image = image or self.image_recipe.alias
-        self._unusable: dict[str, str] = {}
+        self._answers = UnusableAnswers(log)
 
     def member_image(self) -> str:
         return self.image
@@ -139,15 +139,7 @@ class MongoPlugin(EnginePlugin[MongoProbe]):
         data = await self.probe_document(http, member, credentials)
         if data is None:
             return None
-        try:
-            probe = MongoProbe.parse(data)
-        except UnusableAnswer as e:
-            if self._unusable.get(member) != str(e):
-                log.warning("%s: %s", member, e, extra={"event": "probe-unusable"})
-            self._unusable[member] = str(e)
-            return None
-        self._unusable.pop(member, None)
-        return probe
+        return self._answers.parse(member, data, MongoProbe.parse)
 
     def answering_task(self, probe: MongoProbe) -> str | None:
         return probe.task

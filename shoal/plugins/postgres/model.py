@@ -7,12 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from shoal.plugins.base import Action
-
-
-class UnusableAnswer(ValueError):
-    """An agent's answer that is malformed or of a newer format: no usable answer."""
-
+from shoal.plugins.base import Action, UnusableAnswer, answer_document
 
 # The newest format of the agent's `GET /state` answer this parser knows. The agent writes
 # its own (agent/member.py: STATE_FORMAT, absent before it was introduced: format 1); a unit
@@ -108,17 +103,9 @@ class PgProbe(BaseModel):
     @staticmethod
     def parse(answer: object) -> PgProbe:
         """The agent's answer, typed; `UnusableAnswer` says why it cannot be used."""
-        if not isinstance(answer, dict):
-            raise UnusableAnswer(f"the answer is not an object but {type(answer).__name__}")
-        fmt = answer.get("format", 1)
-        if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
-            raise UnusableAnswer(f"the answer's format {fmt!r} is not a format")
-        if fmt > PROBE_FORMAT:
-            raise UnusableAnswer(
-                f"the answer's format {fmt} is newer than this operator's ({PROBE_FORMAT})"
-            )
+        document = answer_document(answer, PROBE_FORMAT)
         try:
-            return PgProbe.model_validate(answer)
+            return PgProbe.model_validate(document)
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])

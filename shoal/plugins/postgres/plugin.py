@@ -30,6 +30,7 @@ from shoal.plugins.base import (
     Observation,
     Plan,
     ProxyBackend,
+    UnusableAnswers,
 )
 from shoal.plugins.postgres import backup, naming, planner
 from shoal.plugins.postgres.agent import lease
@@ -46,7 +47,6 @@ from shoal.plugins.postgres.model import (
     RenewCertificate,
     StartBaseBackup,
     SwitchWal,
-    UnusableAnswer,
 )
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
 
     def __init__(self, image: str | None = None) -> None:
         self.image = image or self.image_recipe.alias
-        self._unusable: dict[str, str] = {}  # member -> why its last answer was unusable
+        self._answers = UnusableAnswers(log)
 
     def member_image(self) -> str:
         return self.image
@@ -218,17 +218,10 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
         data = await self.probe_document(http, member, credentials, lease)
         if data is None:
             return None
-        try:
-            probe = PgProbe.parse(data)
-        except UnusableAnswer as e:
-            # Counted like no answer: unreachable, so a failover waits for Swarm's word or
-            # `unreachableSeconds` (docs/failure-modes.md, "An agent's answer it cannot read").
-            if self._unusable.get(member) != str(e):
-                log.warning("%s: %s", member, e, extra={"event": "probe-unusable"})
-            self._unusable[member] = str(e)
-            return None
-        self._unusable.pop(member, None)
-        return probe
+        # An unusable answer counts like none: unreachable, so a failover waits for Swarm's
+        # word or `unreachableSeconds` (docs/failure-modes.md, "An agent's answer it cannot
+        # read").
+        return self._answers.parse(member, data, PgProbe.parse)
 
     def fence_token_seen(self, probe: PgProbe) -> int:
         return probe.fence_token
