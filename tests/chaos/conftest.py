@@ -6,6 +6,7 @@ says Healthy."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +19,14 @@ from tests.integration.support import shoal, status
 __all__ = ["operator", "platform", "unique_name"]
 
 
-@pytest.fixture
-def pg_db(operator: object, unique_name: str, tmp_path: Path) -> Iterator[str]:
-    name = unique_name[:20]
+@contextlib.contextmanager
+def healthy_database(engine: str, name: str, tmp_path: Path) -> Iterator[str]:
+    """A 3-member `durability: sync` database of `engine`, Healthy; deleted afterwards."""
     decl = tmp_path / "db.yaml"
     decl.write_text(
         "apiVersion: shoal/v1\nkind: Database\n"
         f"metadata: {{name: {name}}}\n"
-        "spec: {engine: postgres, members: 3, durability: sync}\n"
+        f"spec: {{engine: {engine}, members: 3, durability: sync}}\n"
     )
     applied = shoal("apply", "-f", str(decl))
     assert applied.returncode == 0, applied.stderr
@@ -37,3 +38,9 @@ def pg_db(operator: object, unique_name: str, tmp_path: Path) -> Iterator[str]:
         yield name
     finally:
         shoal("delete", name, "--wait")
+
+
+@pytest.fixture
+def pg_db(operator: object, unique_name: str, tmp_path: Path) -> Iterator[str]:
+    with healthy_database("postgres", unique_name[:20], tmp_path) as name:
+        yield name

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.support import SHOAL, shoal, status
+from tests.chaos.conftest import healthy_database
+from tests.integration.support import SHOAL
 from tests.integration.test_mongodb import IMAGE, NOT_RUN, _image_present, mongo_operator
 
 __all__ = ["mongo_operator"]
@@ -30,23 +30,8 @@ pytestmark = [
 
 @pytest.fixture
 def mongo_db(mongo_operator: object, unique_name: str, tmp_path: Path) -> Iterator[str]:
-    name = unique_name[:20]
-    decl = tmp_path / "db.yaml"
-    decl.write_text(
-        "apiVersion: shoal/v1\nkind: Database\n"
-        f"metadata: {{name: {name}}}\n"
-        "spec: {engine: mongodb, members: 3, durability: sync}\n"
-    )
-    applied = shoal("apply", "-f", str(decl))
-    assert applied.returncode == 0, applied.stderr
-    try:
-        deadline = time.time() + 600
-        while status(name).get("state") != "Healthy":
-            assert time.time() < deadline, f"{name} never became Healthy: {status(name)}"
-            time.sleep(2)
+    with healthy_database("mongodb", unique_name[:20], tmp_path) as name:
         yield name
-    finally:
-        shoal("delete", name, "--wait")
 
 
 def test_the_smoke_suite_loses_no_majority_acknowledged_write(
