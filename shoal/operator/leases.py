@@ -46,9 +46,29 @@ class LeaseBook:
         """One probe of `member`, sent at `sent_at`: a renewal if `renewed`, answered by the
         container of task `answered_by` (None: unknown or no answer)."""
         if renewed:
-            for task in [answered_by] if answered_by else may_run:
-                self._renewed[task] = sent_at
+            self._renewed_at(answered_by, may_run, sent_at)
         self._answered[member] = answered
+
+    def book_renewal(
+        self,
+        member: str,
+        sent_at: float,
+        answered_by: str | None,
+        may_run: Iterable[str],
+        answered: bool,
+    ) -> None:
+        """A renewal alone (no probe), sent at `sent_at`. It never marks the member as
+        answering: whether its engine answers is for the next probe to say, so a member
+        whose agent answers but whose engine does not loses its renewals all the same."""
+        self._renewed_at(answered_by, may_run, sent_at)
+        if not answered:
+            self._answered[member] = False
+
+    def _renewed_at(self, answered_by: str | None, may_run: Iterable[str], sent_at: float) -> None:
+        # The latest renewal sent counts: a renewal answered after a later probe's (the two
+        # run concurrently) must not move the lease's end back.
+        for task in [answered_by] if answered_by else may_run:
+            self._renewed[task] = max(self._renewed.get(task, sent_at), sent_at)
 
     def left(self, tasks: Iterable[str], ttl: float | None, margin: float, now: float) -> float:
         """Seconds until the lease of every one of `tasks` is surely over (<= 0: it is)."""

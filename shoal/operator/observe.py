@@ -12,6 +12,7 @@ from typing import Any
 
 from shoal import names
 from shoal.credentials import DatabaseCredentials
+from shoal.declaration import Database
 from shoal.operator.context import OperatorContext
 from shoal.operator.leases import LeaseBook
 from shoal.operator.members import infrastructure_ready
@@ -70,6 +71,7 @@ class Observer:
         self.name = name
         self._unreachable = UnreachableClock()
         self._book: LeaseBook | None = None
+        self._may_run: dict[str, list[str]] = {}  # member -> its tasks that may have a container
 
     @property
     def _leases(self) -> LeaseBook:
@@ -138,12 +140,8 @@ class Observer:
         # would hold the whole observation (and so the failover) for the probe's timeout.
         ttl = plugin.lease_ttl(db)
         declared = member_names[: db.spec.members]
+        granted = self._granted(ttl)
         token = self.ctx.lease.token
-        # Never grant past this operator's own leadership lease: an operator cut off from
-        # the managers (deposed, replaced elsewhere) must stop keeping its primaries alive.
-        granted = min(ttl, self.ctx.lease.remaining()) if ttl is not None else None
-        if granted is not None and granted < MIN_GRANT:
-            granted = None
         grants = [self._leases.grant(n, granted, declared, token) for n in member_names]
         sent = time.monotonic()
         infra_ready, proxy, *probes = await all_of(
@@ -163,12 +161,13 @@ class Observer:
             svc = by_index.get(i)
             usable = probe is not None and plugin.answered(probe)
             sid = svc["ID"] if svc is not None else ""
+            self._may_run[n] = may_run.get(sid, [])
             self._leases.book(
                 n,
                 sent,
                 renewed=grant is not None and _may_answer(info),
                 answered_by=plugin.answering_task(probe) if probe is not None else None,
-                may_run=may_run.get(sid, []),
+                may_run=self._may_run[n],
                 answered=usable,
             )
             unreachable_for = self._unreachable.note(
@@ -211,6 +210,46 @@ class Observer:
             monotonic=time.monotonic(),
             nodes=tuple(nodes.values()),
         )
+
+    def _granted(self, ttl: float | None) -> float | None:
+        """The lease to grant now. Never past this operator's own leadership lease: an
+        operator cut off from the managers (deposed, replaced elsewhere) must stop keeping
+        its primaries alive."""
+        granted = min(ttl, self.ctx.lease.remaining()) if ttl is not None else None
+        return None if granted is None or granted < MIN_GRANT else granted
+
+    async def renew(
+        self,
+        db: Database,
+        plugin: EnginePlugin[Any],
+        credentials: DatabaseCredentials,
+        member: str,
+    ) -> bool | None:
+        """Renew one member's lease with a request that asks nothing else, between two
+        passes (operator/renewals.py). True when it answered, False when not (its
+        unreachable count starts from this request, as from an unanswered probe), None when
+        no renewal was due: the engine keeps no lease, this operator may not grant one, or
+        the member did not answer the last probe (only a probe renews such a member)."""
+        declared = [names.member_service(self.name, i) for i in range(db.spec.members)]
+        grant = self._leases.grant(
+            member, self._granted(plugin.lease_ttl(db)), declared, self.ctx.lease.token
+        )
+        if grant is None or member not in self._may_run:
+            return None
+        sent = time.monotonic()
+        answer = await plugin.renew(self.ctx.http, member, credentials, grant)
+        self._leases.book_renewal(
+            member,
+            sent,
+            answered_by=answer.task_id if answer is not None else None,
+            may_run=self._may_run[member],
+            answered=answer is not None,
+        )
+        if answer is None:
+            self._unreachable.note(
+                member, answered=False, running=True, sent=sent, now=time.monotonic()
+            )
+        return answer is not None
 
     async def _infrastructure_ready(self, stored: StoredDatabase) -> bool:
         """Whether the database's networks and secrets are all there; once they are, Swarm is

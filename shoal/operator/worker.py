@@ -17,8 +17,9 @@ from shoal.operator.context import OperatorContext
 from shoal.operator.observe import Observer
 from shoal.operator.placement import pin_actions, placement_of, report_placement
 from shoal.operator.proxy import plan_proxy
+from shoal.operator.renewals import RenewalTarget, Renewer
 from shoal.plugins.base import ActionFailed, UnreadablePlanState
-from shoal.status import DatabaseStatus
+from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.client import SwarmError
 from shoal.swarm.store import StaleFencingToken, UnreadableStatus
 
@@ -33,6 +34,7 @@ class DatabaseWorker:
         self.wake = asyncio.Event()
         self.last_status: DatabaseStatus | None = None
         self.observer = Observer(ctx, name)
+        self.renewer = Renewer(ctx, self.observer, self.poke)
         self.applier = Applier(ctx, name)
         self._gone = False
         self._unreadable: str | None = None
@@ -42,6 +44,15 @@ class DatabaseWorker:
         self.wake.set()
 
     async def run(self) -> None:
+        renewals = asyncio.create_task(self.renewer.run(), name=f"renewals-{self.name}")
+        try:
+            await self._reconcile()
+        finally:
+            renewals.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewals
+
+    async def _reconcile(self) -> None:
         delay = 0.0
         while not self._gone:
             with contextlib.suppress(TimeoutError):
@@ -179,11 +190,15 @@ class DatabaseWorker:
         ctx.metrics.publish(status)
         if failed:
             return 0.5, engine
+        # The primary's lease is renewed between passes (operator/renewals.py).
+        self.renewer.target = (
+            RenewalTarget(stored.declaration, plugin, credentials, status.primary)
+            if status.primary is not None
+            and status.writable
+            and status.state in (DatabaseState.HEALTHY, DatabaseState.DEGRADED)
+            else None
+        )
         after = 0.05 if actions and plan.requeue_after > 0.5 else plan.requeue_after
-        ttl = plugin.lease_ttl(stored.declaration)
-        if ttl is not None:
-            # Renew members' leases (probes carry the renewals) three times per lease.
-            after = min(after, ttl / 3)
         return after, engine
 
     def _must_write(self, stored: DatabaseStatus, new: DatabaseStatus, acted: bool) -> bool:

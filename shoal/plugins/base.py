@@ -108,6 +108,13 @@ class LeaseGrant:
 
 
 @dataclass(frozen=True)
+class RenewalAnswer:
+    """A member's answer to a renewal alone (`EnginePlugin.renew`)."""
+
+    task_id: str | None  # the Swarm task of the container that took it (None: unknown)
+
+
+@dataclass(frozen=True)
 class MemberObservation(Generic[P]):
     index: int
     name: str
@@ -405,6 +412,18 @@ class EnginePlugin(ABC, Generic[P]):
 
     def lease_ttl(self, database: Database) -> float | None:
         """The lease a primary of this database holds (None: the engine keeps no lease)."""
+        return None
+
+    async def renew(
+        self,
+        http: aiohttp.ClientSession,
+        member: str,
+        credentials: DatabaseCredentials,
+        lease: LeaseGrant,
+    ) -> RenewalAnswer | None:
+        """Renew a member's lease and ask nothing else: the renewals between two
+        reconcile passes (operator/renewals.py). None when it does not answer in time, or
+        the engine keeps no lease."""
         return None
 
     def fence_token_seen(self, probe: P) -> int:

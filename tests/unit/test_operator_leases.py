@@ -57,3 +57,37 @@ def test_forgotten_tasks_fall_back_to_the_opening() -> None:
     book.book("db-1", 90.0, renewed=True, answered_by="t-old", may_run=[], answered=True)
     book.prune({"t-new"})
     assert book.left(["t-old"], ttl=5.0, margin=0.0, now=90.0) < 0
+
+
+def test_a_renewal_between_probes_extends_the_lease_of_the_container_that_took_it() -> None:
+    book = LeaseBook(opened=0.0)
+    book.book("db-1", 1.0, renewed=True, answered_by="t-1", may_run=["t-1"], answered=True)
+    book.book_renewal("db-1", 3.0, answered_by="t-1", may_run=["t-1"], answered=True)
+    assert book.left(["t-1"], ttl=2.0, margin=1.0, now=3.0) == 3.0
+
+
+def test_an_unanswered_renewal_counts_and_stops_the_next_one() -> None:
+    book = LeaseBook(opened=0.0)
+    book.book("db-1", 1.0, renewed=True, answered_by="t-1", may_run=["t-1"], answered=True)
+    book.book_renewal("db-1", 2.0, answered_by=None, may_run=["t-1"], answered=False)
+    assert book.left(["t-1"], ttl=2.0, margin=1.0, now=2.0) == 3.0  # it may have arrived
+    assert book.grant("db-1", 2.0, MEMBERS, token=1) is None  # only a probe renews it now
+
+
+def test_an_answered_renewal_does_not_make_a_silent_engine_count_as_answering() -> None:
+    # The agent answers, its PostgreSQL does not: the probe said so, a renewal cannot undo it.
+    book = LeaseBook(opened=0.0)
+    book.book("db-1", 1.0, renewed=True, answered_by="t-1", may_run=["t-1"], answered=False)
+    book.book_renewal("db-1", 2.0, answered_by="t-1", may_run=["t-1"], answered=True)
+    assert book.grant("db-1", 2.0, MEMBERS, token=1) is None
+
+
+def test_a_late_answer_never_moves_the_lease_end_back() -> None:
+    # A renewal and a probe run concurrently: the earlier-sent one may be booked last.
+    book = LeaseBook(opened=0.0)
+    book.book("db-1", 5.0, renewed=True, answered_by="t-1", may_run=["t-1"], answered=True)
+    book.book_renewal("db-1", 4.0, answered_by="t-1", may_run=["t-1"], answered=True)
+    assert book.left(["t-1"], ttl=2.0, margin=1.0, now=5.0) == 3.0
+    book.book_renewal("db-1", 6.0, answered_by="t-1", may_run=["t-1"], answered=True)
+    book.book("db-1", 5.5, renewed=True, answered_by="t-1", may_run=["t-1"], answered=True)
+    assert book.left(["t-1"], ttl=2.0, margin=1.0, now=6.0) == 3.0

@@ -145,3 +145,33 @@ def test_an_implausible_fencing_token_is_refused_not_recorded(
     status, body = post(url + "/stop", {"token": token})
     assert status == 400 and "plausible" in body["error"]
     assert recorded == []
+
+
+def test_a_renewal_alone_renews_without_a_query_and_needs_the_token(
+    served: tuple[FakeAgent, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.plugins.postgres.agent import lease
+
+    fake, url = served
+    monkeypatch.setattr(pg, "read_secret", lambda name: "t0ken")
+    monkeypatch.setenv("SHOAL_TASK_ID", "task-7")
+    fake.lease = lease.Lease()  # type: ignore[attr-defined]
+    fake.check_fence = lambda token: None  # type: ignore[attr-defined]
+
+    def renew(headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(url + "/lease", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    header = {lease.HEADER: "ttl=2.250;token=4;peers=orders_0"}
+    assert renew(header)[0] == 401  # no bearer token
+    auth = {"Authorization": "Bearer t0ken"}
+    status, body = renew(auth)
+    assert status == 400 and lease.HEADER in body["error"]
+    assert fake.lease.renewed_at is None  # type: ignore[attr-defined]
+    status, body = renew({**auth, **header})
+    assert (status, body) == (200, {"task_id": "task-7", "role": "primary"})
+    assert fake.lease.ttl == 2.25 and fake.lease.peers == ("orders_0",)  # type: ignore[attr-defined]

@@ -277,6 +277,74 @@ def test_a_fenced_primary_swarm_cannot_stop_is_outlived_by_its_lease() -> None:
     assert Promote("orders-0", LISTS["orders-0"]) in plan(over).actions
 
 
+def test_one_standby_is_released_ahead_so_the_failover_need_not_wait_for_the_peers() -> None:
+    """Property 13 without the wait: the peers hold the old primary's lease only while every
+    one of them replies, so releasing one standby PEERS_RELEASE_WAIT before
+    `unreachableSeconds` is up ends that part by the time a failover may start."""
+    doc = recording("healthy")
+    doc["probes"]["orders-1"] = None  # cut off; Swarm still says it runs
+    doc["probes"]["orders-2"]["wal_lsn"] -= 8192  # it has the least WAL
+    early = 10 - PEERS_RELEASE_WAIT - 1.0
+    assert plan(observe(doc, unreachable={"orders-1": early})).actions == []
+    ahead = 10 - PEERS_RELEASE_WAIT
+    released = plan(observe(doc, unreachable={"orders-1": ahead}))
+    assert released.actions == [Follow("orders-2", None, "orders_2")]
+    assert released.status.state == DatabaseState.UNAVAILABLE
+    assert not progress(released).released  # not seen done yet
+    doc["status"] = released.status.model_dump(mode="json")
+    doc["probes"]["orders-2"]["upstream"] = None
+    doc["probes"]["orders-2"]["receiving"] = False
+    seen = plan(observe(doc, unreachable={"orders-1": ahead + 0.3}, monotonic=0.0))
+    assert seen.actions == []  # released once, the others keep following
+    assert progress(seen).released == "1:0.000"
+    # Due: the others stop following, the old primary is fenced, and once Swarm has
+    # replaced its task (it cannot stop the container yet) and the operator's renewal is
+    # over, the promotion needs no further wait for the peers.
+    doc["status"] = seen.status.model_dump(mode="json")
+    due = plan(observe(doc, unreachable={"orders-1": 10.2}, monotonic=4.0))
+    assert due.actions == [Follow("orders-0", None, "orders_0")]
+    doc = _stopped_following(doc)
+    doc["status"] = due.status.model_dump(mode="json")
+    fenced = plan(observe(doc, unreachable={"orders-1": 10.4}, monotonic=4.1))
+    assert ReplaceMember("orders-1", "fence the old primary") in fenced.actions
+    doc["status"] = fenced.status.model_dump(mode="json")
+    running = {"orders-1": True}
+    over = observe(
+        doc, replaced=running, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT + 0.01
+    )
+    assert Promote("orders-0", LISTS["orders-0"]) in plan(over).actions
+    held = observe(
+        doc, replaced=running, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT - 0.1
+    )
+    assert not any(isinstance(a, Promote) for a in plan(held).actions)
+
+
+def test_the_only_standby_confirming_commits_is_not_released_ahead() -> None:
+    doc = recording("healthy")
+    doc["probes"]["orders-1"] = None
+    doc["probes"]["orders-2"] = None  # unreachable too: orders-0 alone confirms commits
+    p = plan(observe(doc, unreachable={"orders-1": 9.0, "orders-2": 9.0}))
+    assert not any(isinstance(a, Follow) for a in p.actions)
+    # Under `durability: async` no commit waits for it: released all the same.
+    doc["declaration"]["spec"]["durability"] = "async"
+    p = plan(observe(doc, unreachable={"orders-1": 9.0, "orders-2": 9.0}))
+    assert Follow("orders-0", None, "orders_0") in p.actions
+
+
+def test_a_primary_that_answers_again_gets_its_released_standby_back() -> None:
+    doc = recording("healthy")
+    doc["probes"]["orders-2"]["upstream"] = None
+    doc["probes"]["orders-2"]["receiving"] = False
+    status = DatabaseStatus.model_validate(doc["status"])
+    pr = PgProgress.from_status(status.progress)
+    pr.released = "1:0.000"
+    status.progress = pr.to_status()
+    doc["status"] = status.model_dump(mode="json")
+    p = plan(observe(doc))
+    assert Follow("orders-2", "orders-1", "orders_2") in p.actions
+    assert not progress(p).released
+
+
 def _lost_node_primary() -> dict[str, Any]:
     """The primary (orders-1) was on a node Swarm declared down: its newest task is a
     replacement that has not started, the standbys already follow nothing."""

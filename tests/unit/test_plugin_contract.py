@@ -132,10 +132,24 @@ def test_connection_names_every_member_and_no_secret(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_lease_outlasts_its_own_margin(engine: str) -> None:
+@pytest.mark.parametrize("unreachable", [1, 3, 5, 10, 60])
+def test_a_lease_is_over_when_the_operator_gives_up_on_its_primary(
+    engine: str, unreachable: int
+) -> None:
+    """Where `unreachableSeconds` leaves room for the margin, the lease of a primary cut off
+    from the operator is over (ttl + margin, counted from the renewal it did not answer)
+    when the operator gives up on it: a failover then has no lease to wait for. A shorter
+    `unreachableSeconds` gets the shortest lease renewals can keep."""
     plugin: EnginePlugin[Any] = PLUGINS[engine]
-    ttl = plugin.lease_ttl(database(engine))
-    assert ttl is None or ttl > plugin.lease_margin
+    db = load_declaration(
+        "apiVersion: shoal/v1\nkind: Database\nmetadata:\n  name: orders\nspec:\n"
+        f"  engine: {engine}\n  failover:\n    unreachableSeconds: {unreachable}\n"
+    )
+    ttl = plugin.lease_ttl(db)
+    if ttl is None:
+        return
+    assert ttl >= 2.0
+    assert ttl + plugin.lease_margin <= unreachable or ttl == 2.0
 
 
 def _known_cluster(engine: str) -> DatabaseStatus:

@@ -127,6 +127,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
         # still commit for clients it has, so only Swarm's word that it died skips this.
         waited = old.unreachable_for
         tl.mark("primary unreachable", obs.now)
+        note_released(cluster, old)
         if waited < spec.failover.unreachable_seconds:
             s.state = DatabaseState.UNAVAILABLE
             s.message = (
@@ -135,6 +136,9 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
             )
             s.members = member_statuses(cluster, None)
             p.requeue_after = 0.5
+            if waited >= spec.failover.unreachable_seconds - PEERS_RELEASE_WAIT - BREAK_AHEAD:
+                p.add(*_break_peer_hold(cluster, old))
+                p.requeue_after = 0.2
             return p
 
     # The recorded primary itself is a candidate when it answers as a standby (demoted by a
@@ -202,8 +206,9 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
         p.requeue_after = 0.05
         return p
 
+    note_released(cluster, old)
     released = elapsed(obs, cluster.progress.released) if cluster.progress.released else None
-    if released is None:  # first seen now, or stamped by another operator: count from now
+    if released is None:  # stamped by another operator: count from now
         cluster.progress.released = stamp(obs)
         released = 0.0
 
@@ -257,10 +262,67 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
     return p
 
 
-# After every candidate was seen following nothing, the old primary's peers no longer hold its
-# lease once PEER_REPLY_LIMIT has passed since their last reply; its agent has stopped
-# PostgreSQL REACTION later; 0.5 s to spare.
+# Once one of the old primary's peers was seen following nothing, the peers no longer hold
+# its lease (that needs every one of them) once PEER_REPLY_LIMIT has passed since that peer's
+# last reply; its agent has stopped PostgreSQL REACTION later; 0.5 s to spare.
 PEERS_RELEASE_WAIT = lease.PEER_REPLY_LIMIT + lease.REACTION + 0.5
+# How long before `unreachableSeconds` is up one standby is released (below).
+BREAK_AHEAD = 0.5
+
+
+def note_released(cluster: Cluster, old: PgMember | None) -> None:
+    """Stamp `progress.released` the first time, while the recorded primary is missing,
+    that one of its peers (every other declared member: the peers its lease names) is seen
+    running as a standby that follows nothing: from then on the peers' part of its lease
+    runs out (agent/lease.py needs every peer replying). Nothing re-points such a standby at
+    the old primary but the normal plan once it answers again, and `end_timeline` clears the
+    stamp then."""
+    if old is None or cluster.progress.released:
+        return
+    if any(_released(m) for m in cluster.declared if m is not old):
+        cluster.progress.released = stamp(cluster.obs)
+
+
+def _released(m: PgMember) -> bool:
+    pr = m.probe
+    return (
+        pr is not None
+        and pr.answered
+        and pr.is_standby
+        and pr.upstream is None
+        and not pr.receiving
+    )
+
+
+def _break_peer_hold(cluster: Cluster, old: PgMember) -> list[Follow]:
+    """While the primary is unreachable but before `unreachableSeconds` is up: stop one
+    standby following it, so the peers' part of its lease has run out by the time the
+    failover may start (PEERS_RELEASE_WAIT), and a primary cut off from the operator and
+    from its standbys alike is not waited for past `unreachableSeconds`.
+
+    Harmless to a primary that is only slow to answer the operator: the other standbys keep
+    confirming its commits (`ANY 1`), and the released one is pointed back at it by the
+    normal plan as soon as it answers. So under `durability: sync` it is done only while
+    another standby follows it; never twice."""
+    if cluster.progress.released:
+        return []
+    following = [
+        m
+        for m in cluster.declared
+        if m is not old
+        and cluster.ours(m)
+        and not cluster.fenced(m)
+        and m.probe is not None
+        and m.probe.answered
+        and m.probe.is_standby
+        and (m.probe.receiving or m.probe.upstream is not None)
+    ]
+    needed = 2 if cluster.obs.database.spec.durability is Durability.SYNC else 1
+    if len(following) < needed:
+        return []
+    # The one with the least WAL (ties: the highest index): the others stay the candidates.
+    breaker = min(following, key=_position)
+    return [Follow(breaker.name, None, naming.slot_name(breaker.name))]
 
 
 def _lease_wait(old: PgMember | None, best: PgMember, released: float) -> float:

@@ -30,6 +30,7 @@ from shoal.plugins.base import (
     Observation,
     Plan,
     ProxyBackend,
+    RenewalAnswer,
     UnusableAnswers,
 )
 from shoal.plugins.postgres import backup, naming, planner
@@ -57,6 +58,11 @@ log = logging.getLogger("shoal.postgres")
 # to the address of a container that just died (nothing answers there, not even a reset),
 # and the whole observation, so the failover, would wait for it.
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0, sock_connect=0.3)
+
+
+# The shortest lease granted: renewed every third of it, by requests that may take up to
+# PROBE_TIMEOUT, a lease this long survives one renewal lost or late.
+MIN_LEASE_TTL = 2.0
 
 
 def renewal_header(grant: LeaseGrant) -> str:
@@ -186,9 +192,13 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.REACTION + 0.5
 
     def lease_ttl(self, database: Database) -> float | None:
-        # The same patience as for an unreachable primary: a primary cut off for
-        # `unreachableSeconds` stops itself, as the operator would fence it after as long.
-        return float(database.spec.failover.unreachable_seconds)
+        # The same patience as for an unreachable primary: a primary cut off from the
+        # operator has stopped by the time the operator gives up on it, `unreachableSeconds`
+        # after sending the first renewal it did not answer (that renewal's ttl plus
+        # `lease_margin`), so a failover need not wait for it. Renewals go out every third
+        # of the ttl between passes (operator/renewals.py); never shorter than MIN_LEASE_TTL.
+        unreachable = float(database.spec.failover.unreachable_seconds)
+        return max(MIN_LEASE_TTL, unreachable - self.lease_margin)
 
     async def probe_document(
         self,
@@ -207,6 +217,23 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
             )  # fmt: skip
         except AgentError:
             return None
+
+    async def renew(
+        self,
+        http: aiohttp.ClientSession,
+        member: str,
+        credentials: DatabaseCredentials,
+        lease_grant: LeaseGrant,
+    ) -> RenewalAnswer | None:
+        try:
+            data = await member_call(
+                http, member, credentials, "GET", "/lease", timeout=PROBE_TIMEOUT,
+                extra_headers={lease.HEADER: renewal_header(lease_grant)},
+            )  # fmt: skip
+        except AgentError:
+            return None
+        task = data.get("task_id") if isinstance(data, dict) else None
+        return RenewalAnswer(task_id=task if isinstance(task, str) and task else None)
 
     async def probe(
         self,

@@ -19,6 +19,8 @@ role, stale token), 500 (PostgreSQL failed).
   GET  /state                                            200 state body (member.py)
        with `X-Shoal-Lease: ttl=S;token=N;peers=slot,...` it also renews the primary's
        lease (lease.py): 400 when malformed, 409 for a stale token
+  GET  /lease  with that header: renews the lease only    200 {"task_id", "role"}
+       (the operator's renewals between its probes; no query, no subprocess)
   POST /bootstrap {parameters?}                          200 state body   (empty member)
   POST /clone {source, system_identifier, slot, parameters?}  202 state body (empty|failed)
   POST /follow {upstream: host|null, slot}               200 state body   (standby)
@@ -70,7 +72,7 @@ MAX_FENCE_TOKEN = 1 << 53
 REQUEST_TIMEOUT = 10.0
 # Unauthenticated role checks for the read-write proxy: GET path -> role answered with 200.
 ROLE_CHECKS = {"/primary": "primary", "/replica": "replica"}
-UNLOGGED = frozenset({"/health", *ROLE_CHECKS})
+UNLOGGED = frozenset({"/health", "/lease", *ROLE_CHECKS})
 
 
 def field(
@@ -161,7 +163,7 @@ class Handler(kit.AgentHandler):
         return pg.read_secret("agent-token")
 
     def renew_lease(self, raw: str) -> None:
-        """`X-Shoal-Lease` on `GET /state`: the operator renews this member's lease
+        """`X-Shoal-Lease` on `GET /state` or `GET /lease`: the operator renews this member's lease
         (lease.py). A renewal with a fencing token older than one already seen comes
         from a deposed operator and renews nothing (409)."""
         arrived = time.monotonic()
@@ -191,6 +193,14 @@ class Handler(kit.AgentHandler):
                 if raw is not None:
                     self.renew_lease(raw)
                 return self.reply(200, self.agent.state_body())
+            if self.path == "/lease":
+                # A renewal alone, between the operator's probes: no query, no subprocess.
+                raw = self.headers.get(lease.HEADER)
+                if raw is None:
+                    raise HttpError(400, f"header {lease.HEADER} is required on GET /lease")
+                self.renew_lease(raw)
+                task = os.environ.get("SHOAL_TASK_ID") or None
+                return self.reply(200, {"task_id": task, "role": running_role(self.agent)})
             self.reply(404, {"error": f"no such endpoint: GET {self.path}"})
         except HttpError as e:
             self.reply(e.status, {"error": e.message})
@@ -394,6 +404,11 @@ def main() -> int:
     threading.Thread(
         target=syncguard.run,
         args=(lambda: agent.serving_role() == "primary", stop, log),
+        daemon=True,
+    ).start()
+    threading.Thread(
+        target=lease.watch_peers,
+        args=(agent.lease, lambda: agent.serving_role() == "primary", stop),
         daemon=True,
     ).start()
     threading.Thread(

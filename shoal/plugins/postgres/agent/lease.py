@@ -30,9 +30,12 @@ promoted meanwhile, the operator promotes it again, as the standby holding every
 
 Timing, by this container's monotonic clock: the lease ends `ttl` after the request that last
 renewed it, or `PEER_REPLY_LIMIT` after the last moment every named peer had replied,
-whichever is later; PostgreSQL has stopped `REACTION` after that at most (the check period,
-the query for the peers' replies, the immediate stop). The operator counts from
-*sending* the renewal and adds its probe timeout and a guard (operator/observe.py).
+whichever is later; PostgreSQL has stopped `REACTION` after that at most (the check period
+and the immediate stop). The peers' replies are asked for by a thread of their own
+(`watch_peers`) from `WATCH_AHEAD` before the operator's renewal runs out, so the check that
+fences never waits for a query: a slow or hung PostgreSQL makes the lease end sooner, never
+later. The operator counts from *sending* the renewal and adds its probe timeout and a guard
+(operator/observe.py).
 A primary whose whole host is frozen (a paused VM or node container) notices only when it
 runs again, and its backends may run first: that is the limit every lease has.
 """
@@ -51,9 +54,12 @@ HEADER = "X-Shoal-Lease"
 CHECK_EVERY = 0.25
 PEER_REPLY_LIMIT = 3.0  # seconds since a standby's last reply for it to count as reached
 PEERS_QUERY_TIMEOUT = 1.0
-# From the moment the lease runs out until PostgreSQL has stopped, at most: the check period,
-# the query for the peers' replies, and the immediate stop.
-REACTION = CHECK_EVERY + PEERS_QUERY_TIMEOUT + 0.5
+# The peers' replies are asked for from this long before the operator's renewal runs out
+# (a query, and a check period to spare), and every CHECK_EVERY after it has.
+WATCH_AHEAD = PEERS_QUERY_TIMEOUT + 2 * CHECK_EVERY
+# From the moment the lease runs out until PostgreSQL has stopped, at most: the check period
+# and the immediate stop (the peers' replies were asked for beforehand, by `watch_peers`).
+REACTION = CHECK_EVERY + 0.5
 MIN_TTL, MAX_TTL = 1.0, 3600.0
 MAX_PEERS = 64
 
@@ -108,6 +114,9 @@ class Lease:
 
     def renew(self, r: Renewal, now: float) -> None:
         with self._lock:
+            if r.peers != self.peers:
+                # Replies of another set of peers say nothing of this one's.
+                self.peer_held_until = 0.0
             self.renewed_at, self.ttl, self.peers = now, r.ttl, r.peers
 
     def operator_left(self, now: float) -> float | None:
@@ -117,20 +126,26 @@ class Lease:
                 return None
             return self.renewed_at + self.ttl - now
 
-    def expired(self, now: float, reply_age: dict[str, float] | None) -> bool:
-        """True once neither the operator's renewal nor the peers hold the lease.
-        `reply_age`: seconds since each streaming standby's last reply (application name),
-        or None when PostgreSQL could not be asked (nothing then holds it but the operator)."""
+    def note_peers(self, asked_at: float, reply_age: dict[str, float] | None) -> None:
+        """The peers' replies as PostgreSQL reported them to a query sent at `asked_at`:
+        seconds since each streaming standby's last reply (application name), or None
+        when PostgreSQL could not be asked (which holds nothing)."""
+        with self._lock:
+            if not self.peers or reply_age is None:
+                return
+            ages = [reply_age.get(p) for p in self.peers]
+            if all(a is not None and a < PEER_REPLY_LIMIT for a in ages):
+                oldest = max(a for a in ages if a is not None)
+                # The query ran after `asked_at`: counting from then puts each reply no
+                # later than it was, so the hold never outlasts the real one.
+                self.peer_held_until = max(self.peer_held_until, asked_at - oldest)
+
+    def expired(self, now: float) -> bool:
+        """True once neither the operator's renewal nor the peers hold the lease: every
+        peer replied at `peer_held_until` or later, which holds it PEER_REPLY_LIMIT more."""
         with self._lock:
             if self.renewed_at is None or now < self.renewed_at + self.ttl:
                 return False
-            if self.peers and reply_age is not None:
-                ages = [reply_age.get(p) for p in self.peers]
-                if all(a is not None and a < PEER_REPLY_LIMIT for a in ages):
-                    oldest = max(a for a in ages if a is not None)
-                    self.peer_held_until = max(self.peer_held_until, now - oldest)
-            # Every peer replied at `peer_held_until` or later: the peers hold the lease
-            # until PEER_REPLY_LIMIT after that (also when PostgreSQL cannot be asked).
             return now >= self.peer_held_until + PEER_REPLY_LIMIT
 
     def describe(self, now: float) -> dict[str, Any] | None:
@@ -150,19 +165,28 @@ def _reply_ages() -> dict[str, float] | None:
     return {str(k): float(v) for k, v in rows.items() if isinstance(v, (int, float))}
 
 
-def run(lease: Lease, is_primary: Any, fence: Any, stop: threading.Event, log: Any) -> None:
-    """Until `stop`: while this member is a primary and its lease has run out, fence it."""
+def watch_peers(lease: Lease, is_primary: Any, stop: threading.Event) -> None:
+    """Until `stop`: while this member is a primary whose operator renewal runs out within
+    WATCH_AHEAD (or has), ask PostgreSQL for its peers' replies every CHECK_EVERY."""
     while not stop.wait(CHECK_EVERY):
-        if not is_primary():
-            continue
+        left = lease.operator_left(time.monotonic())
+        if left is None or left > WATCH_AHEAD or not is_primary():
+            continue  # the operator's renewal holds for a while: no query needed
+        asked_at = time.monotonic()
+        lease.note_peers(asked_at, _reply_ages())
+
+
+def run(lease: Lease, is_primary: Any, fence: Any, stop: threading.Event, log: Any) -> None:
+    """Until `stop`: while this member is a primary and its lease has run out, fence it.
+    Never waits on PostgreSQL: the peers' replies come from `watch_peers`."""
+    while not stop.wait(CHECK_EVERY):
         now = time.monotonic()
-        left = lease.operator_left(now)
-        if left is None or left > 0:
-            continue  # the operator's renewal holds: no query needed
-        if lease.expired(time.monotonic(), _reply_ages()):
-            log(
-                f"lease expired: no renewal from the operator for {lease.ttl - left:.1f}s "
-                f"and not every peer ({', '.join(lease.peers) or 'none named'}) is streaming: "
-                "fencing this primary"
-            )
-            fence()
+        if not lease.expired(now) or not is_primary():
+            continue
+        left = lease.operator_left(now) or 0.0
+        log(
+            f"lease expired: no renewal from the operator for {lease.ttl - left:.1f}s "
+            f"and not every peer ({', '.join(lease.peers) or 'none named'}) is streaming: "
+            "fencing this primary"
+        )
+        fence()
