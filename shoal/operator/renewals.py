@@ -12,6 +12,7 @@ not answer starts its unreachable count and wakes the worker for a full pass at 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from shoal.operator.context import OperatorContext
 from shoal.operator.observe import Observer
 from shoal.plugins.base import EnginePlugin
 
+log = logging.getLogger("shoal.operator")
 IDLE_CHECK = 1.0  # seconds between looks while there is nothing to renew
 
 
@@ -60,8 +62,17 @@ class Renewer:
             target = self.target  # the last pass's word
             if target is None or not self.ctx.lease.held:
                 continue
-            answered = await self.observer.renew(
-                target.database, target.plugin, target.credentials, target.member
-            )
+            try:
+                answered = await self.observer.renew(
+                    target.database, target.plugin, target.credentials, target.member
+                )
+            except Exception as e:  # one bad renewal must not end the renewals
+                log.exception(
+                    "lease renewal of %s failed: %s",
+                    target.member,
+                    e,
+                    extra={"event": "renewal-error", "database": self.observer.name},
+                )
+                answered = False
             if answered is False:
                 self.on_silence()
