@@ -91,6 +91,10 @@ def one_run(db: str, creds: dict[str, Any], fault: str, i: int) -> dict[str, Any
     finally:
         writer.stop()
         shoal("lab", "heal", victim)
+    # The operator's timeline of this failover (status.last_failover): one machine, one
+    # clock for the lab's nodes, the operator and this client.
+    phases = common.timeline_phases(after, "failover", old, t_fault)
+    phases["first acknowledged write"] = round(t_ack - t_fault, 3)
     run = {
         "run": i,
         "fault": fault,
@@ -101,6 +105,7 @@ def one_run(db: str, creds: dict[str, Any], fault: str, i: int) -> dict[str, Any
         "new_primary": after["primary"],
         "first_acknowledged_write_seconds": round(t_ack - t_fault, 3),
         "healthy_seconds": round(t_healthy - t_fault, 3),
+        "phases_after_fault": phases,
     }
     log(f"run {i}: {fault} {victim} ({old}); first write after "
         f"{run['first_acknowledged_write_seconds']:.1f}s on {first.host}; Healthy after "
@@ -142,6 +147,7 @@ def main() -> None:
             ok, "first_acknowledged_write_seconds"
         ),
         "healthy_seconds": common.runs_summary(ok, "healthy_seconds"),
+        "phases_after_fault": common.phase_summaries(ok, "phases_after_fault"),
         "failed_runs": len(runs) - len(ok),
         "stopped_early": stopped,
         "runs": runs,
@@ -150,6 +156,9 @@ def main() -> None:
     f, h = doc["first_acknowledged_write_seconds"], doc["healthy_seconds"]
     print(common.spread(f"{args.fault} node -> first acked write", f))
     print(common.spread(f"{args.fault} node -> Healthy elsewhere", h))
+    print("phases (seconds after the fault, median):")
+    for name, sm in doc["phases_after_fault"].items():
+        print(f"  {name:<40} {sm['median']:.2f}")
 
 
 if __name__ == "__main__":
