@@ -58,6 +58,10 @@ log = logging.getLogger("shoal.postgres")
 # to the address of a container that just died (nothing answers there, not even a reset),
 # and the whole observation, so the failover, would wait for it.
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0, sock_connect=0.3)
+# A renewal alone asks the agent nothing but to note it (no query): a member that has not
+# answered it in half a second is looked at by a full pass at once (operator/renewals.py).
+# The lease's margin still counts PROBE_TIMEOUT, the longest a renewal can take to arrive.
+RENEW_TIMEOUT = aiohttp.ClientTimeout(total=0.5, sock_connect=0.3)
 
 
 # The shortest lease granted: renewed every third of it, by requests that may take up to
@@ -227,7 +231,7 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     ) -> RenewalAnswer | None:
         try:
             data = await member_call(
-                http, member, credentials, "GET", "/lease", timeout=PROBE_TIMEOUT,
+                http, member, credentials, "GET", "/lease", timeout=RENEW_TIMEOUT,
                 extra_headers={lease.HEADER: renewal_header(lease_grant)},
             )  # fmt: skip
         except AgentError:
