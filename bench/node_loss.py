@@ -2,7 +2,7 @@
 on the new primary, and -> `shoal status` Healthy again with the lost member re-created on
 another node. A real client writes from a container on a surviving manager.
 
-    python -m bench.node_loss [--runs 5] [--fault kill|partition]
+    python -m bench.node_loss [--runs 5] [--fault kill|partition] [--primary-on-worker]
 
 Needs a lab (`shoal lab up --nodes 4 --managers 3`); DOCKER_HOST is set per step here. The
 primary's node is never the operator's: losing both at once is a different measurement
@@ -47,13 +47,20 @@ def spread_settled(db: str) -> dict[str, Any] | None:
     return s if None not in hosts and len(hosts) == len(s["members"]) else None
 
 
-def away_from_the_operator(db: str, s: dict[str, Any]) -> dict[str, Any]:
-    """Switch over when the primary shares the operator's node (see the module docstring)."""
+def place_primary(db: str, s: dict[str, Any], on_worker: bool) -> dict[str, Any]:
+    """Switch over when the primary shares the operator's node (see the module docstring),
+    or, with `on_worker`, when it is on a manager while a member is on a worker node:
+    cutting off a manager may cost the swarm its Raft leader, for a minute at times, which
+    is Swarm's time, not the failover's."""
     op = operator_node()
     nodes = {m["name"]: m.get("node") for m in s["members"]}
-    if nodes.get(s["primary"]) != op:
+    workers = {n["name"] for n in lab_nodes() if n["role"] != "manager"}
+    allowed = [n for n, h in nodes.items() if h != op]
+    preferred = [n for n in allowed if nodes[n] in workers] if on_worker else allowed
+    choices = preferred or allowed  # no member on a worker: any node but the operator's
+    if s["primary"] in choices:
         return s
-    target = next(n for n, h in nodes.items() if h != op and n != s["primary"])
+    target = choices[0]
     proc = shoal("switchover", db, "--to", target)
     if proc.returncode != 0:
         raise RuntimeError(f"switchover to {target} failed: {proc.stderr.strip()}")
@@ -63,11 +70,11 @@ def away_from_the_operator(db: str, s: dict[str, Any]) -> dict[str, Any]:
     return dict(s2)
 
 
-def one_run(db: str, creds: dict[str, Any], fault: str, i: int) -> dict[str, Any]:
+def one_run(db: str, creds: dict[str, Any], fault: str, i: int, on_worker: bool) -> dict[str, Any]:
     managers = [n["name"] for n in lab_nodes() if n["role"] == "manager"]
     os.environ["DOCKER_HOST"] = node_host(managers[0])
     s, _ = wait_until(lambda: spread_settled(db), 600, f"{db} settled before run {i}")
-    s = away_from_the_operator(db, s)
+    s = place_primary(db, s, on_worker)
     old = s["primary"]
     victim = next(m["node"] for m in s["members"] if m["name"] == old)
     op = operator_node()
@@ -123,6 +130,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--fault", choices=("kill", "partition"), default="kill")
     ap.add_argument("--unreachable", type=int, default=5, help="failover.unreachableSeconds")
+    ap.add_argument(
+        "--primary-on-worker",
+        action="store_true",
+        help="before each run, switch the primary to a member on a worker node when one is",
+    )
     args = ap.parse_args()
     managers = [n["name"] for n in lab_nodes() if n["role"] == "manager"]
     os.environ["DOCKER_HOST"] = node_host(managers[0])
@@ -132,7 +144,9 @@ def main() -> None:
     common.create(db, text, 600)
     creds = common.credentials(db)
     try:
-        runs, stopped = common.repeat(lambda i: one_run(db, creds, args.fault, i), args.runs)
+        runs, stopped = common.repeat(
+            lambda i: one_run(db, creds, args.fault, i, args.primary_on_worker), args.runs
+        )
     finally:
         os.environ["DOCKER_HOST"] = node_host(managers[0])
         common.delete(db)
@@ -147,6 +161,7 @@ def main() -> None:
             "durability": "sync",
             "unreachableSeconds": args.unreachable,
             "client": "bench.failover's writer, on a surviving manager",
+            "primary_on_worker": args.primary_on_worker,
         },
         "first_acknowledged_write_seconds": common.runs_summary(
             ok, "first_acknowledged_write_seconds"
