@@ -19,7 +19,7 @@ from shoal.operator.placement import pin_actions, placement_of, report_placement
 from shoal.operator.proxy import plan_proxy
 from shoal.operator.renewals import RenewalTarget, Renewer
 from shoal.plugins.base import ActionFailed, UnreadablePlanState
-from shoal.status import DatabaseState, DatabaseStatus
+from shoal.status import DatabaseStatus
 from shoal.swarm.client import SwarmError
 from shoal.swarm.store import StaleFencingToken, UnreadableStatus
 
@@ -128,6 +128,15 @@ class DatabaseWorker:
         if seen > ctx.lease.token and not await ctx.lease.advance_past(seen):
             return 1.0, engine
         plan = plugin.plan(obs)  # raises UnreadablePlanState rather than guess
+        # The primary's lease is renewed between passes (operator/renewals.py), in every
+        # state: a pass may be long in coming (a failed Swarm write backs off 2 s) while the
+        # lease can be as short as 2 s. Set before anything here can fail.
+        primary = plan.status.primary
+        self.renewer.target = (
+            RenewalTarget(stored.declaration, plugin, credentials, primary)
+            if primary is not None
+            else None
+        )
         placement = placement_of(obs)
         # The read-write proxy follows the primary by itself (its health checks), and pins
         # only move members between nodes: neither waits for nor changes the engine's plan.
@@ -190,14 +199,6 @@ class DatabaseWorker:
         ctx.metrics.publish(status)
         if failed:
             return 0.5, engine
-        # The primary's lease is renewed between passes (operator/renewals.py).
-        self.renewer.target = (
-            RenewalTarget(stored.declaration, plugin, credentials, status.primary)
-            if status.primary is not None
-            and status.writable
-            and status.state in (DatabaseState.HEALTHY, DatabaseState.DEGRADED)
-            else None
-        )
         after = 0.05 if actions and plan.requeue_after > 0.5 else plan.requeue_after
         return after, engine
 

@@ -449,6 +449,32 @@ def test_bootstrap_happens_on_the_first_member_only() -> None:
     assert p.status.state == DatabaseState.CREATING
 
 
+def test_a_bootstrapped_member_that_stopped_itself_is_recorded_and_promoted_again() -> None:
+    """Its lease ran out before the cluster was recorded (a lone primary has no peers): it
+    restarted as a standby following nothing, with the only copy of the data. Found on the
+    lab, where it waited in Creating for good."""
+    doc = recording("healthy")
+    status = DatabaseStatus.model_validate(doc["status"])
+    doc["status"] = DatabaseStatus(name=status.name, engine="postgres").model_dump(mode="json")
+    fenced = dict(doc["probes"]["orders-1"], role="standby", upstream=None, receiving=False)
+    doc["probes"] = {"orders-0": fenced, "orders-1": None, "orders-2": None}
+    created = plan(observe(doc))
+    assert created.status.identity == fenced["system_identifier"]
+    assert created.status.primary == "orders-0"
+    doc["status"] = created.status.model_dump(mode="json")
+    again = plan(observe(doc))
+    assert any(isinstance(a, Promote) and a.member == "orders-0" for a in again.actions)
+
+
+def test_an_empty_or_following_seed_is_not_taken_for_the_cluster() -> None:
+    doc = recording("healthy")
+    status = DatabaseStatus.model_validate(doc["status"])
+    doc["status"] = DatabaseStatus(name=status.name, engine="postgres").model_dump(mode="json")
+    following = dict(doc["probes"]["orders-0"])  # a standby of someone: not ours to adopt
+    doc["probes"] = {"orders-0": following, "orders-1": None, "orders-2": None}
+    assert plan(observe(doc)).status.identity is None
+
+
 def test_identity_is_recorded_from_the_bootstrapped_member() -> None:
     doc = recording("healthy")
     sysid = doc["probes"]["orders-1"]["system_identifier"]

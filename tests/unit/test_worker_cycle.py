@@ -38,7 +38,7 @@ from shoal.plugins.postgres.planner import list_for
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseState, DatabaseStatus
 from shoal.swarm.cleanup import purge_database
-from shoal.swarm.client import JSON, NETWORKS, SECRETS, SERVICES, Kind
+from shoal.swarm.client import JSON, NETWORKS, SECRETS, SERVICES, Kind, SwarmError
 from shoal.swarm.lease import Lease, LeaseRecord, LeaseSettings, lease_spec
 from shoal.swarm.store import DatabaseStore
 from tests.conftest import FakeSwarm, fake_node
@@ -468,8 +468,28 @@ async def test_a_renewal_the_primary_does_not_answer_wakes_the_worker_and_starts
     status = worker.last_status
     assert status is not None and status.state == DatabaseState.UNAVAILABLE
     assert "orders-1 unreachable" in plugin.plans[-1].status.message
-    assert worker.renewer.target is None  # no primary to renew
+    # Still the recorded primary, but renewed again only once a probe finds it answering.
+    assert worker.renewer.target is not None and worker.renewer.target.member == "orders-1"
     # Nothing goes to a member that did not answer: only a probe renews it again.
     before = len(plugin.renewed)
     assert await observer.renew(target.database, plugin, target.credentials, "orders-1") is None
     assert len(plugin.renewed) == before
+
+
+async def test_the_primary_is_renewed_between_passes_even_when_the_status_cannot_be_written() -> (
+    None
+):
+    """Found on the lab: Raft refused every write for a while; passes failed at the status
+    write, backed off 2 s each, and the lone primary of a database being created outlived its
+    2.25 s lease. The renewals' target is set from the plan, before anything can fail."""
+    swarm, _ctx, worker = await healthy_database()
+    assert worker.renewer.target is None
+
+    async def refuse(service_id: str, version: int, spec: JSON) -> None:
+        raise SwarmError("raft: failed to process the request: node lost leader status", 500)
+
+    swarm.update_service = refuse  # type: ignore[method-assign]
+    with pytest.raises(SwarmError):
+        await worker.cycle()  # the first pass writes the status with this operator's token
+    target = worker.renewer.target
+    assert target is not None and target.member == "orders-1"

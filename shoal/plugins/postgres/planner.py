@@ -177,10 +177,23 @@ def _creating(cluster: Cluster, p: Plan) -> Plan:
     obs = cluster.obs
     p.status.state = DatabaseState.CREATING
     p.requeue_after = 1.0
-    # An operator that died between bootstrap and recording finds the primary it made.
-    primaries = [m for m in cluster.declared if m.probe is not None and m.probe.is_primary]
-    if primaries:
-        first = min(primaries, key=lambda m: m.index)
+    # An operator that died between bootstrap and recording finds the primary it made, or
+    # the member it made that stopped itself as a standby because its lease ran out before
+    # the cluster was recorded (agent/lease.py: a lone primary has no peers to hold it). No
+    # member of ours gets data before the identity is recorded but from our Bootstrap, so
+    # that is the cluster; recorded as the primary, the failover rules promote it again.
+    made = [
+        m
+        for m in cluster.declared
+        if m.probe is not None
+        and m.probe.system_identifier is not None
+        and (
+            m.probe.is_primary
+            or (m.probe.is_standby and m.probe.has_data and m.probe.upstream is None)
+        )
+    ]
+    if made:
+        first = min(made, key=lambda m: (not m.probe.is_primary if m.probe else True, m.index))
         assert first.probe is not None
         p.status.identity = first.probe.system_identifier
         p.status.primary = first.name
