@@ -161,6 +161,7 @@ class Observer:
             svc = by_index.get(i)
             usable = probe is not None and plugin.answered(probe)
             sid = svc["ID"] if svc is not None else ""
+            same_image = svc is None or _image_of(svc) == _image_of_ref(plugin.member_image())
             self._may_run[n] = may_run.get(sid, [])
             self._leases.book(
                 n,
@@ -185,10 +186,13 @@ class Observer:
                     previous_running=svc is not None and svc["ID"] in earlier_running,
                     pin=_pin(svc, spread, db.spec.placement.constraints),
                     stranded=sid in stranded,
+                    same_image=same_image,
                     lease_left=self._leases.left(
                         stranded.get(sid, []) + earlier_running.get(sid, []),
                         ttl,
-                        plugin.lease_margin,
+                        max(plugin.lease_margin, plugin.lease_margin_other_image)
+                        if not same_image
+                        else plugin.lease_margin,
                         now_mono,
                     ),
                     certificate_serial=credentials.ca.serial_for(
@@ -294,6 +298,16 @@ def _on_lost_node(task: JSON, nodes: dict[str, NodeInfo]) -> bool:
     node_id = str(task.get("NodeID", ""))
     node = nodes.get(node_id)
     return node.down if node is not None else bool(node_id)
+
+
+def _image_of_ref(ref: str) -> str:
+    """An image reference without the digest Swarm may pin it to (`name:tag@sha256:...`)."""
+    return ref.split("@", 1)[0]
+
+
+def _image_of(service: JSON) -> str:
+    spec = service["Spec"].get("TaskTemplate", {}).get("ContainerSpec", {})
+    return _image_of_ref(str(spec.get("Image", "")))
 
 
 def _pin(service: JSON | None, spread: str | None, user: list[str]) -> str | None:

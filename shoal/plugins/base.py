@@ -135,6 +135,9 @@ class MemberObservation(Generic[P]):
     # A container of this member may still run on a node Swarm lost (down or removed):
     # nothing can stop it or confirm its death, only its own lease ends it.
     stranded: bool = False
+    # Its service runs this operator's member image (False: one an earlier operator made,
+    # whose agent may keep other timings; `EnginePlugin.lease_margin_other_image`).
+    same_image: bool = True
     # Seconds until the lease of every earlier container of this member that may still run
     # (stranded on a lost node, or one Swarm still reports running, `previous_running`) is
     # surely over (the plugin's `lease_margin` included; operator/leases.py); <= 0 once it
@@ -409,6 +412,9 @@ class EnginePlugin(ABC, Generic[P]):
     # Seconds to add to a lease's ttl, counted from sending the renewal, after which the
     # member has surely stopped: the renewal's delivery bound plus the member's reaction.
     lease_margin: ClassVar[float] = 0.0
+    # The margin for a member whose service runs another image than this operator's (made
+    # by an earlier operator): its agent may react to its lease more slowly.
+    lease_margin_other_image: ClassVar[float] = 0.0
 
     def lease_ttl(self, database: Database) -> float | None:
         """The lease a primary of this database holds (None: the engine keeps no lease)."""

@@ -29,7 +29,11 @@ from shoal.plugins.base import (
 )
 from shoal.plugins.postgres import planner
 from shoal.plugins.postgres.durability import list_for, sync_standby_names
-from shoal.plugins.postgres.failover import PEERS_RELEASE_WAIT, SWITCHOVER_TIMEOUT
+from shoal.plugins.postgres.failover import (
+    PEERS_RELEASE_WAIT,
+    PEERS_RELEASE_WAIT_EARLIER_AGENT,
+    SWITCHOVER_TIMEOUT,
+)
 from shoal.plugins.postgres.model import (
     Bootstrap,
     Clone,
@@ -82,6 +86,7 @@ def observe(
     stranded: dict[str, float] | None = None,
     lease: dict[str, float] | None = None,
     monotonic: float = 0.0,
+    earlier_image: frozenset[str] = frozenset(),
 ) -> Observation[PgProbe]:
     """An observation from a recording. A member whose agent reports `empty` is a new
     container, so its task id differs from the one the status remembers holding data."""
@@ -122,6 +127,7 @@ def observe(
                 # `lease`: seconds left on the lease of its earlier container (stranded or
                 # still running), when given apart from `stranded`.
                 lease_left=(lease or stranded or {}).get(name, 0.0),
+                same_image=name not in earlier_image,
             )
         )
     return Observation(
@@ -317,6 +323,30 @@ def test_one_standby_is_released_ahead_so_the_failover_need_not_wait_for_the_pee
         doc, replaced=running, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT - 0.1
     )
     assert not any(isinstance(a, Promote) for a in plan(held).actions)
+
+
+def test_an_old_primary_of_an_earlier_image_is_given_its_agents_slower_reaction() -> None:
+    """Members made by an earlier operator keep their image, and its agent asked for the
+    peers' replies only once its renewal had run out (1 s slower): the wait counts that."""
+    doc = _stopped_following(recording("healthy"))
+    doc["probes"]["orders-1"] = None
+    old = frozenset({"orders-1"})
+    fenced = plan(observe(doc, unreachable={"orders-1": 11.0}, earlier_image=old))
+    doc["status"] = fenced.status.model_dump(mode="json")
+    running = {"orders-1": True}
+    assert PEERS_RELEASE_WAIT_EARLIER_AGENT > PEERS_RELEASE_WAIT
+
+    def at(t: float, image: frozenset[str]) -> Plan:
+        o = observe(
+            doc, replaced=running, lease={"orders-1": -0.1}, monotonic=t, earlier_image=image
+        )
+        return plan(o)
+
+    between = PEERS_RELEASE_WAIT + 0.01
+    assert Promote("orders-0", LISTS["orders-0"]) in at(between, frozenset()).actions
+    assert not any(isinstance(a, Promote) for a in at(between, old).actions)
+    late = PEERS_RELEASE_WAIT_EARLIER_AGENT + 0.01
+    assert Promote("orders-0", LISTS["orders-0"]) in at(late, old).actions
 
 
 def test_the_only_standby_confirming_commits_is_not_released_ahead() -> None:

@@ -493,3 +493,22 @@ async def test_the_primary_is_renewed_between_passes_even_when_the_status_cannot
         await worker.cycle()  # the first pass writes the status with this operator's token
     target = worker.renewer.target
     assert target is not None and target.member == "orders-1"
+
+
+async def test_a_member_made_from_an_earlier_image_is_observed_as_such() -> None:
+    """Its agent may keep an earlier image's timings: its lease is counted with the
+    plugin's `lease_margin_other_image` (the failover then waits that much longer)."""
+    swarm, ctx, worker = await healthy_database()
+    plugin = ctx.plugins["postgres"]
+    service = next(s for s in swarm.objects["services"].values() if s["Spec"]["Name"] == "orders-1")
+    service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] = "shoal/postgres:older@sha256:ab"
+    pinned = next(s for s in swarm.objects["services"].values() if s["Spec"]["Name"] == "orders-2")
+    spec = pinned["Spec"]["TaskTemplate"]["ContainerSpec"]
+    spec["Image"] = plugin.member_image() + "@sha256:cd"  # Swarm pinned the digest: the same
+    stored = await ctx.store.get("orders")
+    assert stored is not None
+    credentials = DatabaseCredentials.derive(KEY, stored.uid)
+    obs = await worker.observer.observe(stored, plugin, credentials)
+    same = {m.name: m.same_image for m in obs.members}
+    assert same == {"orders-0": True, "orders-1": False, "orders-2": True}
+    assert plugin.lease_margin_other_image > plugin.lease_margin

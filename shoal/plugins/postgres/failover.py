@@ -136,7 +136,7 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
             )
             s.members = member_statuses(cluster, None)
             p.requeue_after = 0.5
-            if waited >= spec.failover.unreachable_seconds - PEERS_RELEASE_WAIT - BREAK_AHEAD:
+            if waited >= spec.failover.unreachable_seconds - peers_release_wait(old) - BREAK_AHEAD:
                 p.add(*_break_peer_hold(cluster, old))
                 p.requeue_after = 0.2
             return p
@@ -266,6 +266,15 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
 # its lease (that needs every one of them) once PEER_REPLY_LIMIT has passed since that peer's
 # last reply; its agent has stopped PostgreSQL REACTION later; 0.5 s to spare.
 PEERS_RELEASE_WAIT = lease.PEER_REPLY_LIMIT + lease.REACTION + 0.5
+# The same for an old primary whose service runs an earlier member image (its agent asks
+# for the peers' replies only once the renewal has run out).
+PEERS_RELEASE_WAIT_EARLIER_AGENT = lease.PEER_REPLY_LIMIT + lease.REACTION_OF_EARLIER_AGENTS + 0.5
+
+
+def peers_release_wait(old: PgMember) -> float:
+    return PEERS_RELEASE_WAIT if old.same_image else PEERS_RELEASE_WAIT_EARLIER_AGENT
+
+
 # How long before `unreachableSeconds` is up one standby is released (below).
 BREAK_AHEAD = 0.5
 
@@ -332,7 +341,7 @@ def _lease_wait(old: PgMember | None, best: PgMember, released: float) -> float:
     writable primaries acceptable."""
     if old is None or old is best or not (old.stranded or old.previous_running):
         return 0.0
-    return max(old.lease_left, PEERS_RELEASE_WAIT - released)
+    return max(old.lease_left, peers_release_wait(old) - released)
 
 
 def _role_unknown(m: PgMember) -> bool:

@@ -194,6 +194,9 @@ class PostgresPlugin(EnginePlugin[PgProbe]):
     # A renewal is delivered within the probe's timeout or not at all; the agent has stopped
     # PostgreSQL within REACTION of its lease running out (agent/lease.py); 0.5 s to spare.
     lease_margin: ClassVar[float] = float(PROBE_TIMEOUT.total or 0) + lease.REACTION + 0.5
+    lease_margin_other_image: ClassVar[float] = (
+        float(PROBE_TIMEOUT.total or 0) + lease.REACTION_OF_EARLIER_AGENTS + 0.5
+    )
 
     def lease_ttl(self, database: Database) -> float | None:
         # The same patience as for an unreachable primary: a primary cut off from the

@@ -60,6 +60,9 @@ WATCH_AHEAD = PEERS_QUERY_TIMEOUT + 2 * CHECK_EVERY
 # From the moment the lease runs out until PostgreSQL has stopped, at most: the check period
 # and the immediate stop (the peers' replies were asked for beforehand, by `watch_peers`).
 REACTION = CHECK_EVERY + 0.5
+# Agents of member images before `watch_peers` asked for the peers' replies at the moment
+# the renewal ran out: the operator counts this for members still running such an image.
+REACTION_OF_EARLIER_AGENTS = CHECK_EVERY + PEERS_QUERY_TIMEOUT + 0.5
 MIN_TTL, MAX_TTL = 1.0, 3600.0
 MAX_PEERS = 64
 
