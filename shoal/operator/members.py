@@ -202,6 +202,11 @@ def secret_mount(secret_id: str, secret_name: str, file_name: str) -> JSON:
     }
 
 
+def image_matches(image: str, want: str) -> bool:
+    """A service's image is `want`, or `want` with the digest Swarm pinned it to."""
+    return image == want or image.startswith(want + "@")
+
+
 def member_service_spec(
     db: Database,
     index: int,

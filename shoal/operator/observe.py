@@ -15,7 +15,7 @@ from shoal.credentials import DatabaseCredentials
 from shoal.declaration import Database
 from shoal.operator.context import OperatorContext
 from shoal.operator.leases import LeaseBook
-from shoal.operator.members import infrastructure_ready
+from shoal.operator.members import image_matches, infrastructure_ready
 from shoal.operator.placement import read_pin
 from shoal.operator.proxy import observe_proxy
 from shoal.plugins.base import EnginePlugin, MemberObservation, Observation, ProxyObservation
@@ -161,7 +161,7 @@ class Observer:
             svc = by_index.get(i)
             usable = probe is not None and plugin.answered(probe)
             sid = svc["ID"] if svc is not None else ""
-            same_image = svc is None or _image_of(svc) == _image_of_ref(plugin.member_image())
+            same_image = svc is None or image_matches(_image_of(svc), plugin.member_image())
             self._may_run[n] = may_run.get(sid, [])
             self._leases.book(
                 n,
@@ -300,14 +300,8 @@ def _on_lost_node(task: JSON, nodes: dict[str, NodeInfo]) -> bool:
     return node.down if node is not None else bool(node_id)
 
 
-def _image_of_ref(ref: str) -> str:
-    """An image reference without the digest Swarm may pin it to (`name:tag@sha256:...`)."""
-    return ref.split("@", 1)[0]
-
-
 def _image_of(service: JSON) -> str:
-    spec = service["Spec"].get("TaskTemplate", {}).get("ContainerSpec", {})
-    return _image_of_ref(str(spec.get("Image", "")))
+    return str(service["Spec"].get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", ""))
 
 
 def _pin(service: JSON | None, spread: str | None, user: list[str]) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from shoal import names
 from shoal.declaration import Database
-from shoal.operator.members import RESTART_POLICY, db_labels
+from shoal.operator.members import RESTART_POLICY, db_labels, image_matches
 from shoal.plugins.base import (
     Action,
     EnsureProxy,
@@ -169,10 +169,6 @@ def proxy_service_spec(
     }
 
 
-def _image_matches(image: str, want: str) -> bool:
-    return image == want or image.startswith(want + "@")
-
-
 def observe_proxy(
     db: str, image: str, services: list[JSON], configs: list[JSON]
 ) -> ProxyObservation:
@@ -207,7 +203,7 @@ def observe_proxy(
         exists=True,
         port=int(ports[0]["PublishedPort"]) if ports and "PublishedPort" in ports[0] else None,
         config=str(used[0]["ConfigName"]) if used else None,
-        image_current=_image_matches(str(container.get("Image", "")), image),
+        image_current=image_matches(str(container.get("Image", "")), image),
         configs=found,
     )
 
