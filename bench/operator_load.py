@@ -29,6 +29,7 @@ from bench.common import (
     delete,
     docker,
     healthy,
+    interrupt_on_signals,
     log,
     machine,
     operator_container,
@@ -190,6 +191,7 @@ def main() -> None:
     ap.add_argument("--idle-seconds", type=float, default=30)
     ap.add_argument("--batch-timeout", type=float, default=900)
     args = ap.parse_args()
+    interrupt_on_signals()  # so that an interrupted run still deletes its databases
 
     info = machine()
     prefix = unique("benchol")

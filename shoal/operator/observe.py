@@ -188,7 +188,11 @@ class Observer:
                     stranded=sid in stranded,
                     same_image=same_image,
                     lease_left=self._leases.left(
-                        stranded.get(sid, []) + earlier_running.get(sid, []),
+                        # Every container of the member that may run, the current one too:
+                        # once fenced, it is as condemned as one Swarm already replaced.
+                        stranded.get(sid, [])
+                        + earlier_running.get(sid, [])
+                        + ([info.task_id] if info is not None and info.running else []),
                         ttl,
                         max(plugin.lease_margin, plugin.lease_margin_other_image)
                         if not same_image

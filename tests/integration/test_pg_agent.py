@@ -560,6 +560,30 @@ def test_postgres_killed_under_its_agent_comes_back_as_a_standby_with_its_data(
     m2.psql("INSERT INTO t VALUES (5001, 'after the crash')", timeout=20)
 
 
+def test_a_second_postmaster_on_running_data_is_not_taken_for_started(cluster: Cluster) -> None:
+    """Seen under load: PostgreSQL started again on the data of one still running (a
+    bootstrap served before the agent's start-up recovery) exits at once on its lock file,
+    while the running one answers the readiness query; the agent took that for its own
+    start and lost track of the primary. The start must fail instead, and the running
+    PostgreSQL keep serving."""
+    m2 = cluster.members[1]
+    r = docker(
+        "exec", "-u", "postgres", m2.name, "python3", "-P", "-c",
+        "import agent.member as m\n"
+        "a = m.Agent('second')\n"
+        "try:\n"
+        "    a.start_pg(timeout=5)\n"
+        "except m.pg.PgError as e:\n"
+        "    print('refused:', e)\n"
+        "else:\n"
+        "    print('started')\n",
+        timeout=30,
+    )  # fmt: skip
+    assert r.stdout.strip().startswith("refused:"), r.stdout + r.stderr
+    assert m2.state()["role"] == "primary"
+    m2.psql("INSERT INTO t VALUES (5002, 'the first postmaster still serves')", timeout=20)
+
+
 def test_a_standby_that_cannot_stream_reports_how_long(cluster: Cluster) -> None:
     """What the operator re-seeds on (planner.STALLED_RESEED_SECONDS): told to follow an
     upstream it cannot stream from, the standby's stall grows; streaming again resets it."""

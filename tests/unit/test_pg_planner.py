@@ -303,17 +303,19 @@ def test_one_standby_is_released_ahead_so_the_failover_need_not_wait_for_the_pee
     seen = plan(observe(doc, unreachable={"orders-1": ahead + 0.3}, monotonic=0.0))
     assert seen.actions == []  # released once, the others keep following
     assert progress(seen).released == "1:0.000"
-    # Due: the others stop following, the old primary is fenced, and once Swarm has
-    # replaced its task (it cannot stop the container yet) and the operator's renewal is
-    # over, the promotion needs no further wait for the peers.
+    # Due: the others stop following and the old primary is fenced in the same step; once
+    # Swarm has replaced its task (it cannot stop the container yet) and the operator's
+    # renewal is over, the promotion needs no further wait for the peers.
     doc["status"] = seen.status.model_dump(mode="json")
     due = plan(observe(doc, unreachable={"orders-1": 10.2}, monotonic=4.0))
-    assert due.actions == [Follow("orders-0", None, "orders_0")]
+    assert due.actions == [
+        Follow("orders-0", None, "orders_0"),
+        ReplaceMember("orders-1", "fence the old primary"),
+    ]
     doc = _stopped_following(doc)
     doc["status"] = due.status.model_dump(mode="json")
-    fenced = plan(observe(doc, unreachable={"orders-1": 10.4}, monotonic=4.1))
-    assert ReplaceMember("orders-1", "fence the old primary") in fenced.actions
-    doc["status"] = fenced.status.model_dump(mode="json")
+    again = plan(observe(doc, unreachable={"orders-1": 10.4}, monotonic=4.1))
+    assert not any(isinstance(a, ReplaceMember | Promote) for a in again.actions)
     running = {"orders-1": True}
     over = observe(
         doc, replaced=running, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT + 0.01
@@ -323,6 +325,24 @@ def test_one_standby_is_released_ahead_so_the_failover_need_not_wait_for_the_pee
         doc, replaced=running, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT - 0.1
     )
     assert not any(isinstance(a, Promote) for a in plan(held).actions)
+
+
+def test_a_fenced_primary_whose_task_swarm_has_not_replaced_yet_is_waited_for() -> None:
+    """Property 13 in the moment between the fence and Swarm's replacement task: the
+    container is as condemned, and as alive, as one Swarm has replaced but cannot stop, so
+    its lease and the peers' part of it are waited for all the same."""
+    doc = _stopped_following(recording("healthy"))
+    doc["probes"]["orders-1"] = None  # cut off; Swarm still says it runs
+    fenced = plan(observe(doc, unreachable={"orders-1": 11.0}, monotonic=0.0))
+    assert ReplaceMember("orders-1", "fence the old primary") in fenced.actions
+    doc["status"] = fenced.status.model_dump(mode="json")
+    # The same task still runs: Swarm has not made the replacement yet.
+    leased = observe(doc, lease={"orders-1": 0.5}, monotonic=PEERS_RELEASE_WAIT + 1)
+    assert not any(isinstance(a, Promote) for a in plan(leased).actions)
+    peers = observe(doc, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT - 0.1)
+    assert not any(isinstance(a, Promote) for a in plan(peers).actions)
+    over = observe(doc, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT + 0.01)
+    assert Promote("orders-0", LISTS["orders-0"]) in plan(over).actions
 
 
 def test_an_old_primary_of_an_earlier_image_is_given_its_agents_slower_reaction() -> None:

@@ -135,10 +135,11 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
                 f"{spec.failover.unreachable_seconds}s"
             )
             s.members = member_statuses(cluster, None)
-            p.requeue_after = 0.5
+            most = 0.5
             if waited >= spec.failover.unreachable_seconds - peers_release_wait(old) - BREAK_AHEAD:
                 p.add(*_break_peer_hold(cluster, old))
-                p.requeue_after = 0.2
+                most = 0.2
+            p.requeue_after = _until_due(spec.failover.unreachable_seconds - waited, most)
             return p
 
     # The recorded primary itself is a candidate when it answers as a standby (demoted by a
@@ -203,6 +204,14 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
         tl.mark("standbys stop following", obs.now)
         p.add(*(Follow(c.name, None, naming.slot_name(c.name)) for c in following))
         s.message = "stopping standbys from following the old primary"
+        if old is not None and old.service_exists and old_alive and _role_unknown(old):
+            # Gave up on it (`unreachableSeconds`): it is no candidate whatever the positions
+            # say, so it is fenced in the same step rather than one pass later.
+            tl.mark("fence old primary", obs.now)
+            cluster.fence(
+                p, old, "fence the old primary", "old primary fenced: its task is replaced"
+            )
+            s.message += f" and fencing {old.name}"
         p.requeue_after = 0.05
         return p
 
@@ -221,8 +230,14 @@ def plan_failover(cluster: Cluster, p: Plan, request: Request | None = None) -> 
         s.message = f"fencing {old.name}; promoting {best.name} once its container has stopped"
         p.requeue_after = 0.1
         return p
-    wait = _lease_wait(old, best, released)
-    if old is not None and old is not best and old.previous_running and wait > 0:
+    fenced_running = old is not None and cluster.fenced(old) and not old.swarm_dead
+    wait = _lease_wait(old, best, released, fenced_running)
+    if (
+        old is not None
+        and old is not best
+        and (old.previous_running or fenced_running)
+        and wait > 0
+    ):
         # Swarm stops the fenced container within seconds on a node it reaches; on one cut
         # off from the managers it cannot, and the node is declared down only after 12-15 s.
         # Whichever comes first: Swarm confirms the stop, or the container's own lease is
@@ -277,6 +292,16 @@ def peers_release_wait(old: PgMember) -> float:
 
 # How long before `unreachableSeconds` is up one standby is released (below).
 BREAK_AHEAD = 0.5
+# A pass that probes an unreachable member takes about the probe's connect timeout
+# (plugin.PROBE_TIMEOUT's sock_connect, 0.3 s) before it can count the member's silence.
+UNANSWERED_PROBE = 0.3
+
+
+def _until_due(left: float, most: float) -> float:
+    """The requeue while the primary is unreachable: a pass every `most` seconds at the
+    most, and the one that crosses `unreachableSeconds` started so that its own probe of the
+    primary (UNANSWERED_PROBE) ends right after the crossing rather than up to a pass later."""
+    return min(most, max(left - UNANSWERED_PROBE, 0.05))
 
 
 def note_released(cluster: Cluster, old: PgMember | None) -> None:
@@ -334,12 +359,13 @@ def _break_peer_hold(cluster: Cluster, old: PgMember) -> list[Follow]:
     return [Follow(breaker.name, None, naming.slot_name(breaker.name))]
 
 
-def _lease_wait(old: PgMember | None, best: PgMember, released: float) -> float:
+def _lease_wait(old: PgMember | None, best: PgMember, released: float, fenced: bool) -> float:
     """Seconds before `best` may be promoted over an old primary that may still run, on a
-    lost node or as a fenced container Swarm has not stopped yet (0: no such wait). Forced
-    failovers wait too: accepting the loss of writes the others lack does not make two
-    writable primaries acceptable."""
-    if old is None or old is best or not (old.stranded or old.previous_running):
+    lost node or as a fenced container Swarm has not stopped yet (0: no such wait), whether
+    Swarm has already replaced its task or not (`fenced`: not yet). Forced failovers wait
+    too: accepting the loss of writes the others lack does not make two writable primaries
+    acceptable."""
+    if old is None or old is best or not (old.stranded or old.previous_running or fenced):
         return 0.0
     return max(old.lease_left, peers_release_wait(old) - released)
 

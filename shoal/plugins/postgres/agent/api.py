@@ -399,6 +399,10 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Operations wait until the data found at start is dealt with: a bootstrap or clone
+    # served before it would then be taken for data left by a restart in place and started
+    # a second time (seen under load: a second postmaster refused, the member lost).
+    agent._op.acquire()
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     threading.Thread(
@@ -421,8 +425,10 @@ def main() -> int:
         f"{', '.join(api_hosts)}{' (TLS on the control network)' if api_tls else ''}, "
         f"checks on :{CHECK_PORT}"
     )
-    with agent._op:
+    try:
         agent.recover_on_start()
+    finally:
+        agent._op.release()
     stop.wait()
     log("signal received: stopping postgres (fast) and exiting")
     agent.shutdown()

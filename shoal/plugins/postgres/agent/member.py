@@ -67,6 +67,14 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
+def _postmaster_pid() -> int | None:
+    """The PID in the data directory's postmaster.pid (its first line), if any."""
+    try:
+        return int((pg.DATA_DIR / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
 class Agent:
     def __init__(self, member: str) -> None:
         self.member = member
@@ -167,9 +175,16 @@ class Agent:
                 raise pg.PgError(f"postgres exited with code {proc.returncode} during start")
             try:
                 pg.psql("SELECT 1", timeout=3, statement_timeout_ms=2000)
-                return
             except pg.PgError as e:
                 last = str(e)
+            else:
+                # The answer must come from the postmaster started here: another one still
+                # running on this data directory answers too, while ours exits at once
+                # ("lock file postmaster.pid already exists").
+                owner = _postmaster_pid()
+                if owner == proc.pid and proc.poll() is None:
+                    return
+                last = f"another postmaster (pid {owner}) runs on the data directory"
             time.sleep(0.2)
         raise pg.PgError(f"postgres did not accept connections within {timeout:g}s: {last}")
 
