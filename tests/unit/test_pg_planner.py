@@ -327,6 +327,22 @@ def test_one_standby_is_released_ahead_so_the_failover_need_not_wait_for_the_pee
     assert not any(isinstance(a, Promote) for a in plan(held).actions)
 
 
+def test_the_pass_that_gives_up_on_an_unreachable_primary_ends_right_after_the_crossing() -> None:
+    """While the primary does not answer, passes come at most every half second (0.2 s once
+    a standby is released ahead), and back to back over the last probe timeout, so the
+    crossing of `unreachableSeconds` is seen within one probe of it, not a requeue later."""
+    doc = recording("healthy")
+    doc["probes"]["orders-1"] = None
+
+    def requeue(waited: float) -> float:
+        return plan(observe(doc, unreachable={"orders-1": waited})).requeue_after
+
+    assert requeue(1.0) == 0.5
+    assert requeue(10 - 3.0) == 0.2
+    assert requeue(10 - 1.6) == pytest.approx(0.1)
+    assert requeue(10 - 1.0) == 0.05
+
+
 def test_a_fenced_primary_whose_task_swarm_has_not_replaced_yet_is_waited_for() -> None:
     """Property 13 in the moment between the fence and Swarm's replacement task: the
     container is as condemned, and as alive, as one Swarm has replaced but cannot stop, so

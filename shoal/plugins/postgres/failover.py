@@ -292,15 +292,16 @@ def peers_release_wait(old: PgMember) -> float:
 
 # How long before `unreachableSeconds` is up one standby is released (below).
 BREAK_AHEAD = 0.5
-# A pass that probes an unreachable member takes about the probe's connect timeout
-# (plugin.PROBE_TIMEOUT's sock_connect, 0.3 s) before it can count the member's silence.
-UNANSWERED_PROBE = 0.3
+# The longest a pass's probe of an unreachable member takes before the pass can count its
+# silence (plugin.PROBE_TIMEOUT: 1.5 s on a connection that hangs, as to a paused container;
+# 0.3 s to connect to a node cut off).
+UNANSWERED_PROBE = 1.5
 
 
 def _until_due(left: float, most: float) -> float:
     """The requeue while the primary is unreachable: a pass every `most` seconds at the
-    most, and the one that crosses `unreachableSeconds` started so that its own probe of the
-    primary (UNANSWERED_PROBE) ends right after the crossing rather than up to a pass later."""
+    most, and back to back from UNANSWERED_PROBE before `unreachableSeconds` is up, so the
+    pass that crosses it ends right after the crossing rather than up to a pass later."""
     return min(most, max(left - UNANSWERED_PROBE, 0.05))
 
 
