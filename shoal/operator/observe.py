@@ -72,6 +72,7 @@ class Observer:
         self._unreachable = UnreachableClock()
         self._book: LeaseBook | None = None
         self._may_run: dict[str, list[str]] = {}  # member -> its tasks that may have a container
+        self._renewal_sent: dict[str, float] = {}  # member -> when a renewal last went to it
 
     @property
     def _leases(self) -> LeaseBook:
@@ -144,6 +145,9 @@ class Observer:
         token = self.ctx.lease.token
         grants = [self._leases.grant(n, granted, declared, token) for n in member_names]
         sent = time.monotonic()
+        for n, info, grant in zip(member_names, infos, grants, strict=True):
+            if grant is not None and _may_answer(info):
+                self._renewal_sent[n] = sent
         infra_ready, proxy, *probes = await all_of(
             self._infrastructure_ready(stored),
             self._proxy(plugin.member_image(), of_db),
@@ -219,6 +223,10 @@ class Observer:
             nodes=tuple(nodes.values()),
         )
 
+    def renewal_sent(self, member: str) -> float | None:
+        """When a renewal (alone or with a probe) last went to `member` (monotonic)."""
+        return self._renewal_sent.get(member)
+
     def _granted(self, ttl: float | None) -> float | None:
         """The lease to grant now. Never past this operator's own leadership lease: an
         operator cut off from the managers (deposed, replaced elsewhere) must stop keeping
@@ -245,6 +253,7 @@ class Observer:
         if grant is None or member not in self._may_run:
             return None
         sent = time.monotonic()
+        self._renewal_sent[member] = sent
         answer = await plugin.renew(self.ctx.http, member, credentials, grant)
         self._leases.book_renewal(
             member,
