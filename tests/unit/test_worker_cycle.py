@@ -22,6 +22,7 @@ from shoal.operator.apply import DatabaseGone
 from shoal.operator.context import OperatorContext
 from shoal.operator.members import ensure_infrastructure, member_service_spec
 from shoal.operator.metrics import OperatorMetrics
+from shoal.operator.observe import SILENT_PROBE
 from shoal.operator.renewals import PASS_CHECK
 from shoal.operator.runtime import Operator, OperatorSettings
 from shoal.operator.shared import SharedReads
@@ -65,6 +66,7 @@ class RecordedPostgres(PostgresPlugin):
         self.probes = probes
         self.probed: list[str] = []
         self.renewed: list[str] = []
+        self.hung: set[str] = set()  # members whose agent takes the request, never answers
         self.plans: list[Plan] = []
         self.applied = applied  # shared with the fake's log: one order for every action
 
@@ -76,6 +78,8 @@ class RecordedPostgres(PostgresPlugin):
         lease: LeaseGrant | None = None,
     ) -> PgProbe | None:
         self.probed.append(member)
+        if member in self.hung:
+            await asyncio.Event().wait()  # the plugin's own timeout is the caller's to apply
         return self.probes.get(member)
 
     async def renew(
@@ -498,6 +502,26 @@ async def test_a_probe_carries_the_renewal_and_one_due_just_before_a_pass_waits_
     worker.next_pass = due - 1.0  # one runs now: looked at again shortly
     assert 0.0 < renewer.wait(due) <= PASS_CHECK
     assert renewer.wait(due + every / 3) == 0.0  # waited long enough: renewed alone
+
+
+async def test_the_pass_a_silent_renewal_wakes_does_not_wait_out_that_members_probe() -> None:
+    """A connection kept alive to a node cut off makes the probe wait its whole timeout: the
+    pass woken by the unanswered renewal gives the member SILENT_PROBE, so the failover's
+    first step (a standby released ahead) is not held up. The pass after gives it the whole
+    timeout again (a slow primary is still heard)."""
+    _swarm, ctx, worker = await healthy_database()
+    plugin = cast(RecordedPostgres, ctx.plugins["postgres"])
+    await worker.cycle()
+    target = worker.renewer.target
+    assert target is not None
+    del plugin.probes["orders-1"]
+    plugin.hung.add("orders-1")
+    observer = worker.observer
+    assert await observer.renew(target.database, plugin, target.credentials, "orders-1") is False
+    await asyncio.wait_for(worker.cycle(), timeout=10)
+    assert "orders-1 unreachable" in plugin.plans[-1].status.message
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.cycle(), timeout=4 * SILENT_PROBE)
 
 
 async def test_the_primary_is_renewed_between_passes_even_when_the_status_cannot_be_written() -> (
