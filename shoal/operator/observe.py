@@ -54,6 +54,11 @@ def task_info(t: JSON, nodes: dict[str, NodeInfo]) -> TaskInfo:
 
 
 MIN_GRANT = 1.0  # seconds: a shorter renewal is not sent (the agents refuse it)
+# The probe of a member whose renewal just went unanswered, in the pass that silence woke:
+# it is given this long, not the engine's whole probe timeout (a connection kept alive to a
+# node cut off waits all of it), so the failover's first steps are not held up by it. Later
+# passes give it the whole timeout again: a primary that is merely slow is still heard.
+SILENT_PROBE = 0.5
 # Task states in which a container of the task may exist and answer.
 MAY_RUN = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
 
@@ -72,6 +77,8 @@ class Observer:
         self._unreachable = UnreachableClock()
         self._book: LeaseBook | None = None
         self._may_run: dict[str, list[str]] = {}  # member -> its tasks that may have a container
+        self._renewal_sent: dict[str, float] = {}  # member -> when a renewal last went to it
+        self._silent: set[str] = set()  # members whose renewal went unanswered, not probed since
 
     @property
     def _leases(self) -> LeaseBook:
@@ -143,12 +150,21 @@ class Observer:
         granted = self._granted(ttl)
         token = self.ctx.lease.token
         grants = [self._leases.grant(n, granted, declared, token) for n in member_names]
+        silent, self._silent = self._silent, set()
         sent = time.monotonic()
+        for n, info, grant in zip(member_names, infos, grants, strict=True):
+            if grant is not None and _may_answer(info):
+                self._renewal_sent[n] = sent
         infra_ready, proxy, *probes = await all_of(
             self._infrastructure_ready(stored),
             self._proxy(plugin.member_image(), of_db),
             *(
-                plugin.probe(self.ctx.http, n, credentials, grant) if _may_answer(info) else _none()
+                _within(
+                    plugin.probe(self.ctx.http, n, credentials, grant),
+                    SILENT_PROBE if n in silent else None,
+                )
+                if _may_answer(info)
+                else _none()
                 for n, info, grant in zip(member_names, infos, grants, strict=True)
             ),
         )
@@ -219,6 +235,10 @@ class Observer:
             nodes=tuple(nodes.values()),
         )
 
+    def renewal_sent(self, member: str) -> float | None:
+        """When a renewal (alone or with a probe) last went to `member` (monotonic)."""
+        return self._renewal_sent.get(member)
+
     def _granted(self, ttl: float | None) -> float | None:
         """The lease to grant now. Never past this operator's own leadership lease: an
         operator cut off from the managers (deposed, replaced elsewhere) must stop keeping
@@ -245,6 +265,7 @@ class Observer:
         if grant is None or member not in self._may_run:
             return None
         sent = time.monotonic()
+        self._renewal_sent[member] = sent
         answer = await plugin.renew(self.ctx.http, member, credentials, grant)
         self._leases.book_renewal(
             member,
@@ -254,6 +275,7 @@ class Observer:
             answered=answer is not None,
         )
         if answer is None:
+            self._silent.add(member)
             self._unreachable.note(
                 member, answered=False, running=True, sent=sent, now=time.monotonic()
             )
@@ -331,3 +353,14 @@ async def _empty() -> list[JSON]:
 
 async def _none() -> None:
     return None
+
+
+async def _within(probe: Awaitable[Any], limit: float | None) -> Any:
+    """The probe's answer, or None (no answer) when `limit` seconds pass first."""
+    if limit is None:
+        return await probe
+    try:
+        async with asyncio.timeout(limit):
+            return await probe
+    except TimeoutError:
+        return None

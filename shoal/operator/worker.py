@@ -34,7 +34,8 @@ class DatabaseWorker:
         self.wake = asyncio.Event()
         self.last_status: DatabaseStatus | None = None
         self.observer = Observer(ctx, name)
-        self.renewer = Renewer(ctx, self.observer, self.poke)
+        self.next_pass = 0.0  # monotonic time the next pass starts (in the past: one runs)
+        self.renewer = Renewer(ctx, self.observer, self.poke, lambda: self.next_pass)
         self.applier = Applier(ctx, name)
         self._gone = False
         self._unreadable: str | None = None
@@ -55,10 +56,12 @@ class DatabaseWorker:
     async def _reconcile(self) -> None:
         delay = 0.0
         while not self._gone:
+            self.next_pass = time.monotonic() + max(delay, 0.01)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(delay, 0.01))
             self.wake.clear()
             started = time.monotonic()
+            self.next_pass = started
             engine = "unknown"
             try:
                 delay, engine = await self.cycle()

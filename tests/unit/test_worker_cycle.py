@@ -22,6 +22,8 @@ from shoal.operator.apply import DatabaseGone
 from shoal.operator.context import OperatorContext
 from shoal.operator.members import ensure_infrastructure, member_service_spec
 from shoal.operator.metrics import OperatorMetrics
+from shoal.operator.observe import SILENT_PROBE
+from shoal.operator.renewals import PASS_CHECK
 from shoal.operator.runtime import Operator, OperatorSettings
 from shoal.operator.shared import SharedReads
 from shoal.operator.worker import DatabaseWorker
@@ -64,6 +66,7 @@ class RecordedPostgres(PostgresPlugin):
         self.probes = probes
         self.probed: list[str] = []
         self.renewed: list[str] = []
+        self.hung: set[str] = set()  # members whose agent takes the request, never answers
         self.plans: list[Plan] = []
         self.applied = applied  # shared with the fake's log: one order for every action
 
@@ -75,6 +78,8 @@ class RecordedPostgres(PostgresPlugin):
         lease: LeaseGrant | None = None,
     ) -> PgProbe | None:
         self.probed.append(member)
+        if member in self.hung:
+            await asyncio.Event().wait()  # the plugin's own timeout is the caller's to apply
         return self.probes.get(member)
 
     async def renew(
@@ -474,6 +479,49 @@ async def test_a_renewal_the_primary_does_not_answer_wakes_the_worker_and_starts
     before = len(plugin.renewed)
     assert await observer.renew(target.database, plugin, target.credentials, "orders-1") is None
     assert len(plugin.renewed) == before
+
+
+async def test_a_probe_carries_the_renewal_and_one_due_just_before_a_pass_waits_for_it() -> None:
+    """A renewal goes out only when nothing renewed the primary for a third of its lease: a
+    pass's probe carries one, and a renewal falling due just before a pass waits for that
+    pass, a third of its period at the most (operator/renewals.py)."""
+    _swarm, _ctx, worker = await healthy_database()
+    await worker.cycle()
+    renewer = worker.renewer
+    target = renewer.target
+    assert target is not None
+    every = target.every()
+    sent = renewer.observer.renewal_sent("orders-1")
+    assert every is not None and sent is not None  # the pass's probe renewed it
+    assert renewer.wait(sent + 0.1) == pytest.approx(every - 0.1)
+    due = sent + every
+    worker.next_pass = due + every  # no pass until after the renewal could wait
+    assert renewer.wait(due) == 0.0
+    worker.next_pass = due + every / 6  # a pass is due by then: its probe carries it
+    assert 0.0 < renewer.wait(due) <= every / 3
+    worker.next_pass = due - 1.0  # one runs now: looked at again shortly
+    assert 0.0 < renewer.wait(due) <= PASS_CHECK
+    assert renewer.wait(due + every / 3) == 0.0  # waited long enough: renewed alone
+
+
+async def test_the_pass_a_silent_renewal_wakes_does_not_wait_out_that_members_probe() -> None:
+    """A connection kept alive to a node cut off makes the probe wait its whole timeout: the
+    pass woken by the unanswered renewal gives the member SILENT_PROBE, so the failover's
+    first step (a standby released ahead) is not held up. The pass after gives it the whole
+    timeout again (a slow primary is still heard)."""
+    _swarm, ctx, worker = await healthy_database()
+    plugin = cast(RecordedPostgres, ctx.plugins["postgres"])
+    await worker.cycle()
+    target = worker.renewer.target
+    assert target is not None
+    del plugin.probes["orders-1"]
+    plugin.hung.add("orders-1")
+    observer = worker.observer
+    assert await observer.renew(target.database, plugin, target.credentials, "orders-1") is False
+    await asyncio.wait_for(worker.cycle(), timeout=10)
+    assert "orders-1 unreachable" in plugin.plans[-1].status.message
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.cycle(), timeout=4 * SILENT_PROBE)
 
 
 async def test_the_primary_is_renewed_between_passes_even_when_the_status_cannot_be_written() -> (
