@@ -178,6 +178,11 @@ class Observer:
             usable = probe is not None and plugin.answered(probe)
             sid = svc["ID"] if svc is not None else ""
             same_image = svc is None or image_matches(_image_of(svc), plugin.member_image())
+            margin = (
+                plugin.lease_margin
+                if same_image
+                else max(plugin.lease_margin, plugin.lease_margin_other_image)
+            )
             self._may_run[n] = may_run.get(sid, [])
             self._leases.book(
                 n,
@@ -204,15 +209,15 @@ class Observer:
                     stranded=sid in stranded,
                     same_image=same_image,
                     lease_left=self._leases.left(
-                        # Every container of the member that may run, the current one too:
-                        # once fenced, it is as condemned as one Swarm already replaced.
-                        stranded.get(sid, [])
-                        + earlier_running.get(sid, [])
-                        + ([info.task_id] if info is not None and info.running else []),
+                        stranded.get(sid, []) + earlier_running.get(sid, []),
                         ttl,
-                        max(plugin.lease_margin, plugin.lease_margin_other_image)
-                        if not same_image
-                        else plugin.lease_margin,
+                        margin,
+                        now_mono,
+                    ),
+                    task_lease_left=self._leases.left(
+                        [info.task_id] if info is not None and info.running else [],
+                        ttl,
+                        margin,
                         now_mono,
                     ),
                     certificate_serial=credentials.ca.serial_for(

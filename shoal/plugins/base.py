@@ -138,12 +138,14 @@ class MemberObservation(Generic[P]):
     # Its service runs this operator's member image (False: one an earlier operator made,
     # whose agent may keep other timings; `EnginePlugin.lease_margin_other_image`).
     same_image: bool = True
-    # Seconds until the lease of every container of this member that may still run (its
-    # current one, one stranded on a lost node, or an earlier one Swarm still reports
-    # running, `previous_running`) is surely over (the plugin's `lease_margin` included;
-    # operator/leases.py); <= 0 once it is, when there is none, or when the engine keeps
-    # no lease.
+    # Seconds until the lease of every earlier container of this member that may still run
+    # (stranded on a lost node, or one Swarm still reports running, `previous_running`) is
+    # surely over (the plugin's `lease_margin` included; operator/leases.py); <= 0 once it
+    # is, when there is none, or when the engine keeps no lease.
     lease_left: float = 0.0
+    # The same for the container of its newest task, while that runs: the one a fence
+    # condemned, until Swarm has made the replacement task.
+    task_lease_left: float = 0.0
     # The serial of the TLS certificate the member should serve now (shoal/tls.py); the
     # engine renews a member's certificate when it serves another. None: not known.
     certificate_serial: int | None = None

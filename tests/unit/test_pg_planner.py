@@ -85,6 +85,7 @@ def observe(
     replaced: dict[str, bool] | None = None,
     stranded: dict[str, float] | None = None,
     lease: dict[str, float] | None = None,
+    task_lease: dict[str, float] | None = None,
     monotonic: float = 0.0,
     earlier_image: frozenset[str] = frozenset(),
 ) -> Observation[PgProbe]:
@@ -127,6 +128,8 @@ def observe(
                 # `lease`: seconds left on the lease of its earlier container (stranded or
                 # still running), when given apart from `stranded`.
                 lease_left=(lease or stranded or {}).get(name, 0.0),
+                # `task_lease`: the same for the container of its newest task.
+                task_lease_left=(task_lease or {}).get(name, 0.0),
                 same_image=name not in earlier_image,
             )
         )
@@ -353,11 +356,29 @@ def test_a_fenced_primary_whose_task_swarm_has_not_replaced_yet_is_waited_for() 
     assert ReplaceMember("orders-1", "fence the old primary") in fenced.actions
     doc["status"] = fenced.status.model_dump(mode="json")
     # The same task still runs: Swarm has not made the replacement yet.
-    leased = observe(doc, lease={"orders-1": 0.5}, monotonic=PEERS_RELEASE_WAIT + 1)
+    leased = observe(doc, task_lease={"orders-1": 0.5}, monotonic=PEERS_RELEASE_WAIT + 1)
     assert not any(isinstance(a, Promote) for a in plan(leased).actions)
-    peers = observe(doc, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT - 0.1)
+    peers = observe(doc, task_lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT - 0.1)
     assert not any(isinstance(a, Promote) for a in plan(peers).actions)
-    over = observe(doc, lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT + 0.01)
+    over = observe(doc, task_lease={"orders-1": -0.1}, monotonic=PEERS_RELEASE_WAIT + 0.01)
+    assert Promote("orders-0", LISTS["orders-0"]) in plan(over).actions
+
+
+def test_the_replacement_of_a_stranded_old_primary_is_not_waited_for() -> None:
+    """Found by `make multinode` (the operator's node cut off with the primary): the
+    replacement Swarm started elsewhere answers under the old primary's name and each probe
+    renews it; waiting for *its* lease never ended. Only the stranded container's counts."""
+    doc = _lost_node_primary()
+    renewed = {"orders-1": 5.0}  # the replacement's, renewed by every probe
+    held = plan(observe(doc, replaced={"orders-1": False}, stranded={"orders-1": 4.0}))
+    doc["status"] = held.status.model_dump(mode="json")
+    over = observe(
+        doc,
+        replaced={"orders-1": False},
+        stranded={"orders-1": -0.1},
+        task_lease=renewed,
+        monotonic=PEERS_RELEASE_WAIT + 0.01,
+    )
     assert Promote("orders-0", LISTS["orders-0"]) in plan(over).actions
 
 

@@ -543,6 +543,23 @@ async def test_the_primary_is_renewed_between_passes_even_when_the_status_cannot
     assert target is not None and target.member == "orders-1"
 
 
+async def test_a_running_members_own_lease_is_kept_apart_from_its_earlier_containers() -> None:
+    """`lease_left` counts only earlier containers that may still run (none here); the
+    newest task's own lease, renewed by every probe, is `task_lease_left`. Mixing them made
+    a stranded primary's replacement, answering under its name, hold the failover for good
+    (`make multinode`, the operator's node cut off with the primary)."""
+    _swarm, ctx, worker = await healthy_database()
+    plugin = ctx.plugins["postgres"]
+    stored = await ctx.store.get("orders")
+    assert stored is not None
+    credentials = DatabaseCredentials.derive(KEY, stored.uid)
+    await worker.observer.observe(stored, plugin, credentials)  # renews every member
+    obs = await worker.observer.observe(stored, plugin, credentials)
+    for m in obs.members:
+        assert m.lease_left <= 0, m.name
+        assert m.task_lease_left > 0, m.name
+
+
 async def test_a_member_made_from_an_earlier_image_is_observed_as_such() -> None:
     """Its agent may keep an earlier image's timings: its lease is counted with the
     plugin's `lease_margin_other_image` (the failover then waits that much longer)."""

@@ -366,9 +366,16 @@ def _lease_wait(old: PgMember | None, best: PgMember, released: float, fenced: b
     Swarm has already replaced its task or not (`fenced`: not yet). Forced failovers wait
     too: accepting the loss of writes the others lack does not make two writable primaries
     acceptable."""
-    if old is None or old is best or not (old.stranded or old.previous_running or fenced):
+    if old is None or old is best:
         return 0.0
-    return max(old.lease_left, peers_release_wait(old) - released)
+    if fenced:  # its newest task is still the fenced container: Swarm has not replaced it
+        left = max(old.lease_left, old.task_lease_left)
+    elif old.stranded or old.previous_running:
+        # Not the newest task's: that is its replacement, renewed as any answering member.
+        left = old.lease_left
+    else:
+        return 0.0
+    return max(left, peers_release_wait(old) - released)
 
 
 def _role_unknown(m: PgMember) -> bool:
