@@ -53,8 +53,8 @@ class RenewalTarget:
 
 
 class Renewer:
-    """Renews `target`'s lease every third of its ttl until cancelled; calls `on_silence`
-    when the member does not answer. `next_pass` tells when the worker's next pass starts
+    """Renews `target`'s lease whenever nothing renewed it for a third of its ttl, until
+    cancelled; calls `on_silence` when the member does not answer. `next_pass` tells when the worker's next pass starts
     (monotonic; in the past while one runs)."""
 
     def __init__(
