@@ -161,7 +161,7 @@ class Observer:
             *(
                 _within(
                     plugin.probe(self.ctx.http, n, credentials, grant),
-                    SILENT_PROBE if n in silent else None,
+                    self._probe_limit(n, silent, stored, sent),
                 )
                 if _may_answer(info)
                 else _none()
@@ -240,6 +240,23 @@ class Observer:
             nodes=tuple(nodes.values()),
         )
 
+    def _probe_limit(
+        self, member: str, silent: set[str], stored: StoredDatabase, sent: float
+    ) -> float | None:
+        """How long a probe sent at `sent` may take (None: the engine's own timeout).
+        SILENT_PROBE in the pass an unanswered renewal woke. For the recorded primary not
+        answering: no longer than until `unreachableSeconds` is up (SILENT_PROBE at the
+        least), so the pass that crosses it ends at the crossing, not up to a whole probe
+        timeout (1.5 s on a paused container) after it; an answer that would have come
+        later comes after the primary was given up on anyway."""
+        if member in silent:
+            return SILENT_PROBE
+        since = self._unreachable.since(member)
+        if since is None or member != stored.status.primary:
+            return None
+        left = since + float(stored.declaration.spec.failover.unreachable_seconds) - sent
+        return max(left, SILENT_PROBE) if left > 0 else None
+
     def renewal_sent(self, member: str) -> float | None:
         """When a renewal (alone or with a probe) last went to `member` (monotonic)."""
         return self._renewal_sent.get(member)
@@ -316,6 +333,10 @@ class UnreachableClock:
 
     def __init__(self) -> None:
         self._since: dict[str, float] = {}
+
+    def since(self, member: str) -> float | None:
+        """When the member's silence began (None: it answers)."""
+        return self._since.get(member)
 
     def note(self, member: str, *, answered: bool, running: bool, sent: float, now: float) -> float:
         if answered or not running:

@@ -54,8 +54,8 @@ class RenewalTarget:
 
 class Renewer:
     """Renews `target`'s lease whenever nothing renewed it for a third of its ttl, until
-    cancelled; calls `on_silence` when the member does not answer. `next_pass` tells when the worker's next pass starts
-    (monotonic; in the past while one runs)."""
+    cancelled; calls `on_silence` when the member does not answer. `next_pass` tells when
+    the worker's next pass starts (monotonic; in the past while one runs)."""
 
     def __init__(
         self,

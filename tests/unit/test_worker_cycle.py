@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,7 +36,7 @@ from shoal.plugins.base import (
     Plan,
     RenewalAnswer,
 )
-from shoal.plugins.postgres.model import PgProbe
+from shoal.plugins.postgres.model import Follow, PgProbe
 from shoal.plugins.postgres.planner import list_for
 from shoal.plugins.postgres.plugin import PostgresPlugin
 from shoal.status import DatabaseState, DatabaseStatus
@@ -522,6 +523,26 @@ async def test_the_pass_a_silent_renewal_wakes_does_not_wait_out_that_members_pr
     assert "orders-1 unreachable" in plugin.plans[-1].status.message
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(worker.cycle(), timeout=4 * SILENT_PROBE)
+
+
+async def test_the_pass_that_crosses_unreachable_seconds_ends_at_the_crossing() -> None:
+    """A paused primary's agent takes the connection and never answers: each probe would
+    wait the engine's whole timeout, and the crossing of `unreachableSeconds` be seen up to
+    that much later. The recorded primary's probe is cut at the crossing instead."""
+    _swarm, ctx, worker = await healthy_database()
+    plugin = cast(RecordedPostgres, ctx.plugins["postgres"])
+    await worker.cycle()
+    del plugin.probes["orders-1"]
+    plugin.hung.add("orders-1")
+    with pytest.raises(TimeoutError):  # far from the crossing: the whole timeout (never)
+        await asyncio.wait_for(worker.cycle(), timeout=4 * SILENT_PROBE)
+    stored = await ctx.store.get("orders")
+    assert stored is not None
+    unreachable = float(stored.declaration.spec.failover.unreachable_seconds)
+    clock = worker.observer._unreachable
+    clock._since["orders-1"] = time.monotonic() - (unreachable - 0.2)  # 0.2 s to go
+    await asyncio.wait_for(worker.cycle(), timeout=10)
+    assert any(isinstance(a, Follow) for a in plugin.plans[-1].actions)  # the failover began
 
 
 async def test_the_primary_is_renewed_between_passes_even_when_the_status_cannot_be_written() -> (
