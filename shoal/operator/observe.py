@@ -327,22 +327,38 @@ class Observer:
 
 class UnreachableClock:
     """How long each member has not answered while Swarm runs it (`unreachableSeconds` is
-    compared with this). The count starts when the first unanswered probe was *sent*: the
+    compared with this). The count starts when the first unanswered request was *sent*: the
     member was silent from then on, and a probe that timed out took its whole timeout to
-    say so (1.5 s that a paused primary's failover used to wait on top)."""
+    say so (1.5 s that a paused primary's failover used to wait on top). Requests overlap
+    (a pass's probe and a renewal between passes), so their outcomes arrive out of order:
+    each is placed by its send time. A silence noted after a later request was answered is
+    over already; one noted after a later unanswered request moves the start back (seen on
+    a paused primary: a renewal sent 1 s after the pass's probe timed out first, and the
+    count started 1 s late)."""
 
     def __init__(self) -> None:
-        self._since: dict[str, float] = {}
+        self._since: dict[str, float] = {}  # earliest unanswered send after the last answer
+        self._heard: dict[str, float] = {}  # send time of the latest answered request
 
     def since(self, member: str) -> float | None:
         """When the member's silence began (None: it answers)."""
         return self._since.get(member)
 
     def note(self, member: str, *, answered: bool, running: bool, sent: float, now: float) -> float:
-        if answered or not running:
+        if not running:
             self._since.pop(member, None)
+            self._heard.pop(member, None)
             return 0.0
-        return now - self._since.setdefault(member, sent)
+        if answered:
+            self._heard[member] = max(self._heard.get(member, sent), sent)
+            if self._since.get(member, sent) <= sent:
+                self._since.pop(member, None)
+            return 0.0
+        if sent < self._heard.get(member, sent):
+            return 0.0  # a later request was answered: that silence is over
+        since = min(self._since.get(member, sent), sent)
+        self._since[member] = since
+        return now - since
 
 
 def _on_lost_node(task: JSON, nodes: dict[str, NodeInfo]) -> bool:

@@ -28,6 +28,25 @@ def test_an_answer_or_swarms_word_that_it_stopped_resets_the_count() -> None:
     assert clock.note("m1", answered=False, running=True, sent=22.0, now=22.5) == 0.5
 
 
+def test_outcomes_arriving_out_of_order_are_placed_by_their_send_times() -> None:
+    """A pass's probe and a renewal overlap. Seen on a paused primary: the renewal sent at
+    11.0 timed out (11.5) before the probe sent at 10.0 did (11.5 too, after its longer
+    timeout), and the count started at 11.0: the failover came 1 s late."""
+    clock = UnreachableClock()
+    assert clock.note("m0", answered=False, running=True, sent=11.0, now=11.5) == 0.5
+    assert clock.note("m0", answered=False, running=True, sent=10.0, now=11.5) == 1.5
+    assert clock.since("m0") == 10.0
+    # An answer to a request sent after the silence began ends it; a silence noted late
+    # for a request sent before that answer does not start it again.
+    assert clock.note("m0", answered=True, running=True, sent=12.0, now=12.1) == 0.0
+    assert clock.note("m0", answered=False, running=True, sent=11.9, now=12.2) == 0.0
+    assert clock.since("m0") is None
+    # An answer to a request sent *before* a silence that began later does not end it.
+    assert clock.note("m0", answered=False, running=True, sent=13.0, now=13.5) == 0.5
+    assert clock.note("m0", answered=True, running=True, sent=12.9, now=13.6) == 0.0
+    assert clock.since("m0") == 13.0
+
+
 def test_all_of_waits_for_every_read_and_then_raises_the_first_failure() -> None:
     finished: list[str] = []
 
