@@ -79,6 +79,7 @@ class Observer:
         self._may_run: dict[str, list[str]] = {}  # member -> its tasks that may have a container
         self._renewal_sent: dict[str, float] = {}  # member -> when a renewal last went to it
         self._silent: set[str] = set()  # members whose renewal went unanswered, not probed since
+        self._probing: set[str] = set()  # members a probe carrying a renewal is out to
 
     @property
     def _leases(self) -> LeaseBook:
@@ -152,22 +153,30 @@ class Observer:
         grants = [self._leases.grant(n, granted, declared, token) for n in member_names]
         silent, self._silent = self._silent, set()
         sent = time.monotonic()
-        for n, info, grant in zip(member_names, infos, grants, strict=True):
-            if grant is not None and _may_answer(info):
-                self._renewal_sent[n] = sent
-        infra_ready, proxy, *probes = await all_of(
-            self._infrastructure_ready(stored),
-            self._proxy(plugin.member_image(), of_db),
-            *(
-                _within(
-                    plugin.probe(self.ctx.http, n, credentials, grant),
-                    self._probe_limit(n, silent, stored, sent),
-                )
-                if _may_answer(info)
-                else _none()
-                for n, info, grant in zip(member_names, infos, grants, strict=True)
-            ),
-        )
+        renewing = {
+            n
+            for n, info, grant in zip(member_names, infos, grants, strict=True)
+            if grant is not None and _may_answer(info)
+        }
+        for n in renewing:
+            self._renewal_sent[n] = sent
+        self._probing |= renewing
+        try:
+            infra_ready, proxy, *probes = await all_of(
+                self._infrastructure_ready(stored),
+                self._proxy(plugin.member_image(), of_db),
+                *(
+                    _within(
+                        plugin.probe(self.ctx.http, n, credentials, grant),
+                        self._probe_limit(n, silent, stored, sent),
+                    )
+                    if _may_answer(info)
+                    else _none()
+                    for n, info, grant in zip(member_names, infos, grants, strict=True)
+                ),
+            )
+        finally:
+            self._probing -= renewing
         now_mono = time.monotonic()
         now_utc = datetime.now(UTC)
         members = []
@@ -256,6 +265,10 @@ class Observer:
             return None
         left = since + float(stored.declaration.spec.failover.unreachable_seconds) - sent
         return max(left, SILENT_PROBE) if left > 0 else None
+
+    def probing(self, member: str) -> bool:
+        """A probe carrying a renewal is out to `member` and has not come back."""
+        return member in self._probing
 
     def renewal_sent(self, member: str) -> float | None:
         """When a renewal (alone or with a probe) last went to `member` (monotonic)."""

@@ -80,6 +80,11 @@ class Renewer:
         due = now if last is None else last + every
         if now < due:
             return due - now
+        if self.observer.probing(target.member):
+            # The probe out to it carries a renewal; a second one sent meanwhile would only
+            # move the lease's end later should it never answer (a paused primary's failover
+            # then waited for that renewal's lease). The probe's own timeout bounds this.
+            return PASS_CHECK
         late = due + every * LATE_SHARE
         pass_at = self.next_pass()
         if now < late and pass_at <= late:

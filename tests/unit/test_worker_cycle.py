@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -68,6 +69,7 @@ class RecordedPostgres(PostgresPlugin):
         self.probed: list[str] = []
         self.renewed: list[str] = []
         self.hung: set[str] = set()  # members whose agent takes the request, never answers
+        self.hanging = asyncio.Event()  # set once a probe of one of them is out
         self.plans: list[Plan] = []
         self.applied = applied  # shared with the fake's log: one order for every action
 
@@ -80,6 +82,7 @@ class RecordedPostgres(PostgresPlugin):
     ) -> PgProbe | None:
         self.probed.append(member)
         if member in self.hung:
+            self.hanging.set()
             await asyncio.Event().wait()  # the plugin's own timeout is the caller's to apply
         return self.probes.get(member)
 
@@ -503,6 +506,28 @@ async def test_a_probe_carries_the_renewal_and_one_due_just_before_a_pass_waits_
     worker.next_pass = due - 1.0  # one runs now: looked at again shortly
     assert 0.0 < renewer.wait(due) <= PASS_CHECK
     assert renewer.wait(due + every / 3) == 0.0  # waited long enough: renewed alone
+
+
+async def test_no_renewal_goes_out_while_a_probe_carrying_one_is_out() -> None:
+    """Seen on a paused primary: a renewal sent while the pass's probe hung moved the end of
+    the lease the failover waits for 1 s past the crossing of `unreachableSeconds`. The
+    probe carries a renewal; its outcome, bounded by its timeout, decides."""
+    _swarm, ctx, worker = await healthy_database()
+    plugin = cast(RecordedPostgres, ctx.plugins["postgres"])
+    await worker.cycle()
+    plugin.hung.add("orders-1")
+    cycle = asyncio.create_task(worker.cycle())
+    try:
+        await asyncio.wait_for(plugin.hanging.wait(), timeout=10)
+        assert worker.observer.probing("orders-1")
+        worker.next_pass = -math.inf  # no pass to wait for: only the probe holds it
+        assert worker.renewer.wait(time.monotonic() + 100.0) == PASS_CHECK
+    finally:
+        cycle.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cycle
+    assert not worker.observer.probing("orders-1")
+    assert worker.renewer.wait(time.monotonic() + 100.0) == 0.0
 
 
 async def test_the_pass_a_silent_renewal_wakes_does_not_wait_out_that_members_probe() -> None:
