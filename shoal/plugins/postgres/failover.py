@@ -24,7 +24,7 @@ from shoal.plugins.base import ClearRequest, Plan
 from shoal.plugins.postgres import naming
 from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.durability import list_for
-from shoal.plugins.postgres.model import Demote, Follow, Promote
+from shoal.plugins.postgres.model import PROBE_SECONDS, Demote, Follow, Promote
 from shoal.plugins.postgres.progress import SwitchoverProgress
 from shoal.plugins.postgres.view import Cluster, PgMember, elapsed, member_statuses, stamp
 from shoal.request import FailoverRequest, Request, SwitchoverRequest
@@ -293,9 +293,9 @@ def peers_release_wait(old: PgMember) -> float:
 # How long before `unreachableSeconds` is up one standby is released (below).
 BREAK_AHEAD = 0.5
 # The longest a pass's probe of an unreachable member takes before the pass can count its
-# silence (plugin.PROBE_TIMEOUT: 1.5 s on a connection that hangs, as to a paused container;
+# silence (the whole probe timeout on a connection that hangs, as to a paused container;
 # 0.3 s to connect to a node cut off).
-UNANSWERED_PROBE = 1.5
+UNANSWERED_PROBE = PROBE_SECONDS
 
 
 def _until_due(left: float, most: float) -> float:

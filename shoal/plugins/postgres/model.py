@@ -13,6 +13,9 @@ from shoal.plugins.base import Action, UnusableAnswer, answer_document
 # its own (agent/member.py: STATE_FORMAT, absent before it was introduced: format 1); a unit
 # test keeps the two equal, so a new agent format cannot ship without the parser learning it.
 PROBE_FORMAT = 1
+# The longest the operator waits for a `GET /state` answer (plugin.PROBE_TIMEOUT); the
+# failover plans its passes around it (failover.py: UNANSWERED_PROBE).
+PROBE_SECONDS = 1.5
 
 
 class ArchiveState(BaseModel):

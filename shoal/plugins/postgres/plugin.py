@@ -37,6 +37,7 @@ from shoal.plugins.postgres import backup, naming, planner
 from shoal.plugins.postgres.agent import lease
 from shoal.plugins.postgres.agent.parameters import setting_text
 from shoal.plugins.postgres.model import (
+    PROBE_SECONDS,
     Bootstrap,
     Clone,
     Configure,
@@ -57,7 +58,7 @@ log = logging.getLogger("shoal.postgres")
 # A member's agent answers in milliseconds; a TCP connect that takes longer than 0.3 s goes
 # to the address of a container that just died (nothing answers there, not even a reset),
 # and the whole observation, so the failover, would wait for it.
-PROBE_TIMEOUT = aiohttp.ClientTimeout(total=1.5, connect=1.0, sock_connect=0.3)
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=PROBE_SECONDS, connect=1.0, sock_connect=0.3)
 # A renewal alone asks the agent nothing but to note it (no query): a member that has not
 # answered it in half a second is looked at by a full pass at once (operator/renewals.py).
 # The lease's margin still counts PROBE_TIMEOUT, the longest a renewal can take to arrive.
