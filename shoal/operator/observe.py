@@ -254,17 +254,17 @@ class Observer:
     ) -> float | None:
         """How long a probe sent at `sent` may take (None: the engine's own timeout).
         SILENT_PROBE in the pass an unanswered renewal woke. For the recorded primary not
-        answering: no longer than until `unreachableSeconds` is up (SILENT_PROBE at the
-        least), so the pass that crosses it ends at the crossing, not up to a whole probe
-        timeout (1.5 s on a paused container) after it; an answer that would have come
-        later comes after the primary was given up on anyway."""
+        answering: no longer than until `unreachableSeconds` is up, and SILENT_PROBE once
+        it is, so the pass that crosses it ends at the crossing, not up to a whole probe
+        timeout (1.5 s on a paused container) after it, also when it started just after;
+        an answer that would have come later comes after the primary was given up on."""
         if member in silent:
             return SILENT_PROBE
         since = self._unreachable.since(member)
         if since is None or member != stored.status.primary:
             return None
         left = since + float(stored.declaration.spec.failover.unreachable_seconds) - sent
-        return max(left, SILENT_PROBE) if left > 0 else None
+        return max(left, SILENT_PROBE)
 
     def probing(self, member: str) -> bool:
         """A probe carrying a renewal is out to `member` and has not come back."""
